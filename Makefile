@@ -1,0 +1,68 @@
+# nvrflow: two commands on a fresh Debian 12 machine, `make demo` and `make test`.
+# Every target installs what it needs first; a second run skips what is already there.
+
+SHELL := /bin/bash
+PYTHON_BASE ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DEPS_STAMP := $(VENV)/.deps-$(shell sha1sum pyproject.toml | cut -c1-12)
+MODEL_STAMP := $(VENV)/.model-ready
+
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+export PREFECT_SERVER_ANALYTICS_ENABLED = false
+
+.PHONY: help deps system-packages model up down status demo test lint bench-export bench-transcode bench-classify
+
+help:
+	@echo "make demo    run the whole chain on the embedded stack (installs everything first)"
+	@echo "make test    run the test suite"
+	@echo "make up / make down / make status   start, stop, inspect the embedded stack"
+
+system-packages:
+	@missing=""; \
+	for cmd in ffmpeg:ffmpeg ffprobe:ffmpeg HandBrakeCLI:handbrake-cli; do \
+	  command -v $${cmd%%:*} >/dev/null || missing="$$missing $${cmd##*:}"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	fi
+
+$(DEPS_STAMP): pyproject.toml
+	@[ -x $(PY) ] || $(PYTHON_BASE) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip check
+	rm -f $(VENV)/.deps-* && touch $@
+
+deps: system-packages $(DEPS_STAMP)
+
+model: deps
+	@$(PY) -m stack.model_build
+
+up: model
+	$(PY) -m stack up
+
+down:
+	@if [ -x $(PY) ]; then $(PY) -m stack down; else echo "no venv: nothing to stop"; fi
+
+status:
+	$(PY) -m stack status
+
+demo: model
+	$(PY) -m stack.demo
+
+test: model
+	$(PY) -m pytest
+
+lint: deps
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+bench-export: model
+	$(PY) -m bench.export
+
+bench-transcode: model
+	$(PY) -m bench.transcode
+
+bench-classify: model
+	$(PY) -m bench.classify

@@ -1,0 +1,72 @@
+"""nvrflow's ClickHouse schema as ordered, idempotent migrations.
+
+A migration only ever adds: tables, columns, views. Each statement is safe to run
+again (IF NOT EXISTS), so a migration interrupted half-way is simply applied again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    statements: tuple[str, ...]
+
+
+# Inserts carry insert_deduplication_token; non-replicated tables honour it only with a
+# deduplication window. ReplacingMergeTree on the natural key is the net under it.
+_DEDUP = "SETTINGS non_replicated_deduplication_window = 10000"
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "segments and detections",
+        (
+            """CREATE TABLE IF NOT EXISTS {db}.segments (
+                recorder LowCardinality(String),
+                site LowCardinality(String),
+                channel UInt16,
+                segment String,
+                start DateTime64(3, 'UTC'),
+                end DateTime64(3, 'UTC'),
+                duration_s Float64,
+                bytes UInt64,
+                source_codec LowCardinality(String),
+                transcode_mode LowCardinality(String),
+                output_path String,
+                flow_run_id String,
+                exported_at DateTime64(3, 'UTC')
+            ) ENGINE = ReplacingMergeTree(exported_at)
+            ORDER BY (recorder, channel, segment) """
+            + _DEDUP,
+            """CREATE TABLE IF NOT EXISTS {db}.detections (
+                recorder LowCardinality(String),
+                channel UInt16,
+                segment String,
+                frame_time DateTime64(3, 'UTC'),
+                model LowCardinality(String),
+                model_version UInt32,
+                rank UInt8,
+                label LowCardinality(String),
+                score Float32,
+                inserted_at DateTime64(3, 'UTC')
+            ) ENGINE = ReplacingMergeTree(inserted_at)
+            ORDER BY (recorder, channel, frame_time, model, rank) """
+            + _DEDUP,
+        ),
+    ),
+)
+
+TABLE_COLUMNS: dict[str, list[str]] = {
+    "segments": [
+        "recorder", "site", "channel", "segment", "start", "end", "duration_s", "bytes",
+        "source_codec", "transcode_mode", "output_path", "flow_run_id", "exported_at",
+    ],
+    "detections": [
+        "recorder", "channel", "segment", "frame_time", "model", "model_version", "rank", "label",
+        "score", "inserted_at",
+    ],
+}

@@ -1,0 +1,83 @@
+"""`dispatch`: one `recorder_pipeline` flow run per enabled recorder, through the deployment.
+
+Going through the deployment puts each run on the work pool, so workers on any
+machine pick them up; the per-recorder limits hold across all of them.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
+from prefect.client.orchestration import get_client
+from prefect.deployments import run_deployment
+
+from flows.pipeline import previous_hour
+from flows.recorders import registered_recorders
+
+PIPELINE_DEPLOYMENT = "recorder-pipeline/recorder"
+POLL_SECONDS = 2.0
+
+
+@flow(name="dispatch")
+def dispatch(
+    start: datetime | None = None,
+    end: datetime | None = None,
+    recorders: list[str] | None = None,
+    deployment: str = PIPELINE_DEPLOYMENT,
+    wait: bool = True,
+    timeout_s: float = 6 * 3600,
+) -> dict[str, str]:
+    """Start the pipeline for every enabled recorder (or the ones named) for [start, end)."""
+    logger = get_run_logger()
+    if start is None or end is None:
+        start, end = previous_hour()
+    known = registered_recorders()
+    unknown = sorted(set(recorders or []) - set(known))
+    if unknown:
+        raise ValueError(f"no recorder block named {', '.join(unknown)}")
+    chosen = sorted(recorders or [name for name, block in known.items() if block.enabled])
+    runs = {}
+    for name in chosen:
+        run = run_deployment(
+            deployment,
+            parameters={"recorder": name, "start": start.isoformat(), "end": end.isoformat()},
+            timeout=0,
+            flow_run_name=f"{name} {start:%Y-%m-%d %H:%M}",
+            tags=[f"recorder:{name}", f"site:{known[name].site or 'none'}"],
+        )
+        runs[name] = run.id
+        logger.info(f"{name}: flow run {run.name} ({run.id}) scheduled")
+    if not wait:
+        return {name: "scheduled" for name in runs}
+    return _wait_for(runs, timeout_s)
+
+
+def _wait_for(runs: dict, timeout_s: float) -> dict[str, str]:
+    progress = create_progress_artifact(0.0, key="dispatch-progress", description="recorder runs finished")
+    final: dict[str, str] = {}
+    deadline = time.monotonic() + timeout_s
+    with get_client(sync_client=True) as client:
+        while len(final) < len(runs) and time.monotonic() < deadline:
+            for name, run_id in runs.items():
+                if name in final:
+                    continue
+                state = client.read_flow_run(run_id).state
+                if state and state.is_final():
+                    final[name] = state.name
+            update_progress_artifact(progress, 100.0 * len(final) / max(1, len(runs)))
+            if len(final) < len(runs):
+                time.sleep(POLL_SECONDS)
+    for name in runs:
+        final.setdefault(name, "still running")
+    create_table_artifact(
+        [{"recorder": n, "flow run": str(runs[n]), "state": s} for n, s in sorted(final.items())],
+        key="dispatch-recorders",
+        description="one row per recorder",
+    )
+    failed = {n: s for n, s in final.items() if s != "Completed"}
+    if failed:
+        raise RuntimeError("recorder runs not completed: " + ", ".join(f"{n} ({s})" for n, s in failed.items()))
+    return final

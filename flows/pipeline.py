@@ -1,0 +1,167 @@
+"""`recorder_pipeline`: one flow run per recorder and window.
+
+search (per channel) -> download -> transcode -> classify -> persist, one task per
+segment and stage. A segment that fails does not stop the others; the run fails at
+the end, naming every segment that did not make it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact, update_progress_artifact
+from prefect.futures import as_completed
+from prefect.runtime import flow_run
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from blocks.model_server import TFServingModel
+from blocks.recorder import HikvisionRecorder, Recording
+from flows.classify import check_model, classify_segment
+from flows.export import download_recording, search_recordings
+from flows.persist import persist_segment
+from flows.settings import DEFAULT_MODEL_BLOCK, DEFAULT_SINK_BLOCK
+from flows.transcode import TranscodeOptions, transcode_segment
+
+
+class PipelineFailed(RuntimeError):
+    pass
+
+
+@dataclass
+class SegmentOutcome:
+    rec: Recording
+    state: str
+    error: str = ""
+    mode: str = ""
+    source_codec: str = ""
+    duration_s: float = 0.0
+    top_labels: str = ""
+
+
+def previous_hour(now: datetime | None = None) -> tuple[datetime, datetime]:
+    end = (now or datetime.now(UTC)).replace(minute=0, second=0, microsecond=0)
+    return end - timedelta(hours=1), end
+
+
+def _label(rec: Recording) -> str:
+    return f"{rec.recorder} ch{rec.channel} {rec.name}"
+
+
+def _top_labels(classification, k: int = 3) -> str:
+    counts: dict[str, int] = {}
+    for d in classification.detections:
+        if d.rank == 1:
+            counts[d.label] = counts.get(d.label, 0) + 1
+    best = sorted(counts.items(), key=lambda kv: -kv[1])[:k]
+    return ", ".join(f"{label} ({n})" for label, n in best)
+
+
+def _error_text(state) -> str:
+    try:
+        state.result()
+    except Exception as exc:  # the state's own exception, re-raised by result()
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    return state.message or state.name
+
+
+@flow(name="recorder-pipeline", task_runner=ThreadPoolTaskRunner(max_workers=4), log_prints=True)
+def recorder_pipeline(
+    recorder: str,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    channels: list[int] | None = None,
+    transcode: TranscodeOptions | None = None,
+    sample_fps: float = 1.0,
+    model_block: str = DEFAULT_MODEL_BLOCK,
+    sink_block: str = DEFAULT_SINK_BLOCK,
+) -> dict:
+    """Export, transcode, classify and persist one recorder's recordings of [start, end) (UTC).
+
+    Without a window, the previous full hour. Without channels, the recorder block's channels.
+    """
+    logger = get_run_logger()
+    if start is None or end is None:
+        start, end = previous_hour()
+    if start.tzinfo is None or end.tzinfo is None:
+        raise ValueError("start and end need a time zone (e.g. 2026-11-01T10:00:00Z)")
+    if end <= start:
+        raise ValueError(f"empty window: end {end} is not after start {start}")
+    options = transcode or TranscodeOptions()
+    try:
+        block = HikvisionRecorder.load(recorder)
+    except ValueError as exc:
+        raise PipelineFailed(f"recorder {recorder!r} has no HikvisionRecorder block; sync the inventory first") from exc
+    model = TFServingModel.load(model_block)
+    chosen = channels or block.channels
+
+    searches = [search_recordings.submit(recorder, ch, start, end) for ch in chosen]
+    recordings = [rec for s in searches for rec in s.result()]
+    logger.info(f"{recorder}: {len(recordings)} segments on channels {chosen} in {start} .. {end}")
+    progress = create_progress_artifact(
+        0.0, key=f"progress-{recorder}", description=f"{recorder}: segments done of {len(recordings)}"
+    )
+
+    outcomes: list[SegmentOutcome] = []
+    if recordings:
+        model_version = check_model(model)
+        run_id = str(flow_run.id or "")
+        chains = {}
+        for rec in recordings:
+            label = _label(rec)
+            d = download_recording.submit(rec)
+            t = transcode_segment.submit(d, label, options, (rec.end - rec.start).total_seconds())
+            c = classify_segment.submit(t, rec.start, label, model, model_version, sample_fps)
+            p = persist_segment.submit(rec, t, c, label, block.site, run_id, sink_block)
+            chains[p] = (rec, d, t, c)
+        for done, p in enumerate(as_completed(list(chains)), start=1):
+            outcomes.append(_outcome(chains[p], p))
+            update_progress_artifact(progress, 100.0 * done / len(recordings))
+    else:
+        update_progress_artifact(progress, 100.0)
+
+    failed = [o for o in outcomes if o.state != "ok"]
+    _publish(recorder, start, end, outcomes)
+    summary = {
+        "recorder": recorder,
+        "segments": len(recordings),
+        "persisted": len(outcomes) - len(failed),
+        "failed": [f"{_label(o.rec)}: {o.error}" for o in failed],
+    }
+    if failed:
+        raise PipelineFailed(
+            f"{recorder}: {len(failed)} of {len(recordings)} segments failed:\n" + "\n".join(summary["failed"])
+        )
+    return summary
+
+
+def _outcome(chain, persisted) -> SegmentOutcome:
+    rec, *stages = chain
+    for future in (*stages, persisted):
+        state = future.state
+        if not state.is_completed():
+            return SegmentOutcome(rec, "failed", _error_text(state) if state.is_failed() else f"not run ({state.name})")
+    transcoded, classification = stages[1].result(), stages[2].result()
+    return SegmentOutcome(
+        rec, "ok", mode=transcoded.mode, source_codec=transcoded.source_codec,
+        duration_s=transcoded.duration_s, top_labels=_top_labels(classification),
+    )  # fmt: skip
+
+
+def _publish(recorder: str, start: datetime, end: datetime, outcomes: list[SegmentOutcome]) -> None:
+    rows = [
+        {
+            "channel": o.rec.channel, "segment": o.rec.name, "start (UTC)": o.rec.start.isoformat(),
+            "codec": o.source_codec, "duration s": round(o.duration_s, 1), "transcode": o.mode,
+            "top labels": o.top_labels, "status": o.state if o.state == "ok" else o.error,
+        }  # fmt: skip
+        for o in sorted(outcomes, key=lambda o: (o.rec.channel, o.rec.start))
+    ]
+    create_table_artifact(rows, key=f"segments-{recorder}", description=f"{recorder} segments {start} .. {end}")
+    ok = sum(o.state == "ok" for o in outcomes)
+    seconds = sum(o.duration_s for o in outcomes)
+    text = [f"# {recorder}: {start:%Y-%m-%d %H:%M} .. {end:%H:%M} UTC", "",
+            f"- segments persisted: **{ok} of {len(outcomes)}**", f"- video: {seconds:.0f} s"]  # fmt: skip
+    text += [f"- failed: {_label(o.rec)}: {o.error}" for o in outcomes if o.state != "ok"]
+    create_markdown_artifact("\n".join(text), key=f"summary-{recorder}", description=f"{recorder} run summary")

@@ -1,0 +1,35 @@
+"""`python -m stack up|down|status`: the embedded stack for demo, development and tests."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from stack import supervisor
+from stack.state import load_state
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m stack", description=__doc__)
+    parser.add_argument("command", choices=["up", "down", "status"])
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "up":
+            state = supervisor.start()
+            print(f"Prefect UI: {state.ui_url}")
+        elif args.command == "down":
+            supervisor.stop()
+        else:
+            state = load_state()
+            for name, st in supervisor.status().items():
+                print(f"{name:20} {st}")
+            if state:
+                print(f"Prefect UI: {state.ui_url}")
+    except RuntimeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,243 @@
+"""Start and stop the embedded stack's processes.
+
+Every process runs detached in its own session, logs to `<data>/logs/<name>.log` and
+carries `NVRFLOW_STACK=<data dir>` in its environment; `stop` ends every process with
+that tag (flow-run subprocesses of the worker included) and checks that the ports are free.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from stack.paths import PROJECT_ROOT
+from stack.ports import is_listening, wait_for_port
+from stack.state import StackState, load_state, prepare_state
+
+POOL_NAME = "nvrflow-local"
+WORKER_LIMIT = int(os.environ.get("NVRFLOW_WORKER_LIMIT", "4"))
+
+
+def _bin(name: str) -> str:
+    return str(Path(sys.executable).parent / name)
+
+
+def _spawn(state: StackState, name: str, argv: list[str], extra_env: dict[str, str] | None = None) -> int:
+    logs = state.data_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    env = os.environ | state.env() | (extra_env or {})
+    with open(logs / f"{name}.log", "ab") as log:
+        proc = subprocess.Popen(
+            argv,
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    state.pids[name] = proc.pid
+    state.save()
+    return proc.pid
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie still answers kill(0); read its state to tell.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def _log_tail(state: StackState, name: str, lines: int = 30) -> str:
+    path = state.data_dir / "logs" / f"{name}.log"
+    if not path.exists():
+        return ""
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def _wait(state: StackState, name: str, port: int, timeout: float) -> None:
+    pid = state.pids[name]
+    try:
+        wait_for_port(port, timeout, alive=lambda: _alive(pid))
+    except (TimeoutError, RuntimeError) as exc:
+        raise RuntimeError(f"{name} did not start: {exc}\n--- {name}.log ---\n{_log_tail(state, name)}") from exc
+
+
+def _run(state: StackState, argv: list[str], what: str, timeout: float = 120) -> str:
+    done = subprocess.run(
+        argv,
+        cwd=PROJECT_ROOT,
+        env=os.environ | state.env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"{what} failed ({done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+    return done.stdout
+
+
+def is_running(state: StackState | None) -> bool:
+    return bool(state and state.pids) and all(_alive(pid) for pid in state.pids.values())
+
+
+def start(root: Path | None = None, say: Callable[[str], None] = print) -> StackState:
+    """Bring the stack up (idempotent: a running stack is left as it is)."""
+    from stack import model_build
+    from stack.simulator.spec import demo_spec
+
+    current = load_state(root)
+    if is_running(current):
+        say(f"stack already running at {current.ui_url}")
+        return current
+    if current and current.pids:
+        stop(current.data_dir, say=say)
+    state = prepare_state(root)
+    data = state.data_dir
+    model_base = model_build.ensure_model()
+
+    spec_path = data / "stack" / "simulator.json"
+    spec_path.write_text(json.dumps(demo_spec(state.recorder_ports, state.recorder_password), indent=2))
+
+    py = sys.executable
+    _spawn(
+        state,
+        "prefect-server",
+        [_bin("prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(state.prefect_port)],
+    )
+    _spawn(
+        state,
+        "clickhouse-gateway",
+        [
+            py, "-m", "stack.clickhouse_gateway",
+            "--port", str(state.gateway_port),
+            "--data-dir", str(data / "clickhouse"),
+            "--password-env", "NVRFLOW_CLICKHOUSE_PASSWORD",
+        ],
+        {"NVRFLOW_CLICKHOUSE_PASSWORD": state.clickhouse_password},
+    )
+    _spawn(
+        state,
+        "model-server",
+        [
+            py, "-m", "stack.model_server",
+            "--port", str(state.model_port),
+            "--model-name", model_build.MODEL_NAME,
+            "--model-base-path", str(model_base),
+        ],
+    )
+    _spawn(state, "simulator", [py, "-m", "stack.simulator", "--spec", str(spec_path)])
+
+    _wait(state, "clickhouse-gateway", state.gateway_port, 60)
+    _wait(state, "simulator", state.recorder_ports[-1], 120)
+    _wait(state, "model-server", state.model_port, 120)
+    _wait(state, "prefect-server", state.prefect_port, 120)
+    _wait_healthy(state)
+    say(f"services up: Prefect {state.ui_url}, ClickHouse {state.clickhouse_url}, model {state.model_target}")
+
+    _run(state, [py, "-m", "stack.register"], "registering blocks, limits and schema")
+    _run(state, [py, "-m", "work_pools.setup", "--pool", POOL_NAME], "work pool setup")
+    _run(state, [_bin("prefect"), "--no-prompt", "deploy", "--all"], "prefect deploy", timeout=300)
+    _spawn(
+        state,
+        "worker",
+        [_bin("prefect"), "worker", "start", "--pool", POOL_NAME, "--limit", str(WORKER_LIMIT)],
+    )
+    write_env_file(state)
+    say(f"stack up; for the CLI: source {state.data_dir / 'stack' / 'env.sh'}")
+    return state
+
+
+def _wait_healthy(state: StackState, timeout: float = 90) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{state.api_url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if not _alive(state.pids["prefect-server"]):
+            break
+        time.sleep(0.3)
+    raise RuntimeError(f"Prefect server not healthy\n{_log_tail(state, 'prefect-server')}")
+
+
+def write_env_file(state: StackState) -> Path:
+    env = state.env()
+    keys = ["PREFECT_API_URL", "PREFECT_HOME", "NVRFLOW_DATA", "PREFECT_SERVER_ANALYTICS_ENABLED"]
+    lines = [f"export {k}='{env[k]}'" for k in keys]
+    lines.append(f"export PATH='{Path(sys.executable).parent}':\"$PATH\"")
+    path = state.data_dir / "stack" / "env.sh"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _tagged_pids(tag: str) -> list[int]:
+    needle = f"NVRFLOW_STACK={tag}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if needle in (entry / "environ").read_bytes().split(b"\0"):
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def _signal_all(pids: list[int], sig: int) -> None:
+    for pid in pids:
+        try:
+            os.killpg(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def stop(root: Path | None = None, say: Callable[[str], None] = print, timeout: float = 20) -> None:
+    state = load_state(root)
+    if state is None:
+        say("stack not started here: nothing to stop")
+        return
+    tag = str(state.data_dir)
+    # The worker first, so that it does not pick up new runs while the rest goes down.
+    order = ["worker", "simulator", "model-server", "clickhouse-gateway", "prefect-server"]
+    pids = [state.pids[n] for n in order if n in state.pids] + _tagged_pids(tag)
+    _signal_all(pids, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(_alive(p) for p in pids + _tagged_pids(tag)):
+        time.sleep(0.2)
+    leftovers = [p for p in pids + _tagged_pids(tag) if _alive(p)]
+    if leftovers:
+        _signal_all(leftovers, signal.SIGKILL)
+        time.sleep(0.5)
+    busy = [p for p in state.all_ports() if is_listening(p)]
+    state.pids = {}
+    state.save()
+    if busy or any(_alive(p) for p in leftovers):
+        raise RuntimeError(f"stack stopped, but ports still bound: {busy}")
+    say("stack stopped: no process left, ports free")
+
+
+def status(root: Path | None = None) -> dict[str, str]:
+    state = load_state(root)
+    if state is None:
+        return {}
+    return {name: ("running" if _alive(pid) else "stopped") for name, pid in state.pids.items()}

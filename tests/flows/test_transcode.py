@@ -1,0 +1,84 @@
+"""Transcode and frame sampling on the simulator's footage, with hostile file names."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from flows.frames import FrameSamplingError, sample_frames
+from flows.media import CorruptMedia, is_faststart, probe
+from flows.transcode import TranscodeOptions, transcode_file
+from stack.simulator.footage import ensure_clip
+
+HOSTILE = "cam 1 'quoted' \"dq\"; rm -rf ~ $(touch pwned) `id` Łódź 北京"
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("clips")
+    made = {}
+    for codec, audio in (("h264", "g711u"), ("h265", "none")):
+        src = ensure_clip("cat", codec, audio, 4, width=320, height=240, fps=10)
+        made[codec] = folder / f"{HOSTILE} {codec}.ps"
+        shutil.copyfile(src, made[codec])
+    return made
+
+
+def test_h264_is_remuxed_with_aac_and_faststart(clips, tmp_path):
+    dst = tmp_path / f"{HOSTILE}.mp4"
+    result = transcode_file(clips["h264"], dst, TranscodeOptions())
+    assert result.mode == "remux" and not result.reused
+    out = probe(dst)
+    assert (out.video_codec, out.audio_codec) == ("h264", "aac")
+    assert abs(out.duration_s - 4) < 1 and is_faststart(dst)
+    assert not (Path.cwd() / "pwned").exists() and not (tmp_path / "pwned").exists()
+    assert not list(tmp_path.glob("*.part.mp4"))
+
+
+def test_h265_is_reencoded_and_audio_can_be_dropped(clips, tmp_path):
+    dst = tmp_path / "out.mp4"
+    result = transcode_file(clips["h265"], dst, TranscodeOptions(audio="drop"))
+    assert (result.mode, result.source_codec) == ("x264", "hevc")
+    out = probe(dst)
+    assert out.video_codec == "h264" and out.audio_codec is None
+
+
+def test_existing_verified_output_is_reused(clips, tmp_path):
+    dst = tmp_path / "out.mp4"
+    transcode_file(clips["h264"], dst, TranscodeOptions())
+    mtime = dst.stat().st_mtime_ns
+    again = transcode_file(clips["h264"], dst, TranscodeOptions())
+    assert again.reused and dst.stat().st_mtime_ns == mtime
+
+
+def test_handbrake_command_is_available(clips, tmp_path):
+    dst = tmp_path / "hb.mp4"
+    result = transcode_file(clips["h265"], dst, TranscodeOptions(engine="handbrake"))
+    assert result.mode == "handbrake"
+    assert probe(dst).video_codec == "h264" and is_faststart(dst)
+
+
+def test_corrupt_input_fails_with_a_clear_error_and_leaves_nothing(tmp_path):
+    bad = tmp_path / "broken.ps"
+    bad.write_bytes(b"IMKH" + bytes(36) + b"\x00\x00\x01\xba" + b"garbage" * 1000)
+    dst = tmp_path / "broken.mp4"
+    with pytest.raises(CorruptMedia, match="broken.ps"):
+        transcode_file(bad, dst, TranscodeOptions())
+    assert not dst.exists() and not list(tmp_path.glob("*.part.mp4"))
+
+
+def test_frames_are_sampled_on_whole_seconds_in_batches(clips):
+    batches = list(sample_frames(clips["h264"], 224, fps=1.0, batch=3))
+    offsets = [o for os_, _ in batches for o in os_]
+    assert offsets == [0.0, 1.0, 2.0, 3.0]
+    assert [b.shape for _, b in batches] == [(3, 224, 224, 3), (1, 224, 224, 3)]
+    assert batches[0][1].std() > 10  # a picture, not a blank frame
+
+
+def test_frame_sampling_of_garbage_fails(tmp_path):
+    bad = tmp_path / "garbage.mp4"
+    bad.write_bytes(b"\x00" * 4096)
+    with pytest.raises(FrameSamplingError, match="garbage.mp4"):
+        list(sample_frames(bad, 224))
