@@ -1,0 +1,228 @@
+"""Recorder inventory from an Excel workbook, and the `sync-inventory` flow.
+
+Workbook format (first sheet, or the sheet named `recorders`), one header row, then one
+row per recorder; column order is free, header names are case-insensitive:
+
+| column                   | required | meaning                                                  |
+|--------------------------|----------|----------------------------------------------------------|
+| name                     | yes      | block name: lowercase letters, digits, `-` (e.g. nvr-01)  |
+| host                     | yes      | IP address or DNS name                                   |
+| port                     | no (80)  | 1-65535                                                  |
+| username                 | no       | default `admin`                                          |
+| password                 | no       | empty keeps the password already stored in the block     |
+| channels                 | yes      | `1,2,5` or `1-4` or `1-4,9`                              |
+| max_concurrent_downloads | no (2)   | 1-16: slots of the limit `recorder:<name>`               |
+| site                     | no       | free text                                                |
+| enabled                  | no (yes) | yes/no, true/false, 1/0                                  |
+
+Every row is checked before anything changes: one error lists every bad row and
+column, and then nothing is created or updated. Passwords never appear in logs,
+errors or artifacts.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_table_artifact
+from pydantic import SecretStr
+
+from blocks.recorder import HikvisionRecorder
+from flows.recorders import upsert_recorder
+
+REQUIRED = ("name", "host", "channels")
+KNOWN = (*REQUIRED, "port", "username", "password", "max_concurrent_downloads", "site", "enabled")
+_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+_TRUE = {"yes", "y", "true", "1", "on"}
+_FALSE = {"no", "n", "false", "0", "off"}
+MAX_CHANNEL = 256
+
+
+class InventoryError(ValueError):
+    """The workbook cannot be used as it is; the message lists every problem."""
+
+
+@dataclass(frozen=True)
+class InventoryRow:
+    row: int
+    name: str
+    host: str
+    port: int
+    username: str
+    password: str | None
+    channels: list[int]
+    max_concurrent_downloads: int
+    site: str
+    enabled: bool
+
+    def __repr__(self) -> str:  # never show the password
+        return f"InventoryRow(row={self.row}, name={self.name!r}, host={self.host!r}, port={self.port})"
+
+
+def parse_channels(value: Any) -> list[int]:
+    text = str(value).strip()
+    if isinstance(value, float) and value.is_integer():
+        text = str(int(value))
+    channels: set[int] = set()
+    for part in filter(None, (p.strip() for p in text.replace(";", ",").split(","))):
+        if re.fullmatch(r"\d+", part):
+            channels.add(int(part))
+        elif m := re.fullmatch(r"(\d+)\s*-\s*(\d+)", part):
+            low, high = int(m[1]), int(m[2])
+            if low > high:
+                raise ValueError(f"range {part!r} runs backwards")
+            channels.update(range(low, high + 1))
+        else:
+            raise ValueError(f"{part!r} is not a channel number or range")
+    if not channels:
+        raise ValueError("no channel given")
+    if min(channels) < 1 or max(channels) > MAX_CHANNEL:
+        raise ValueError(f"channels must be 1..{MAX_CHANNEL}")
+    return sorted(channels)
+
+
+def _int(value: Any, low: int, high: int) -> int:
+    if isinstance(value, bool) or value in (None, ""):
+        raise ValueError("missing")
+    number = float(str(value).strip())
+    if not number.is_integer() or not low <= number <= high:
+        raise ValueError(f"must be a whole number {low}..{high}")
+    return int(number)
+
+
+def _host(value: Any) -> str:
+    text = str(value or "").strip()
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        pass
+    if not _HOSTNAME.match(text) or text.replace(".", "").isdigit():
+        raise ValueError(f"{text!r} is not an IP address or host name")
+    return text
+
+
+def _bool(value: Any) -> bool:
+    if value in (None, ""):
+        return True
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueError(f"{value!r} is not yes/no")
+
+
+def read_workbook(path: Path) -> list[InventoryRow]:
+    """Read and validate every row; raise InventoryError listing all problems at once."""
+    from openpyxl import load_workbook
+
+    try:
+        book = load_workbook(path, read_only=True, data_only=True)
+    except Exception as exc:
+        raise InventoryError(f"{path}: not a readable .xlsx workbook ({type(exc).__name__})") from None
+    try:
+        sheet = book["recorders"] if "recorders" in book.sheetnames else book.worksheets[0]
+        rows = list(sheet.iter_rows(values_only=True))
+    finally:
+        book.close()
+    if not rows:
+        raise InventoryError(f"{path}: the sheet is empty")
+    header = [str(h).strip().lower() if h is not None else "" for h in rows[0]]
+    missing = [c for c in REQUIRED if c not in header]
+    if missing:
+        raise InventoryError(f"{path}: missing column(s) {', '.join(missing)}; columns are {', '.join(KNOWN)}")
+    index = {name: header.index(name) for name in KNOWN if name in header}
+    problems: list[str] = []
+    parsed: list[InventoryRow] = []
+    seen: dict[str, int] = {}
+    for number, values in enumerate(rows[1:], start=2):
+        if all(v in (None, "") for v in values):
+            continue
+        cell = {name: (values[i] if i < len(values) else None) for name, i in index.items()}
+        errors: list[str] = []
+
+        def check(column: str, parse, *args, _cell=cell, _errors=errors):
+            try:
+                return parse(_cell.get(column), *args)
+            except (ValueError, TypeError) as exc:
+                shown = "" if column == "password" else f" ({_cell.get(column)!r})"
+                _errors.append(f"row {number}, column {column}{shown}: {exc}")
+                return None
+
+        name = str(cell.get("name") or "").strip()
+        if not _NAME.match(name):
+            errors.append(f"row {number}, column name ({name!r}): use lowercase letters, digits and '-'")
+        elif name in seen:
+            errors.append(f"row {number}, column name ({name!r}): duplicate of row {seen[name]}")
+        else:
+            seen[name] = number
+        host = check("host", lambda v: _host(v))
+        port = check("port", lambda v: 80 if v in (None, "") else _int(v, 1, 65535))
+        channels = check("channels", parse_channels)
+        slots = check("max_concurrent_downloads", lambda v: 2 if v in (None, "") else _int(v, 1, 16))
+        enabled = check("enabled", _bool)
+        problems.extend(errors)
+        if not errors:
+            password = cell.get("password")
+            parsed.append(
+                InventoryRow(
+                    row=number, name=name, host=host, port=port,
+                    username=str(cell.get("username") or "admin").strip(),
+                    password=None if password in (None, "") else str(password),
+                    channels=channels, max_concurrent_downloads=slots,
+                    site=str(cell.get("site") or "").strip(), enabled=enabled,
+                )  # fmt: skip
+            )
+    if problems:
+        raise InventoryError(f"{path}: {len(problems)} problem(s), nothing changed:\n" + "\n".join(problems))
+    if not parsed:
+        raise InventoryError(f"{path}: no recorder rows")
+    return parsed
+
+
+def _block_for(row: InventoryRow) -> HikvisionRecorder:
+    password = row.password
+    if password is None:
+        try:
+            password = HikvisionRecorder.load(row.name).password.get_secret_value()
+        except ValueError:
+            raise InventoryError(
+                f"row {row.row}, column password: empty, and recorder {row.name} has no stored password yet"
+            ) from None
+    return HikvisionRecorder(
+        host=row.host, port=row.port, username=row.username, password=SecretStr(password),
+        channels=row.channels, max_concurrent_downloads=row.max_concurrent_downloads,
+        site=row.site, enabled=row.enabled,
+    )  # fmt: skip
+
+
+@flow(name="sync-inventory")
+def sync_inventory(workbook: str) -> list[str]:
+    """Create or update one recorder block and one concurrency limit per workbook row."""
+    logger = get_run_logger()
+    rows = read_workbook(Path(workbook))
+    blocks = {row.name: _block_for(row) for row in rows}  # every password resolved before any change
+    changes: list[str] = []
+    for name, block in blocks.items():
+        changes += upsert_recorder(name, block)
+    for line in changes:
+        logger.info(line)
+    logger.info(f"{len(rows)} recorders in {Path(workbook).name}: {len(changes)} change(s)")
+    create_table_artifact(
+        [
+            {"recorder": r.name, "host": f"{r.host}:{r.port}", "channels": ",".join(map(str, r.channels)),
+             "limit": r.max_concurrent_downloads, "site": r.site, "enabled": r.enabled}  # fmt: skip
+            for r in rows
+        ],
+        key="inventory",
+        description=f"recorders from {Path(workbook).name}",
+    )
+    return changes

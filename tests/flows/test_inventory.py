@@ -1,0 +1,97 @@
+"""The Excel inventory: validation of every row first, then idempotent blocks and limits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from openpyxl import Workbook
+
+from deployments.sample_inventory import HEADER
+from flows.inventory import InventoryError, parse_channels, read_workbook
+
+SECRET = "s3cr3t-Pa55"
+
+
+def _book(path: Path, rows: list[list], header: list[str] = HEADER) -> Path:
+    book = Workbook()
+    sheet = book.active
+    sheet.append(header)
+    for row in rows:
+        sheet.append(row)
+    book.save(path)
+    return path
+
+
+def test_channel_lists():
+    assert parse_channels("1-4,9") == [1, 2, 3, 4, 9]
+    assert parse_channels(3) == [3]
+    assert parse_channels("2; 1") == [1, 2]
+    for bad in ("", "a", "4-1", "0", "300"):
+        with pytest.raises(ValueError):
+            parse_channels(bad)
+
+
+def test_sample_workbook_is_valid():
+    rows = read_workbook(Path(__file__).parents[2] / "deployments" / "inventory.sample.xlsx")
+    assert [r.name for r in rows] == ["nvr-warehouse-1", "dvr-gate"]
+    assert rows[0].channels == list(range(1, 9)) and rows[1].enabled is False
+
+
+def test_every_bad_row_and_column_is_named_and_no_password_shown(tmp_path):
+    path = _book(
+        tmp_path / "bad.xlsx",
+        [
+            ["nvr-a", "10.0.0.1", 80, "admin", SECRET, "1,2", 2, "x", "yes"],
+            ["nvr-a", "10.0.0.2", 80, "admin", SECRET, "1", 2, "x", "yes"],
+            ["Bad Name", "not a host!", 70000, "admin", SECRET, "1-x", 0, "x", "maybe"],
+        ],
+    )
+    with pytest.raises(InventoryError) as err:
+        read_workbook(path)
+    text = str(err.value)
+    for expected in ("row 3, column name ('nvr-a'): duplicate of row 2", "row 4, column name",
+                     "row 4, column host", "row 4, column port", "row 4, column channels",
+                     "row 4, column max_concurrent_downloads", "row 4, column enabled"):  # fmt: skip
+        assert expected in text
+    assert SECRET not in text
+
+
+def test_missing_columns_and_unreadable_files(tmp_path):
+    path = _book(tmp_path / "cols.xlsx", [["nvr-a", "1"]], header=["name", "port"])
+    with pytest.raises(InventoryError, match="missing column.*host, channels"):
+        read_workbook(path)
+    junk = tmp_path / "junk.xlsx"
+    junk.write_bytes(b"not a zip")
+    with pytest.raises(InventoryError, match="junk.xlsx: not a readable"):
+        read_workbook(junk)
+
+
+@pytest.mark.stack
+def test_sync_creates_blocks_and_limits_once(stack, tmp_path):
+    from prefect.client.orchestration import get_client
+
+    from blocks.recorder import HikvisionRecorder
+    from flows.inventory import sync_inventory
+
+    rows = [["site-a-nvr", "10.1.1.1", 80, "admin", SECRET, "1-3", 3, "site a", "yes"],
+            ["site-b-dvr", "dvr.example.net", 8000, "op", SECRET, "1", 1, "site b", "no"]]  # fmt: skip
+    path = _book(tmp_path / "inv.xlsx", rows)
+    first = sync_inventory(str(path))
+    assert "site-a-nvr: block created" in first and "recorder:site-a-nvr: limit None -> 3" in first
+    assert sync_inventory(str(path)) == []  # idempotent
+    block = HikvisionRecorder.load("site-a-nvr")
+    assert block.channels == [1, 2, 3] and block.password.get_secret_value() == SECRET
+    # An empty password keeps the stored one; a changed limit is updated.
+    rows[0][4], rows[0][6] = "", 1
+    assert sync_inventory(str(_book(tmp_path / "inv2.xlsx", rows))) == ["recorder:site-a-nvr: limit 3 -> 1"]
+    assert HikvisionRecorder.load("site-a-nvr").password.get_secret_value() == SECRET
+    with get_client(sync_client=True) as client:
+        assert client.read_global_concurrency_limit_by_name("recorder:site-a-nvr").limit == 1
+    # A bad workbook changes nothing.
+    rows[1][1] = "bad host!"
+    rows[0][6] = 4
+    with pytest.raises(InventoryError):
+        sync_inventory(str(_book(tmp_path / "inv3.xlsx", rows)))
+    with get_client(sync_client=True) as client:
+        assert client.read_global_concurrency_limit_by_name("recorder:site-a-nvr").limit == 1
