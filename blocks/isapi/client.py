@@ -1,0 +1,371 @@
+"""ISAPIClient: one recorder, one keep-alive HTTP connection pool, digest auth.
+
+Every failure leaves here as a RecorderError subclass naming the recorder (and channel and
+segment where relevant); retrying is the caller's job, except two firmware fallbacks that
+are remembered per client: `trackList` for devices that reject `trackIDList`, and GET for
+devices that refuse POST on `/ISAPI/ContentMgmt/download`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+from types import TracebackType
+from typing import TypeVar
+
+import httpx
+
+from blocks.isapi.clock import DeviceClock, utc_to_device_text
+from blocks.isapi.download import (
+    CHUNK_SIZE,
+    BadMagic,
+    DownloadBusy,
+    DownloadFault,
+    DownloadResult,
+    is_complete,
+    write_verified,
+)
+from blocks.isapi.errors import (
+    CorruptDownload,
+    RecorderError,
+    RecorderProtocolError,
+    RecorderUnavailable,
+    WrongCredentials,
+)
+from blocks.isapi.naming import UnsafeNameError, segment_path
+from blocks.isapi.parsing import (
+    Recording,
+    XmlFormatError,
+    download_request,
+    new_search_id,
+    parse_channels,
+    parse_clock,
+    parse_device_info,
+    parse_response_status,
+    parse_search_page,
+    search_request,
+)
+
+T = TypeVar("T")
+
+SEARCH_PATH = "/ISAPI/ContentMgmt/search"
+DOWNLOAD_PATH = "/ISAPI/ContentMgmt/download"
+MAX_SEARCH_PAGES = 5000
+ERROR_BODY_LIMIT = 64 * 1024
+# Answers to a POST download that mean "this firmware wants GET" rather than "bad request".
+DOWNLOAD_FALLBACK_STATUSES = {400, 404, 405}
+
+
+class ISAPIClient:
+    def __init__(
+        self,
+        *,
+        name: str,
+        base_url: str,
+        username: str,
+        password: str,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 30.0,
+        verify_tls: bool = True,
+    ) -> None:
+        self.name = name
+        self._http = httpx.Client(
+            base_url=base_url,
+            auth=httpx.DigestAuth(username, password),
+            timeout=httpx.Timeout(read_timeout, connect=connect_timeout, pool=connect_timeout),
+            verify=verify_tls,
+            headers={"Accept": "application/xml, */*"},
+            follow_redirects=False,
+        )
+        self._clock: DeviceClock | None = None
+        self._track_tag = "trackIDList"
+        self._track_tag_settled = False
+        self._download_method = "POST"
+        self._download_method_settled = False
+
+    def __enter__(self) -> ISAPIClient:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _transport_error(
+        self, exc: Exception, action: str, channel: int | None = None, segment: str | None = None
+    ) -> RecorderError:
+        if isinstance(exc, httpx.TimeoutException):
+            return RecorderUnavailable(
+                f"timed out during {action}: {type(exc).__name__}",
+                recorder=self.name,
+                channel=channel,
+                segment=segment,
+            )
+        if isinstance(exc, httpx.ConnectError):
+            return RecorderUnavailable(
+                f"cannot connect for {action}: {exc}", recorder=self.name, channel=channel, segment=segment
+            )
+        if isinstance(exc, (httpx.RemoteProtocolError, httpx.NetworkError)):
+            return RecorderUnavailable(
+                f"connection lost during {action}: {exc}",
+                recorder=self.name,
+                channel=channel,
+                segment=segment,
+            )
+        if isinstance(exc, KeyError):
+            # httpx looks the digest algorithm up in a table; an unknown one surfaces as KeyError.
+            return RecorderProtocolError(
+                f"unsupported digest algorithm {exc} during {action}",
+                recorder=self.name,
+                channel=channel,
+                segment=segment,
+            )
+        return RecorderProtocolError(
+            f"HTTP failure during {action}: {exc}", recorder=self.name, channel=channel, segment=segment
+        )
+
+    def _status_error(
+        self,
+        response: httpx.Response,
+        body: bytes,
+        action: str,
+        channel: int | None = None,
+        segment: str | None = None,
+    ) -> RecorderError:
+        code = response.status_code
+        if code in (401, 403):
+            return WrongCredentials(recorder=self.name, status_code=code, channel=channel, segment=segment)
+        status = parse_response_status(body)
+        detail = f": {status.describe()}" if status else ""
+        sub_status = status.sub_status_code if status else None
+        cls = RecorderUnavailable if code >= 500 else RecorderProtocolError
+        return cls(
+            f"HTTP {code} for {action}{detail}",
+            recorder=self.name,
+            status_code=code,
+            device_status=sub_status,
+            channel=channel,
+            segment=segment,
+        )
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        content: bytes | None = None,
+        channel: int | None = None,
+        segment: str | None = None,
+    ) -> bytes:
+        action = f"{method} {path}"
+        try:
+            response = self._http.request(method, path, content=content, headers=_xml_headers(content))
+        except (httpx.HTTPError, KeyError) as exc:
+            raise self._transport_error(exc, action, channel=channel, segment=segment) from exc
+        if not response.is_success:
+            raise self._status_error(
+                response, response.content[:ERROR_BODY_LIMIT], action, channel=channel, segment=segment
+            )
+        return response.content
+
+    def _parse(
+        self,
+        parser: Callable[[bytes], T],
+        body: bytes,
+        action: str,
+        channel: int | None = None,
+        segment: str | None = None,
+    ) -> T:
+        try:
+            return parser(body)
+        except XmlFormatError as exc:
+            status = parse_response_status(body)
+            if status is not None:
+                # Some firmwares answer 200 with a ResponseStatus describing an error.
+                raise RecorderProtocolError(
+                    f"{action} refused: {status.describe()}",
+                    recorder=self.name,
+                    device_status=status.sub_status_code,
+                    channel=channel,
+                    segment=segment,
+                ) from exc
+            raise RecorderProtocolError(
+                f"unexpected answer to {action}: {exc}", recorder=self.name, channel=channel, segment=segment
+            ) from exc
+
+    # -- device facts -----------------------------------------------------------------------
+
+    def device_info(self) -> dict[str, str]:
+        body = self._call("GET", "/ISAPI/System/deviceInfo")
+        return self._parse(parse_device_info, body, "GET /ISAPI/System/deviceInfo")
+
+    def clock(self) -> DeviceClock:
+        if self._clock is None:
+            body = self._call("GET", "/ISAPI/System/time")
+            self._clock = self._parse(parse_clock, body, "GET /ISAPI/System/time")
+        return self._clock
+
+    def channels(self) -> list[int]:
+        body = self._call("GET", "/ISAPI/Streaming/channels")
+        return self._parse(parse_channels, body, "GET /ISAPI/Streaming/channels")
+
+    # -- search -----------------------------------------------------------------------------
+
+    def _search_page_body(self, channel: int, request_for: Callable[[str], bytes]) -> bytes:
+        try:
+            return self._call("POST", SEARCH_PATH, request_for(self._track_tag), channel=channel)
+        except RecorderProtocolError as exc:
+            if self._track_tag_settled or not _rejects_request_xml(exc):
+                raise
+        # Older firmware knows the track list only as <trackList>.
+        body = self._call("POST", SEARCH_PATH, request_for("trackList"), channel=channel)
+        self._track_tag = "trackList"
+        self._track_tag_settled = True
+        return body
+
+    def search(self, channel: int, start: datetime, end: datetime) -> list[Recording]:
+        """Every segment of `channel` overlapping [start, end) (aware datetimes), in UTC, ordered by start."""
+        if start.tzinfo is None or end.tzinfo is None:
+            raise ValueError("search needs timezone-aware start and end")
+        if end <= start:
+            return []
+        clock = self.clock()
+        track_id = channel * 100 + 1
+        start_text = utc_to_device_text(start.astimezone(UTC), clock)
+        end_text = utc_to_device_text(end.astimezone(UTC), clock)
+        search_id = new_search_id()
+        found: dict[str, Recording] = {}
+        position = 0
+        for _ in range(MAX_SEARCH_PAGES):
+            body = self._search_page_body(
+                channel, partial(search_request, search_id, track_id, start_text, end_text, position)
+            )
+            page = self._parse(
+                lambda b: parse_search_page(b, self.name, clock), body, f"POST {SEARCH_PATH}", channel=channel
+            )
+            self._track_tag_settled = True
+            for recording in page.recordings:
+                if recording.track_id == track_id:
+                    found.setdefault(recording.playback_uri, recording)
+            if page.status != "MORE":
+                break
+            if not page.recordings:
+                raise RecorderProtocolError(
+                    f"search answered MORE with no matches at position {position}",
+                    recorder=self.name,
+                    channel=channel,
+                )
+            position += len(page.recordings)
+        else:
+            raise RecorderProtocolError(
+                f"search still answering MORE after {MAX_SEARCH_PAGES} pages",
+                recorder=self.name,
+                channel=channel,
+            )
+        return sorted(found.values(), key=lambda r: (r.start, r.end, r.name))
+
+    # -- download ---------------------------------------------------------------------------
+
+    @contextmanager
+    def _download_stream(self, rec: Recording) -> Iterator[httpx.Response]:
+        channel, segment = rec.channel, rec.name
+        body = download_request(rec.playback_uri)
+        methods = [self._download_method]
+        if not self._download_method_settled:
+            methods.append("GET")
+        for attempt, method in enumerate(methods):
+            action = f"{method} {DOWNLOAD_PATH}"
+            try:
+                with self._http.stream(
+                    method, DOWNLOAD_PATH, content=body, headers=_xml_headers(body)
+                ) as response:
+                    if response.is_success:
+                        self._download_method = method
+                        self._download_method_settled = True
+                        yield response
+                        return
+                    error_body = _read_limited(response)
+                    last_try = attempt == len(methods) - 1
+                    if last_try or response.status_code not in DOWNLOAD_FALLBACK_STATUSES:
+                        raise self._status_error(
+                            response, error_body, action, channel=channel, segment=segment
+                        )
+            except httpx.HTTPError as exc:
+                raise self._transport_error(exc, action, channel=channel, segment=segment) from exc
+
+    def download(self, rec: Recording, data_dir: Path) -> DownloadResult:
+        """Fetch one segment to `data_dir/<recorder>/<channel>/<day>/<name>.ps`, or reuse a verified copy."""
+        channel, segment = rec.channel, rec.name
+        try:
+            final = segment_path(data_dir, rec.recorder, rec.channel, rec.start, rec.name)
+        except UnsafeNameError as exc:
+            raise RecorderProtocolError(
+                str(exc), recorder=self.name, channel=channel, segment=segment
+            ) from exc
+        if is_complete(final, rec.size):
+            return DownloadResult(final, final.stat().st_size, reused=True)
+        try:
+            with self._download_stream(rec) as response:
+                announced = response.headers.get("content-length", "")
+                if rec.size and announced.isdigit() and int(announced) != rec.size:
+                    raise CorruptDownload(
+                        f"device announces {announced} bytes, search said {rec.size}",
+                        recorder=self.name,
+                        channel=channel,
+                        segment=segment,
+                    )
+                try:
+                    return write_verified(response.iter_bytes(CHUNK_SIZE), final, rec.size)
+                except httpx.HTTPError as exc:
+                    raise self._transport_error(
+                        exc, f"{self._download_method} {DOWNLOAD_PATH}", channel=channel, segment=segment
+                    ) from exc
+        except BadMagic as exc:
+            if exc.head.lstrip()[:1] == b"<":
+                raise RecorderProtocolError(
+                    "download answered XML instead of media",
+                    recorder=self.name,
+                    channel=channel,
+                    segment=segment,
+                ) from exc
+            raise CorruptDownload(
+                f"download {exc}", recorder=self.name, channel=channel, segment=segment
+            ) from exc
+        except DownloadBusy as exc:
+            raise RecorderUnavailable(
+                f"download busy: {exc}", recorder=self.name, channel=channel, segment=segment
+            ) from exc
+        except DownloadFault as exc:
+            raise CorruptDownload(
+                f"download {exc}", recorder=self.name, channel=channel, segment=segment
+            ) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _xml_headers(content: bytes | None) -> dict[str, str]:
+    return {"Content-Type": "application/xml; charset=UTF-8"} if content else {}
+
+
+def _read_limited(response: httpx.Response) -> bytes:
+    """Read at most ERROR_BODY_LIMIT of an error answer, so a misbehaving device cannot flood us."""
+    collected = b""
+    for chunk in response.iter_bytes():
+        collected += chunk
+        if len(collected) >= ERROR_BODY_LIMIT:
+            break
+    return collected[:ERROR_BODY_LIMIT]
+
+
+def _rejects_request_xml(exc: RecorderProtocolError) -> bool:
+    """The device found our search XML malformed: the cue for the `trackList` spelling."""
+    if exc.status_code == 400:
+        return True
+    sub_status = (exc.device_status or "").lower()
+    return "xml" in sub_status or sub_status in {"badparameters", "invalidcontent", "badxmlcontent"}

@@ -1,0 +1,91 @@
+"""The Hikvision recorder block: connection settings for one NVR/DVR and its ISAPI client.
+
+Flows load a block per recorder and call `connect(name)`; everything ISAPI (XML, digest
+auth, device time, streamed downloads) stays behind `ISAPIClient`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from prefect.blocks.core import Block
+from pydantic import Field, SecretStr
+
+from blocks.isapi.client import ISAPIClient
+from blocks.isapi.clock import DeviceClock
+from blocks.isapi.download import DownloadResult
+from blocks.isapi.errors import (
+    CorruptDownload,
+    RecorderError,
+    RecorderProtocolError,
+    RecorderUnavailable,
+    WrongCredentials,
+    is_retryable,
+)
+from blocks.isapi.parsing import Recording
+
+__all__ = [
+    "CorruptDownload",
+    "DeviceClock",
+    "DownloadResult",
+    "HikvisionRecorder",
+    "ISAPIClient",
+    "Recording",
+    "RecorderError",
+    "RecorderProtocolError",
+    "RecorderUnavailable",
+    "WrongCredentials",
+    "is_retryable",
+    "retry_condition",
+]
+
+
+class HikvisionRecorder(Block):
+    """A Hikvision NVR/DVR reachable over ISAPI (HTTP digest auth)."""
+
+    _block_type_name = "Hikvision Recorder"
+    _description = "Connection settings for one Hikvision NVR/DVR spoken to over ISAPI."
+
+    host: str = Field(description="Address of the recorder, without scheme or port.")
+    port: int = Field(default=80, ge=1, le=65535)
+    scheme: Literal["http", "https"] = "http"
+    username: str = "admin"
+    password: SecretStr
+    channels: list[int] = Field(default_factory=lambda: [1], description="Channels (cameras) to export.")
+    max_concurrent_downloads: int = Field(
+        default=2, ge=1, description="Size of the recorder's concurrency limit."
+    )
+    site: str = ""
+    enabled: bool = True
+    connect_timeout: float = Field(default=5.0, gt=0)
+    read_timeout: float = Field(
+        default=30.0, gt=0, description="Longest silence tolerated mid-answer, seconds."
+    )
+    verify_tls: bool = Field(
+        default=True, description="Check the HTTPS certificate (off for self-signed devices)."
+    )
+
+    def base_url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host and not self.host.startswith("[") else self.host
+        return f"{self.scheme}://{host}:{self.port}"
+
+    def connect(self, name: str) -> ISAPIClient:
+        """A client for this recorder; use it as a context manager. `name` is the block name, for messages."""
+        return ISAPIClient(
+            name=name,
+            base_url=self.base_url(),
+            username=self.username,
+            password=self.password.get_secret_value(),
+            connect_timeout=self.connect_timeout,
+            read_timeout=self.read_timeout,
+            verify_tls=self.verify_tls,
+        )
+
+
+def retry_condition(task: object, task_run: object, state: object) -> bool:
+    """Prefect `retry_condition_fn`: retry only faults that can heal (see `is_retryable`)."""
+    try:
+        state.result()  # type: ignore[attr-defined]
+    except Exception as exc:  # noqa: BLE001 - the state's own exception is what we classify
+        return is_retryable(exc)
+    return False

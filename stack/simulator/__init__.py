@@ -1,0 +1,1 @@
+"""Simulated Hikvision recorders speaking ISAPI on loopback ports (see `python -m stack.simulator`)."""

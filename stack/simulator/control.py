@@ -1,0 +1,49 @@
+"""Tiny client for the simulator's `/_sim/` control endpoints (fault injection and counters)."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+
+from stack.ports import HOST
+
+TIMEOUT_S = 10
+
+
+def _call(port: int, method: str, path: str, payload: dict | None = None) -> dict:
+    data = json.dumps(payload).encode() if payload is not None else None
+    request = urllib.request.Request(
+        f"http://{HOST}:{port}{path}",
+        data=data,
+        method=method,
+        headers={"Content-Type": "application/json"} if data is not None else {},
+    )
+    with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
+        return json.loads(response.read())
+
+
+def set_faults(port: int, **faults) -> dict:
+    """Change some faults (latency_ms, bandwidth_bps, error_rate, error_status, drop_after_bytes,
+    wrong_size, offline, wrong_password, fail_next); returns the whole fault state."""
+    return _call(port, "PUT", "/_sim/faults", faults)
+
+
+def reset_faults(port: int) -> dict:
+    return _call(port, "DELETE", "/_sim/faults")
+
+
+def get_faults(port: int) -> dict:
+    return _call(port, "GET", "/_sim/faults")
+
+
+def stats(port: int) -> dict:
+    return _call(port, "GET", "/_sim/stats")
+
+
+def reset_stats(port: int) -> dict:
+    return _call(port, "DELETE", "/_sim/stats")
+
+
+def segments(port: int) -> list[dict]:
+    """Every segment the recorder holds (track, local start/end, name, size, playbackURI)."""
+    return _call(port, "GET", "/_sim/segments")["segments"]

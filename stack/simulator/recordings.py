@@ -1,0 +1,83 @@
+"""The recordings a simulated recorder holds: fixed-length segments per channel, in local time."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+from stack.simulator.footage import ensure_clip
+from stack.simulator.spec import ChannelSpec, RecorderSpec
+
+URI_TIME = "%Y%m%dT%H%M%SZ"
+_EPOCH = datetime(1970, 1, 1)
+
+
+@dataclass(frozen=True)
+class Segment:
+    track_id: int
+    channel: ChannelSpec
+    start: datetime  # device local time, naive
+    end: datetime
+    name: str
+    path: Path
+    size: int
+
+    def playback_uri(self, host: str = "127.0.0.1") -> str:
+        # Devices write local time with a trailing Z into the URI, as in search results.
+        return (
+            f"rtsp://{host}/Streaming/tracks/{self.track_id}/"
+            f"?starttime={self.start.strftime(URI_TIME)}&endtime={self.end.strftime(URI_TIME)}"
+            f"&name={self.name}&size={self.size}"
+        )
+
+
+def track_id(channel_id: int) -> int:
+    return channel_id * 100 + 1
+
+
+def build_catalogue(recorder: RecorderSpec, width: int, height: int, fps: int) -> list[Segment]:
+    """All segments of all channels, ordered by start time then track; makes the clips it needs."""
+    segments: list[Segment] = []
+    step = timedelta(seconds=recorder.segment_seconds)
+    for channel in recorder.channels:
+        start, index = recorder.start_local, 0
+        while start < recorder.end_local:
+            end = min(start + step, recorder.end_local)
+            seconds = int((end - start).total_seconds())
+            if seconds <= 0:
+                break
+            clip = ensure_clip(channel.scene, channel.codec, channel.audio, seconds, width, height, fps)
+            # 17 digits like device file names; unique per recorder across channels.
+            name = f"{channel.id:03d}{int((start - _EPOCH).total_seconds()) % 10**10:010d}{index % 10**4:04d}"
+            segments.append(
+                Segment(track_id(channel.id), channel, start, end, name, clip, clip.stat().st_size)
+            )
+            start, index = end, index + 1
+    segments.sort(key=lambda s: (s.start, s.track_id))
+    return segments
+
+
+def find_overlapping(
+    segments: list[Segment], tracks: set[int], spans: list[tuple[datetime, datetime]]
+) -> list[Segment]:
+    """Segments of the tracks that overlap any span (touching at an edge does not count)."""
+    return [
+        s
+        for s in segments
+        if s.track_id in tracks and any(s.start < end and s.end > start for start, end in spans)
+    ]
+
+
+def parse_playback_uri(uri: str) -> tuple[int | None, dict[str, str]]:
+    """Track id from the path and the query parameters (names lower-cased)."""
+    parts = urlsplit(uri.strip())
+    track = None
+    pieces = [p for p in parts.path.split("/") if p]
+    if "tracks" in pieces:
+        after = pieces.index("tracks") + 1
+        if after < len(pieces) and pieces[after].isdigit():
+            track = int(pieces[after])
+    query = {k.lower(): v[0] for k, v in parse_qs(parts.query).items()}
+    return track, query
