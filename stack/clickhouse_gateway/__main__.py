@@ -1,0 +1,5 @@
+import sys
+
+from stack.clickhouse_gateway.server import main
+
+sys.exit(main())
