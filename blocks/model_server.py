@@ -1,0 +1,260 @@
+"""TF Serving model block: the only place that speaks TF Serving's gRPC API.
+
+Importing this module is cheap; grpc, tensorflow-serving-api and TF's protos are
+imported by `connect()`, so flows that never classify never pay for them.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from prefect.blocks.core import Block
+from pydantic import Field
+
+MESSAGE_LIMIT = 64 * 1024 * 1024
+MAX_ATTEMPTS = 3
+BACKOFF_SECONDS = 0.2
+_RETRYABLE = ("UNAVAILABLE", "DEADLINE_EXCEEDED")
+_DTYPES = {  # numpy dtype name -> TF DataType enum name
+    "uint8": "DT_UINT8",
+    "int32": "DT_INT32",
+    "int64": "DT_INT64",
+    "float16": "DT_HALF",
+    "float32": "DT_FLOAT",
+    "float64": "DT_DOUBLE",
+}
+
+
+class ModelServerError(Exception):
+    """The model server failed a call (after retries, for transient faults)."""
+
+    def __init__(self, message: str, code: str = "UNKNOWN") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class ModelMismatch(Exception):
+    """The served model does not match the block's settings: retrying cannot help."""
+
+
+class TFServingModel(Block):
+    """A model on TensorFlow Serving (or the stack's compatible server), used to classify frames."""
+
+    _block_type_name = "TF Serving Model"
+    _description = "An image classifier served by TensorFlow Serving over gRPC, and how to call it."
+
+    target: str = Field(default="127.0.0.1:8500", description="host:port of the gRPC API.")
+    model_name: str = Field(description="Model name as configured in TF Serving.")
+    model_version: int | None = Field(default=None, description="Pin a version; empty serves the latest.")
+    signature_name: str = "serving_default"
+    input_name: str = "images"
+    output_name: str = "probabilities"
+    input_size: int = Field(default=224, description="Frames are input_size x input_size RGB.")
+    input_dtype: str = "uint8"
+    labels: list[str] = Field(default_factory=list, description="Class names, index -> name.")
+    batch_size: int = Field(default=8, ge=1)
+    top_k: int = Field(default=5, ge=1)
+    timeout_seconds: float = Field(default=30.0, gt=0, description="Deadline of each gRPC call.")
+
+    def connect(self) -> ModelClient:
+        """A client with an open channel; use as a context manager, or call close()."""
+        return ModelClient(self)
+
+    @staticmethod
+    def read_labels(path: Path) -> list[str]:
+        """Class names from a labels file, one a line in index order (as the stack writes them)."""
+        return Path(path).read_text(encoding="utf-8").splitlines()
+
+
+class ModelClient:
+    """One gRPC channel to the model server, bound to one block's settings."""
+
+    def __init__(self, model: TFServingModel) -> None:
+        import grpc
+        from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+        from tensorflow_serving.apis import (
+            get_model_metadata_pb2,
+            predict_pb2,
+            prediction_service_pb2_grpc,
+        )
+
+        if model.input_dtype not in _DTYPES:
+            raise ValueError(f"input_dtype {model.input_dtype!r} not supported; one of {sorted(_DTYPES)}")
+        self.model = model
+        self._grpc = grpc
+        self._tensor_pb2 = tensor_pb2
+        self._shape_pb2 = tensor_shape_pb2
+        self._types_pb2 = types_pb2
+        self._metadata_pb2 = get_model_metadata_pb2
+        self._predict_pb2 = predict_pb2
+        self._channel = grpc.insecure_channel(
+            model.target,
+            options=[
+                ("grpc.max_send_message_length", MESSAGE_LIMIT),
+                ("grpc.max_receive_message_length", MESSAGE_LIMIT),
+            ],
+        )
+        self._stub = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
+        self._version: int | None = None
+
+    def __enter__(self) -> ModelClient:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._channel.close()
+
+    @property
+    def version(self) -> int:
+        """The model version the server answers with (asked for once if not known yet)."""
+        if self._version is None:
+            self._version = self._metadata_version()
+        return self._version
+
+    def _model_spec(self, spec) -> None:
+        spec.name = self.model.model_name
+        spec.signature_name = self.model.signature_name
+        if self.model.model_version is not None:
+            spec.version.value = self.model.model_version
+
+    def _call(self, method: str, request) -> Any:
+        """One RPC with a deadline; UNAVAILABLE and DEADLINE_EXCEEDED are retried with backoff."""
+        rpc = getattr(self._stub, method)
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            try:
+                return rpc(request, timeout=self.model.timeout_seconds)
+            except self._grpc.RpcError as exc:
+                code = exc.code().name if exc.code() else "UNKNOWN"
+                details = exc.details() or ""
+                if code in _RETRYABLE and attempt < MAX_ATTEMPTS:
+                    time.sleep(BACKOFF_SECONDS * 2 ** (attempt - 1) * (1 + random.random()))  # noqa: S311
+                    continue
+                tries = f" after {attempt} attempts" if code in _RETRYABLE else ""
+                raise ModelServerError(
+                    f"model {self.model.model_name} at {self.model.target}: {method} failed{tries}: {code}: {details}",
+                    code,
+                ) from None
+        raise AssertionError("unreachable")
+
+    def _metadata(self):
+        request = self._metadata_pb2.GetModelMetadataRequest()
+        self._model_spec(request.model_spec)
+        request.model_spec.ClearField("signature_name")
+        request.metadata_field.append("signature_def")
+        return self._call("GetModelMetadata", request)
+
+    def _metadata_version(self) -> int:
+        return int(self._metadata().model_spec.version.value)
+
+    def check_metadata(self) -> int:
+        """Compare the served signature with the block's settings; the version served.
+
+        Raises ModelMismatch naming the model, the setting, and expected vs actual.
+        """
+        response = self._metadata()
+        self._version = int(response.model_spec.version.value)
+        signatures = self._metadata_pb2.SignatureDefMap()
+        response.metadata["signature_def"].Unpack(signatures)
+        m = self.model
+        where = f"model {m.model_name} v{self._version} at {m.target}"
+        if m.signature_name not in signatures.signature_def:
+            raise ModelMismatch(
+                f"{where}: signature_name expected {m.signature_name!r}, "
+                f"served {sorted(signatures.signature_def)}"
+            )
+        signature = signatures.signature_def[m.signature_name]
+        if m.input_name not in signature.inputs:
+            raise ModelMismatch(
+                f"{where}: input_name expected {m.input_name!r}, served {sorted(signature.inputs)}"
+            )
+        if m.output_name not in signature.outputs:
+            raise ModelMismatch(
+                f"{where}: output_name expected {m.output_name!r}, served {sorted(signature.outputs)}"
+            )
+        served_input = signature.inputs[m.input_name]
+        served_dtype = self._types_pb2.DataType.Name(served_input.dtype)
+        if served_dtype != _DTYPES[m.input_dtype]:
+            raise ModelMismatch(
+                f"{where}: input_dtype expected {_DTYPES[m.input_dtype]}, served {served_dtype}"
+            )
+        dims = [d.size for d in served_input.tensor_shape.dim]
+        wanted = [-1, m.input_size, m.input_size, 3]
+        if (
+            served_input.tensor_shape.unknown_rank
+            or len(dims) != 4
+            or any(d != -1 and d != w for d, w in zip(dims[1:], wanted[1:], strict=True))
+        ):
+            raise ModelMismatch(
+                f"{where}: input_size {m.input_size} expects input shape {wanted}, served {dims}"
+            )
+        out_dims = [d.size for d in signature.outputs[m.output_name].tensor_shape.dim]
+        if m.labels and out_dims and out_dims[-1] not in (-1, len(m.labels)):
+            raise ModelMismatch(
+                f"{where}: labels has {len(m.labels)} names, output {m.output_name!r} has {out_dims[-1]} classes"
+            )
+        return self._version
+
+    def _tensor(self, batch: np.ndarray):
+        """TensorProto straight from the array's bytes: no per-element copy."""
+        shape = self._shape_pb2.TensorShapeProto(
+            dim=[self._shape_pb2.TensorShapeProto.Dim(size=int(n)) for n in batch.shape]
+        )
+        return self._tensor_pb2.TensorProto(
+            dtype=self._types_pb2.DataType.Value(_DTYPES[self.model.input_dtype]),
+            tensor_shape=shape,
+            tensor_content=np.ascontiguousarray(batch).tobytes(),
+        )
+
+    def _probabilities(self, proto) -> np.ndarray:
+        shape = [d.size for d in proto.tensor_shape.dim]
+        if proto.dtype != self._types_pb2.DT_FLOAT:
+            raise ModelServerError(
+                f"model {self.model.model_name}: output {self.model.output_name!r} is "
+                f"{self._types_pb2.DataType.Name(proto.dtype)}, expected DT_FLOAT",
+                "INVALID_ARGUMENT",
+            )
+        if proto.tensor_content:
+            values = np.frombuffer(proto.tensor_content, dtype="<f4")
+        else:
+            values = np.asarray(proto.float_val, dtype=np.float32)
+        return values.reshape(shape)
+
+    def _label(self, index: int) -> str:
+        labels = self.model.labels
+        return labels[index] if index < len(labels) else str(index)
+
+    def classify(self, frames: np.ndarray) -> list[list[tuple[str, float]]]:
+        """Top-k (label, score) for each frame of a uint8 [N, H, W, 3] array, in order."""
+        m = self.model
+        frames = np.asarray(frames)
+        want = (m.input_size, m.input_size, 3)
+        if frames.ndim != 4 or frames.shape[1:] != want:
+            raise ValueError(f"frames must be [N, {want[0]}, {want[1]}, 3], got {list(frames.shape)}")
+        if frames.dtype != np.dtype(m.input_dtype):
+            raise ValueError(f"frames must be {m.input_dtype}, got {frames.dtype}")
+        results: list[list[tuple[str, float]]] = []
+        for start in range(0, len(frames), m.batch_size):
+            batch = frames[start : start + m.batch_size]
+            request = self._predict_pb2.PredictRequest()
+            self._model_spec(request.model_spec)
+            request.inputs[m.input_name].CopyFrom(self._tensor(batch))
+            request.output_filter.append(m.output_name)
+            response = self._call("Predict", request)
+            self._version = int(response.model_spec.version.value)
+            probabilities = self._probabilities(response.outputs[m.output_name])
+            if probabilities.ndim != 2 or probabilities.shape[0] != len(batch):
+                raise ModelServerError(
+                    f"model {m.model_name}: output shape {list(probabilities.shape)} for a batch of {len(batch)}",
+                    "INVALID_ARGUMENT",
+                )
+            k = min(m.top_k, probabilities.shape[1])
+            for row in probabilities:
+                best = np.argsort(-row, kind="stable")[:k]
+                results.append([(self._label(int(i)), float(row[i])) for i in best])
+        return results

@@ -1,0 +1,66 @@
+"""Command line of the model server: checks the port, then imports TensorFlow and serves."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+from pathlib import Path
+
+from stack.ports import HOST
+
+log = logging.getLogger("model_server")
+
+
+def port_is_free(port: int) -> bool:
+    """True unless something listens on the port (TIME_WAIT leftovers do not count)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((HOST, port))
+        except OSError:
+            return False
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m stack.model_server", description=__doc__)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--model-name", required=True)
+    parser.add_argument(
+        "--model-base-path", type=Path, required=True, help="folder of numeric version folders"
+    )
+    parser.add_argument("--max-batch", type=int, default=32, help="largest batch one Predict may carry")
+    parser.add_argument("--workers", type=int, default=4, help="gRPC worker threads")
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+
+    # Loading TensorFlow and the model takes seconds: refuse a taken port before that.
+    if not port_is_free(args.port):
+        log.error("cannot listen on %s:%d: port in use", HOST, args.port)
+        return 1
+    if not args.model_base_path.is_dir():
+        log.error("model base path %s is not a folder", args.model_base_path)
+        return 1
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from stack.model_server.server import run
+
+    return run(args.model_name, args.model_base_path, args.port, args.max_batch, args.workers, stop)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
