@@ -139,6 +139,7 @@ def recorder_pipeline(
 def _outcome(chain, persisted) -> SegmentOutcome:
     rec, *stages = chain
     for future in (*stages, persisted):
+        future.wait()  # the final state is known locally only after a wait
         state = future.state
         if not state.is_completed():
             return SegmentOutcome(rec, "failed", _error_text(state) if state.is_failed() else f"not run ({state.name})")

@@ -52,13 +52,13 @@ def main() -> int:
     with get_client(sync_client=True) as client:
         while len(states) < len(runs) and time.monotonic() < deadline:
             for name, run_id in runs.items():
-                state = client.read_flow_run(run_id).state
-                if name not in states and state is not None and state.is_final():
-                    states[name] = state.name
-                    print(f"  {name}: {state.name} after {time.monotonic() - began:.0f} s")
+                run_state = client.read_flow_run(run_id).state
+                if name not in states and run_state is not None and run_state.is_final():
+                    states[name] = run_state.name
+                    print(f"  {name}: {run_state.name} after {time.monotonic() - began:.0f} s")
             time.sleep(1.0)
         task_runs = client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=list(runs.values()))), limit=10000
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=list(runs.values()))), limit=200
         )
     cached = Counter(tr.name.split(" ")[0] for tr in task_runs if tr.state and tr.state.name == "Cached")
 

@@ -108,6 +108,7 @@ def start(root: Path | None = None, say: Callable[[str], None] = print) -> Stack
     model_base = model_build.ensure_model()
 
     spec_path = data / "stack" / "simulator.json"
+    spec_path.parent.mkdir(parents=True, exist_ok=True)
     spec_path.write_text(json.dumps(demo_spec(state.recorder_ports, state.recorder_password), indent=2))
 
     py = sys.executable
