@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -130,7 +130,3 @@ def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0][:300] if text else type(exc).__name__
 
-
-def rows_as_dicts(columns: Iterable[str], rows: Iterable[tuple]) -> list[dict[str, Any]]:
-    cols = list(columns)
-    return [dict(zip(cols, row, strict=True)) for row in rows]

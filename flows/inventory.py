@@ -25,6 +25,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +121,16 @@ def _bool(value: Any) -> bool:
     raise ValueError(f"{value!r} is not yes/no")
 
 
+def _parse_cell(cell: dict[str, Any], errors: list[str], row: int, column: str, parse) -> Any:
+    """`parse` the cell; a problem is added to `errors` (never showing a password) and gives None."""
+    try:
+        return parse(cell.get(column))
+    except (ValueError, TypeError) as exc:
+        shown = "" if column == "password" else f" ({cell.get(column)!r})"
+        errors.append(f"row {row}, column {column}{shown}: {exc}")
+        return None
+
+
 def read_workbook(path: Path) -> list[InventoryRow]:
     """Read and validate every row; raise InventoryError listing all problems at once."""
     from openpyxl import load_workbook
@@ -149,14 +160,7 @@ def read_workbook(path: Path) -> list[InventoryRow]:
         cell = {name: (values[i] if i < len(values) else None) for name, i in index.items()}
         errors: list[str] = []
 
-        def check(column: str, parse, *args, _cell=cell, _errors=errors):
-            try:
-                return parse(_cell.get(column), *args)
-            except (ValueError, TypeError) as exc:
-                shown = "" if column == "password" else f" ({_cell.get(column)!r})"
-                _errors.append(f"row {number}, column {column}{shown}: {exc}")
-                return None
-
+        check = partial(_parse_cell, cell, errors, number)
         name = str(cell.get("name") or "").strip()
         if not _NAME.match(name):
             errors.append(f"row {number}, column name ({name!r}): use lowercase letters, digits and '-'")
@@ -164,7 +168,7 @@ def read_workbook(path: Path) -> list[InventoryRow]:
             errors.append(f"row {number}, column name ({name!r}): duplicate of row {seen[name]}")
         else:
             seen[name] = number
-        host = check("host", lambda v: _host(v))
+        host = check("host", _host)
         port = check("port", lambda v: 80 if v in (None, "") else _int(v, 1, 65535))
         channels = check("channels", parse_channels)
         slots = check("max_concurrent_downloads", lambda v: 2 if v in (None, "") else _int(v, 1, 16))

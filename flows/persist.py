@@ -22,8 +22,8 @@ from prefect import flow, get_run_logger, task
 from blocks.clickhouse import ClickHouseSink, ClickHouseUnavailable
 from blocks.recorder import Recording
 from flows.classify import Classification
-from flows.transcode import TranscodeResult
 from flows.settings import DEFAULT_SINK_BLOCK, data_dir
+from flows.transcode import TranscodeResult
 
 INSERT_ATTEMPTS = 3
 _DATETIME_KEYS = {"start", "end", "exported_at", "frame_time", "inserted_at"}

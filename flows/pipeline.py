@@ -7,11 +7,17 @@ the end, naming every segment that did not make it.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact, update_progress_artifact
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
 from prefect.futures import as_completed
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
@@ -43,6 +49,11 @@ class SegmentOutcome:
 def previous_hour(now: datetime | None = None) -> tuple[datetime, datetime]:
     end = (now or datetime.now(UTC)).replace(minute=0, second=0, microsecond=0)
     return end - timedelta(hours=1), end
+
+
+def _artifact_key(kind: str, recorder: str) -> str:
+    """Artifact keys allow lowercase letters, digits and dashes only."""
+    return re.sub(r"[^a-z0-9-]+", "-", f"{kind}-{recorder}".lower())
 
 
 def _label(rec: Recording) -> str:
@@ -100,7 +111,7 @@ def recorder_pipeline(
     recordings = [rec for s in searches for rec in s.result()]
     logger.info(f"{recorder}: {len(recordings)} segments on channels {chosen} in {start} .. {end}")
     progress = create_progress_artifact(
-        0.0, key=f"progress-{recorder}", description=f"{recorder}: segments done of {len(recordings)}"
+        0.0, key=_artifact_key("progress", recorder), description=f"{recorder}: segments done of {len(recordings)}"
     )
 
     outcomes: list[SegmentOutcome] = []
@@ -159,10 +170,10 @@ def _publish(recorder: str, start: datetime, end: datetime, outcomes: list[Segme
         }  # fmt: skip
         for o in sorted(outcomes, key=lambda o: (o.rec.channel, o.rec.start))
     ]
-    create_table_artifact(rows, key=f"segments-{recorder}", description=f"{recorder} segments {start} .. {end}")
+    create_table_artifact(rows, key=_artifact_key("segments", recorder), description=f"{recorder} segments {start} .. {end}")
     ok = sum(o.state == "ok" for o in outcomes)
     seconds = sum(o.duration_s for o in outcomes)
     text = [f"# {recorder}: {start:%Y-%m-%d %H:%M} .. {end:%H:%M} UTC", "",
             f"- segments persisted: **{ok} of {len(outcomes)}**", f"- video: {seconds:.0f} s"]  # fmt: skip
     text += [f"- failed: {_label(o.rec)}: {o.error}" for o in outcomes if o.state != "ok"]
-    create_markdown_artifact("\n".join(text), key=f"summary-{recorder}", description=f"{recorder} run summary")
+    create_markdown_artifact("\n".join(text), key=_artifact_key("summary", recorder), description=f"{recorder} run summary")

@@ -34,7 +34,8 @@ def upsert_recorder(name: str, recorder: HikvisionRecorder) -> list[str]:
 
 
 def _comparable(block: HikvisionRecorder) -> dict:
-    data = block.model_dump(exclude={"password"})
+    """The settings of a block, without the bookkeeping a loaded block carries (document id, name)."""
+    data = {name: getattr(block, name) for name in type(block).model_fields if name != "password"}
     data["password"] = block.password.get_secret_value()
     return data
 

@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
-from stack.ports import HOST
+from stack.paths import PROJECT_ROOT
+from stack.ports import HOST, wait_for_port
 
 TIMEOUT_S = 10
 
@@ -47,3 +54,30 @@ def reset_stats(port: int) -> dict:
 def segments(port: int) -> list[dict]:
     """Every segment the recorder holds (track, local start/end, name, size, playbackURI)."""
     return _call(port, "GET", "/_sim/segments")["segments"]
+
+
+@contextmanager
+def running(spec: dict, folder: Path, ready_timeout: float = 300) -> Iterator[subprocess.Popen]:
+    """Run `python -m stack.simulator` on `spec` (written into `folder`) until the block ends.
+
+    The first start may render footage with ffmpeg, hence the generous ready timeout.
+    """
+    spec_file = folder / "simulator-spec.json"
+    spec_file.write_text(json.dumps(spec))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "stack.simulator", "--spec", str(spec_file)],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        for recorder in spec["recorders"]:
+            wait_for_port(recorder["port"], timeout=ready_timeout, alive=lambda: process.poll() is None)
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=15)

@@ -84,7 +84,8 @@ def test_sync_creates_blocks_and_limits_once(stack, tmp_path):
     assert block.channels == [1, 2, 3] and block.password.get_secret_value() == SECRET
     # An empty password keeps the stored one; a changed limit is updated.
     rows[0][4], rows[0][6] = "", 1
-    assert sync_inventory(str(_book(tmp_path / "inv2.xlsx", rows))) == ["recorder:site-a-nvr: limit 3 -> 1"]
+    changed = sync_inventory(str(_book(tmp_path / "inv2.xlsx", rows)))
+    assert changed == ["site-a-nvr: block updated", "recorder:site-a-nvr: limit 3 -> 1"]
     assert HikvisionRecorder.load("site-a-nvr").password.get_secret_value() == SECRET
     with get_client(sync_client=True) as client:
         assert client.read_global_concurrency_limit_by_name("recorder:site-a-nvr").limit == 1

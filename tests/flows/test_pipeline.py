@@ -154,3 +154,41 @@ def test_deployment_run_from_cli(stack):
     with _sink() as ch:
         count = ch.query("SELECT count() FROM {db}.segments FINAL WHERE recorder = 'nvr-02'")[0][0]
     assert count == 8
+
+
+def _port(stack, name: str) -> int:
+    spec = load_spec(stack.data_dir / "stack" / "simulator.json")
+    return next(r.port for r in spec.recorders if r.name == name)
+
+
+def test_wrong_password_fails_at_once_naming_the_recorder(stack):
+    from flows.pipeline import recorder_pipeline
+    from stack.simulator import control
+
+    port = _port(stack, "nvr-03")
+    control.reset_stats(port)
+    control.set_faults(port, wrong_password=True)
+    try:
+        start, end = demo_window()
+        state = recorder_pipeline("nvr-03", start, end, channels=[1], return_state=True)
+    finally:
+        control.reset_faults(port)
+    assert state.is_failed()
+    assert "wrong credentials for recorder nvr-03" in state.message
+    # One search, no retry: the digest challenge and the rejected answer.
+    assert sum(control.stats(port)["requests_by_path"].values()) <= 3
+
+
+def test_transient_errors_are_retried(stack):
+    from flows.pipeline import recorder_pipeline
+    from stack.simulator import control
+
+    port = _port(stack, "nvr-03")
+    control.set_faults(port, fail_next=2, error_status=503)
+    try:
+        start, end = demo_window()
+        summary = recorder_pipeline("nvr-03", start, end, channels=[2])
+    finally:
+        control.reset_faults(port)
+    assert summary["persisted"] == summary["segments"] == 4
+    assert control.stats(port)["errors_injected"] >= 2

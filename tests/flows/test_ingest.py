@@ -1,0 +1,314 @@
+"""Single-file ingest: the folder watcher, the `ingest-video` flow, and the event-triggered deployment."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from watchdog.observers.polling import PollingObserver
+
+from flows.watcher import Arrival, FolderWatcher, event_resource
+from stack.paths import PROJECT_ROOT
+from stack.simulator.footage import ensure_clip
+
+COFFEE = ("espresso", "cup", "coffee mug", "eggnog")
+
+
+@pytest.fixture(scope="module")
+def clip() -> Path:
+    return ensure_clip("coffee", "h264", "none", 4, width=320, height=240, fps=10)
+
+
+class Recorder:
+    """An `emit` for the watcher that keeps what it was given."""
+
+    def __init__(self):
+        self.arrivals: queue.Queue[Arrival] = queue.Queue()
+
+    def __call__(self, arrival: Arrival) -> None:
+        self.arrivals.put(arrival)
+
+    def next(self, timeout: float = 15) -> Arrival:
+        return self.arrivals.get(timeout=timeout)
+
+    def drained(self) -> list[Arrival]:
+        out = []
+        while not self.arrivals.empty():
+            out.append(self.arrivals.get_nowait())
+        return out
+
+
+# --- the watcher, without Prefect -------------------------------------------------------------
+
+
+def test_half_written_file_is_announced_once_after_close(tmp_path, clip):
+    data = clip.read_bytes()
+    chunks = [data[i : i + len(data) // 4 + 1] for i in range(0, len(data), len(data) // 4 + 1)]
+    emit = Recorder()
+    with FolderWatcher(tmp_path, emit, source="cam-a", settle_s=0.2, poll_s=0.05) as watcher:
+        target = tmp_path / "slow.hik"
+        with open(target, "wb") as fh:
+            for chunk in chunks:
+                fh.write(chunk)
+                fh.flush()
+                # Long past the settle time, with the file still open: a size check alone would fire here.
+                watcher.wait_ticks(8)
+                assert emit.drained() == [], "a file still open for writing was announced"
+        arrival = emit.next()
+        watcher.wait_ticks(8)
+        assert emit.drained() == []
+    assert arrival.path == target.resolve()
+    assert (arrival.source, arrival.size) == ("cam-a", len(data))
+    assert arrival.sha256 == hashlib.sha256(data).hexdigest()
+
+
+def test_temp_and_hidden_names_are_ignored_and_a_rename_counts(tmp_path, clip):
+    emit = Recorder()
+    with FolderWatcher(tmp_path, emit, settle_s=0.2, poll_s=0.05) as watcher:
+        for name in (".hidden.hik", "copy.hik.part", "x.tmp", "y.crdownload", "z.hik~", "empty.hik"):
+            (tmp_path / name).write_bytes(b"" if name == "empty.hik" else b"not yet")
+        shutil.copyfile(clip, tmp_path / "a.hik.part")
+        os.replace(tmp_path / "a.hik.part", tmp_path / "a.hik")
+        first = emit.next()
+        watcher.wait_ticks(8)
+        rest = emit.drained()
+    assert first.path.name == "a.hik" and rest == []
+
+
+def test_rewriting_the_same_bytes_is_not_a_new_file_but_new_content_is(tmp_path, clip):
+    emit = Recorder()
+    with FolderWatcher(tmp_path, emit, settle_s=0.2, poll_s=0.05) as watcher:
+        shutil.copyfile(clip, tmp_path / "c.hik")
+        first = emit.next()
+        shutil.copyfile(clip, tmp_path / "c.hik")  # same bytes, new mtime
+        watcher.wait_ticks(8)
+        assert emit.drained() == []
+        (tmp_path / "c.hik").write_bytes(clip.read_bytes()[:-100])
+        second = emit.next()
+    assert first.path == second.path and first.sha256 != second.sha256
+
+
+@pytest.mark.parametrize("observer", ["inotify", "polling"])
+def test_files_waiting_at_start_are_announced_once(tmp_path, clip, observer):
+    for name in ("one.hik", "two.hik"):
+        shutil.copyfile(clip, tmp_path / name)
+    emit = Recorder()
+    chosen = PollingObserver(timeout=0.1) if observer == "polling" else None
+    with FolderWatcher(tmp_path, emit, settle_s=0.3, poll_s=0.05, observer=chosen) as watcher:
+        got = {emit.next().path.name, emit.next().path.name}
+        if observer == "polling":
+            # Without close events a new file is judged by a size that holds.
+            shutil.copyfile(clip, tmp_path / "three.hik")
+            got.add(emit.next().path.name)
+        watcher.wait_ticks(10)
+        assert emit.drained() == []
+    assert got == ({"one.hik", "two.hik", "three.hik"} if observer == "polling" else {"one.hik", "two.hik"})
+
+
+def test_event_resource_carries_what_the_trigger_templates_read(tmp_path):
+    arrival = Arrival(tmp_path / "a b.hik", "cam-a", "ab" * 32, 10)
+    resource = event_resource(arrival)
+    assert resource["prefect.resource.id"] == "nvrflow.file." + "ab" * 32
+    assert resource["nvrflow.path"] == str(tmp_path / "a b.hik")
+    assert resource["nvrflow.source"] == "cam-a"
+    assert all(isinstance(v, str) for v in resource.values())
+
+
+def test_the_deployment_trigger_templates_path_and_source():
+    import yaml
+
+    config = yaml.safe_load((PROJECT_ROOT / "prefect.yaml").read_text())
+    (deployment,) = [d for d in config["deployments"] if d["entrypoint"] == "flows/ingest.py:ingest_video"]
+    (trigger,) = deployment["triggers"]
+    assert trigger["expect"] == ["nvrflow.video.arrived"]
+    assert trigger["match"] == {"prefect.resource.id": "nvrflow.file.*"}
+    assert trigger["parameters"] == {
+        "path": "{{ event.resource['nvrflow.path'] }}",
+        "source": "{{ event.resource['nvrflow.source'] }}",
+    }
+
+
+# --- the flow, in process, against the stack ---------------------------------------------------
+
+
+def _sink():
+    from blocks.clickhouse import ClickHouseSink
+
+    return ClickHouseSink.load("nvrflow").connect()
+
+
+def _counts(source: str) -> tuple[int, int]:
+    with _sink() as ch:
+        segments = ch.query("SELECT count() FROM {db}.segments WHERE recorder = {s:String}", {"s": source})[
+            0
+        ][0]
+        detections = ch.query(
+            "SELECT count() FROM {db}.detections WHERE recorder = {s:String}", {"s": source}
+        )[0][0]
+    return segments, detections
+
+
+@pytest.mark.stack
+def test_ingest_persists_rows_and_a_web_mp4(stack, clip, tmp_path):
+    from flows.ingest import ingest_video
+    from flows.media import is_faststart, probe
+
+    src = tmp_path / "kitchen cam 'one'.hik"
+    shutil.copyfile(clip, src)
+    start = datetime(2026, 11, 1, 10, 0, tzinfo=UTC)
+    summary = ingest_video(str(src), source="t-ingest", start=start)
+
+    assert not src.exists()
+    kept = Path(summary["kept_as"])
+    assert kept.parent == stack.data_dir / "ingest" / "done" and kept.read_bytes() == clip.read_bytes()
+    mp4 = Path(summary["output"])
+    assert mp4.parent == stack.data_dir / "mp4" / "t-ingest" / "2026-11-01"
+    out = probe(mp4)
+    assert out.video_codec == "h264" and abs(out.duration_s - 4) < 1 and is_faststart(mp4)
+    assert summary["mode"] == "remux" and summary["frames"] == 4
+
+    with _sink() as ch:
+        (row,) = ch.query(
+            "SELECT channel, segment, start, end, bytes, output_path FROM {db}.segments FINAL WHERE recorder = 't-ingest'"
+        )
+        top1 = ch.query(
+            "SELECT frame_time, label FROM {db}.detections FINAL WHERE recorder = 't-ingest' AND rank = 1 ORDER BY frame_time"
+        )
+    channel, segment, first, last, size, output = row
+    assert channel == 0 and segment == f"{summary['sha256'][:16]}-kitchen_cam_one"
+    assert first.replace(tzinfo=UTC) == start and abs((last - first).total_seconds() - 4) < 1
+    assert size == len(clip.read_bytes()) and output == str(mp4)
+    assert len(top1) == 4 and top1[0][0].replace(tzinfo=UTC) == start
+    assert sum(any(e in label.lower() for e in COFFEE) for _, label in top1) >= 3, top1
+
+
+@pytest.mark.stack
+def test_ingesting_the_same_content_again_adds_no_rows(stack, clip, tmp_path):
+    from flows.ingest import ingest_video
+
+    first = tmp_path / "again.hik"
+    shutil.copyfile(clip, first)
+    ingest_video(str(first), source="t-again")
+    before = _counts("t-again")
+    # Same bytes, another name and modification time.
+    second = tmp_path / "again renamed.hik"
+    shutil.copyfile(clip, second)
+    summary = ingest_video(str(second), source="t-again")
+    assert summary["inserted"] > 0  # sent again; the server's deduplication dropped it
+    assert _counts("t-again") == before and before[0] == 1 and before[1] == 4 * 5
+
+
+@pytest.mark.stack
+def test_a_corrupt_file_is_set_aside_with_its_reason(stack, clip, tmp_path):
+    from flows.ingest import ingest_video
+
+    src = tmp_path / "broken.mp4"
+    src.write_bytes(b"\x00\x00\x00\x18ftypisom" + os.urandom(4096))
+    state = ingest_video(str(src), source="t-broken", return_state=True)
+
+    assert state.is_failed()
+    assert not src.exists()
+    failed = stack.data_dir / "ingest" / "failed"
+    kept = sorted(failed.glob("broken*.mp4"))[-1]
+    reason = kept.with_name(kept.name + ".reason.txt").read_text()
+    assert kept.stat().st_size == 4096 + 12
+    assert "CorruptMedia" in reason and str(src) in reason and "not usable as video" in reason
+    assert _counts("t-broken") == (0, 0)
+
+
+# --- end to end: watcher process -> Prefect event -> automation -> worker -------------------
+
+
+def _lines(proc: subprocess.Popen) -> queue.Queue[str]:
+    lines: queue.Queue[str] = queue.Queue()
+
+    def pump() -> None:
+        for line in proc.stdout:
+            lines.put(line)
+
+    threading.Thread(target=pump, daemon=True).start()
+    return lines
+
+
+def _wait_for_line(lines: queue.Queue[str], needle: str, timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    seen = []
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            line = lines.get(timeout=left)
+        except queue.Empty:
+            break
+        seen.append(line)
+        if needle in line:
+            return line
+    raise AssertionError(f"no {needle!r} from the watcher in {timeout} s:\n{''.join(seen)}")
+
+
+def _triggered_run(deployment_id, path: Path, timeout: float):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
+    deadline = time.monotonic() + timeout
+    last = None
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            runs = client.read_flow_runs(
+                deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id]))
+            )
+            mine = [r for r in runs if r.parameters.get("path") == str(path)]
+            if mine:
+                last = mine[0]
+                if last.state and last.state.is_final():
+                    return mine
+            time.sleep(1)  # polling an API for a state: there is nothing to wait on
+    raise AssertionError(f"no finished ingest-video run for {path} in {timeout} s; last seen: {last}")
+
+
+@pytest.mark.stack
+def test_a_file_dropped_in_a_watched_folder_is_ingested_by_the_deployment(stack, clip, tmp_path):
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        deployment = client.read_deployment_by_name("ingest-video/on-arrival")
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    proc = subprocess.Popen(  # noqa: S603 - fixed argument list
+        [sys.executable, "-m", "flows.watcher", "--folder", str(inbox), "--source", "t-e2e", "--settle", "0.5"],
+        cwd=PROJECT_ROOT, env=os.environ | stack.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        lines = _lines(proc)
+        _wait_for_line(lines, "watching", 60)
+        dropped = (inbox / "drop cam.hik").resolve()
+        shutil.copyfile(clip, dropped)
+        _wait_for_line(lines, "arrived", 30)
+        runs = _triggered_run(deployment.id, dropped, timeout=240)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(timeout=60)
+    assert len(runs) == 1, [r.name for r in runs]
+    assert runs[0].state.is_completed(), runs[0].state
+    assert runs[0].parameters["source"] == "t-e2e"
+    assert rc == 0
+    assert not dropped.exists()
+    assert list((stack.data_dir / "ingest" / "done").glob("drop cam*.hik"))
+    assert _counts("t-e2e") == (1, 20)
+
+
+def test_watcher_cli_refuses_a_missing_folder(tmp_path):
+    done = subprocess.run(  # noqa: S603 - fixed argument list
+        [sys.executable, "-m", "flows.watcher", "--folder", str(tmp_path / "nope")],
+        cwd=PROJECT_ROOT, env=os.environ | {"PREFECT_API_URL": "http://127.0.0.1:9/api"},
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2 and "not a folder" in done.stderr, done.stderr

@@ -1,0 +1,230 @@
+"""Exactly-once persistence: token deduplication, the outbox across an outage, retries after a crash."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from pydantic import SecretStr
+
+from blocks.clickhouse import ClickHouseSink
+from blocks.clickhouse_schema import HOURLY_SUMMARY_SQL
+from blocks.isapi.parsing import Recording
+from flows.classify import Classification, Detection
+from flows.persist import Batch, PersistResult, flush_files, persist_batches, segment_batches
+from flows.transcode import TranscodeResult
+from stack.paths import PROJECT_ROOT
+from stack.ports import HOST, free_port, wait_for_port
+from stack.simulator.spec import demo_window
+
+pytestmark = pytest.mark.stack  # the Prefect API of the stack records the task runs
+
+PASSWORD = "persist-" + uuid.uuid4().hex
+PASSWORD_ENV = "NVRFLOW_TEST_PERSIST_PASSWORD"
+START = datetime(2024, 5, 6, 10, 59, 50, tzinfo=UTC)
+FRAMES = 20
+
+
+@dataclass
+class Gateway:
+    """A gateway process of our own, to stop and start again on the same port and data."""
+
+    port: int
+    data_dir: Path
+    proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        env = {**os.environ, PASSWORD_ENV: PASSWORD, "PYTHONPATH": str(PROJECT_ROOT)}
+        argv = [sys.executable, "-m", "stack.clickhouse_gateway", "--port", str(self.port),
+                "--data-dir", str(self.data_dir), "--password-env", PASSWORD_ENV]  # fmt: skip
+        with (self.data_dir.parent / "gateway.log").open("ab") as log:
+            self.proc = subprocess.Popen(argv, env=env, stdout=log, stderr=log)  # noqa: S603
+        proc = self.proc
+        wait_for_port(self.port, timeout=60, alive=lambda: proc.poll() is None)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            assert self.proc.wait(timeout=60) == 0
+
+
+@pytest.fixture
+def gateway(tmp_path) -> Iterator[Gateway]:
+    (tmp_path / "clickhouse").mkdir()
+    gw = Gateway(free_port(), tmp_path / "clickhouse")
+    gw.start()
+    yield gw
+    gw.stop()
+
+
+@pytest.fixture
+def sink(gateway) -> ClickHouseSink:
+    sink = ClickHouseSink(url=f"http://{HOST}:{gateway.port}", password=SecretStr(PASSWORD), database="nvr")
+    with sink.connect() as writer:
+        writer.migrate()
+    return sink
+
+
+def one_segment(now: datetime | None = None) -> list[Batch]:
+    """The batches `persist_segment` sends for one 20 s segment across an hour boundary."""
+    rec = Recording(
+        "nvr-t", 1, 101, START, START + timedelta(seconds=FRAMES), "rtsp://x", "seg-1", 4096, "h264"
+    )
+    result = TranscodeResult(Path("/data/mp4/seg-1.mp4"), "remux", "h264", float(FRAMES), False)
+    detections = [
+        Detection(
+            START + timedelta(seconds=i), rank, "cat" if rank == 1 else f"other-{rank}", 0.9 - rank / 10
+        )
+        for i in range(FRAMES)
+        for rank in range(1, 6)
+    ]
+    return segment_batches(rec, result, Classification("m", 3, FRAMES, detections), "site", "run-1", now)
+
+
+# persist_batches logs through the run logger, as inside `persist_segment`.
+persist_task = task(name="persist-test", cache_policy=NO_CACHE)(persist_batches)
+
+
+def counts(sink: ClickHouseSink) -> tuple[int, int]:
+    """Rows as stored, without FINAL: only the deduplication token may keep copies out."""
+    with sink.connect() as ch:
+        segments = ch.query("SELECT count() FROM {db}.segments")[0][0]
+        detections = ch.query("SELECT count() FROM {db}.detections")[0][0]
+    return segments, detections
+
+
+def hourly(sink: ClickHouseSink) -> dict[str, int]:
+    with sink.connect() as ch:
+        return {f"{r[2]:%H} {r[5]}": r[6] for r in ch.query(HOURLY_SUMMARY_SQL)}
+
+
+EXACT = (1, FRAMES * 5)
+EXACT_HOURLY = {"10 cat": 10, "11 cat": 10}
+
+
+def test_outage_goes_to_the_outbox_and_flush_sends_it_once(stack, gateway, sink, tmp_path, caplog):
+    outbox = tmp_path / "outbox"
+    outbox.mkdir()
+    batches = one_segment()
+    gateway.stop()
+
+    with caplog.at_level(logging.WARNING):
+        state = persist_task(sink, batches, outbox, return_state=True)
+    assert state.is_completed(), state
+    assert state.result() == PersistResult(inserted=0, outboxed=1 + FRAMES * 5)
+    assert any("outbox" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
+
+    files = sorted(outbox.iterdir())
+    assert len(files) == 2 and all(f.suffix == ".json" for f in files)  # no temp file left behind
+    stored = [json.loads(f.read_text()) for f in files]
+    assert {(s["table"], s["token"], len(s["rows"])) for s in stored} == {
+        (b.table, b.token, len(b.rows)) for b in batches
+    }
+
+    # Still down: nothing is sent, nothing is deleted.
+    assert flush_files(sink, outbox) == (0, 2)
+    assert sorted(outbox.iterdir()) == files
+
+    gateway.start()
+    assert flush_files(sink, outbox) == (2, 0)
+    assert list(outbox.iterdir()) == []
+    assert counts(sink) == EXACT
+    assert flush_files(sink, outbox) == (0, 0)
+    # The task's own retry, now that the server is back, adds nothing either.
+    assert persist_task(sink, one_segment(), outbox) == PersistResult(inserted=1 + FRAMES * 5, outboxed=0)
+    assert counts(sink) == EXACT
+    assert hourly(sink) == EXACT_HOURLY
+
+
+def test_retry_after_a_crash_between_insert_and_completion_adds_nothing(stack, sink, tmp_path):
+    """The insert reached the server but the task died before it finished: the retry sends it again."""
+    first = one_segment(datetime(2024, 5, 6, 12, tzinfo=UTC))
+    assert persist_task(sink, first, tmp_path) == PersistResult(inserted=1 + FRAMES * 5, outboxed=0)
+    # A retried task builds its batches anew: same tokens, a later inserted_at.
+    retry = one_segment(datetime(2024, 5, 6, 12, 5, tzinfo=UTC))
+    assert retry[1].rows[0]["inserted_at"] != first[1].rows[0]["inserted_at"]
+    for batches in (first, retry):
+        persist_task(sink, batches, tmp_path)
+    assert counts(sink) == EXACT
+    assert hourly(sink) == EXACT_HOURLY
+    assert list(tmp_path.glob("*.json")) == []
+
+
+def test_pipeline_survives_a_clickhouse_outage(stack):
+    """The gateway goes down while recorder_pipeline persists; the outbox and a flush make the counts exact."""
+    from flows.persist import flush_outbox, outbox_dir
+    from flows.pipeline import recorder_pipeline
+    from stack.supervisor import start_service, stop_service
+
+    recorder = "nvr-03"
+    start, end = demo_window()
+    probe = ClickHouseSink(url=stack.clickhouse_url, password=SecretStr(stack.clickhouse_password))
+    with probe.connect() as ch:
+        assert ch.query("SELECT count() FROM {db}.segments WHERE recorder = {r:String}", {"r": recorder}) == [
+            (0,)
+        ]
+    assert list(outbox_dir().glob("*.json")) == []
+
+    finished = threading.Event()
+    stopped_after: list[int] = []
+
+    def stop_once_some_are_persisted() -> None:
+        # The first persisted segment, not a delay, decides when ClickHouse goes away.
+        with probe.connect() as ch:
+            while not finished.is_set():
+                n = ch.query(
+                    "SELECT count() FROM {db}.segments WHERE recorder = {r:String}", {"r": recorder}
+                )[0][0]
+                if n:
+                    stopped_after.append(n)
+                    break
+                time.sleep(0.1)
+        if stopped_after:
+            stop_service("clickhouse-gateway", stack.data_dir)
+
+    watcher = threading.Thread(target=stop_once_some_are_persisted, daemon=True)
+    watcher.start()
+    try:
+        summary = recorder_pipeline(recorder, start, end)
+    finally:
+        finished.set()
+        watcher.join(timeout=60)
+        start_service("clickhouse-gateway", stack.data_dir)
+
+    assert stopped_after, "the pipeline finished before any segment was persisted"
+    assert summary["failed"] == [] and summary["persisted"] == summary["segments"] == 8
+    waiting = sorted(outbox_dir().glob("*.json"))
+    assert waiting, f"every segment was persisted before the outage ({stopped_after})"
+
+    assert flush_outbox() == {"sent": len(waiting), "remaining": 0}
+    assert list(outbox_dir().glob("*.json")) == []
+    seconds = int((end - start).total_seconds())
+    with probe.connect() as ch:
+        where = {"r": recorder}
+        segments = ch.query("SELECT count() FROM {db}.segments WHERE recorder = {r:String}", where)[0][0]
+        detections, frames = ch.query(
+            "SELECT count(), uniqExact(channel, frame_time) FROM {db}.detections WHERE recorder = {r:String}",
+            where,
+        )[0]
+        hourly_frames = ch.query(
+            "SELECT sum(frames) FROM {db}.detections_hourly WHERE recorder = {r:String}", where
+        )[0][0]
+    print(f"outage after {stopped_after[0]} segment(s); outbox held {len(waiting)} batches")
+    assert segments == 8
+    assert frames == 2 * seconds
+    assert detections == 2 * seconds * 5
+    assert hourly_frames == 2 * seconds
