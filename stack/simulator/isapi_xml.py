@@ -130,6 +130,7 @@ class SearchRequest:
     spans: list[tuple[datetime, datetime]]
     max_results: int
     position: int
+    track_elements: frozenset[str] = frozenset()  # which of trackIDList/trackList carried the IDs
 
 
 def _local(rec_tz: timezone, text: str) -> datetime:
@@ -167,11 +168,13 @@ def parse_search(body: bytes, rec_tz: timezone) -> SearchRequest:
     if _strip_ns(root.tag) != "CMSearchDescription":
         raise BadRequest("expected CMSearchDescription")
     tracks: set[int] = set()
+    elements: set[str] = set()
     for list_name in ("trackIDList", "trackList"):
         for track_list in _children(root, list_name):
             for track in _children(track_list, "trackID"):
                 if (track.text or "").strip().isdigit():
                     tracks.add(int(track.text.strip()))
+                    elements.add(list_name)
     if not tracks:
         raise BadRequest("no trackID in trackIDList/trackList")
     spans = []
@@ -197,6 +200,7 @@ def parse_search(body: bytes, rec_tz: timezone) -> SearchRequest:
         spans=spans,
         max_results=max(1, min(max_results, MAX_RESULTS_CAP)),
         position=max(0, position),
+        track_elements=frozenset(elements),
     )
 
 

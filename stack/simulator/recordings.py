@@ -37,6 +37,16 @@ def track_id(channel_id: int) -> int:
     return channel_id * 100 + 1
 
 
+def _given_clip(path: str) -> Path:
+    clip = Path(path)
+    if not clip.is_file():
+        raise FileNotFoundError(f"channel clip {clip} does not exist")
+    with clip.open("rb") as head:
+        if head.read(4) != b"IMKH":
+            raise ValueError(f"channel clip {clip} is not in Hikvision form (no IMKH header)")
+    return clip
+
+
 def build_catalogue(recorder: RecorderSpec, width: int, height: int, fps: int) -> list[Segment]:
     """All segments of all channels, ordered by start time then track; makes the clips it needs."""
     segments: list[Segment] = []
@@ -48,7 +58,11 @@ def build_catalogue(recorder: RecorderSpec, width: int, height: int, fps: int) -
             seconds = int((end - start).total_seconds())
             if seconds <= 0:
                 break
-            clip = ensure_clip(channel.scene, channel.codec, channel.audio, seconds, width, height, fps)
+            clip = (
+                _given_clip(channel.clip)
+                if channel.clip
+                else ensure_clip(channel.scene, channel.codec, channel.audio, seconds, width, height, fps)
+            )
             # 17 digits like device file names; unique per recorder across channels.
             name = f"{channel.id:03d}{int((start - _EPOCH).total_seconds()) % 10**10:010d}{index % 10**4:04d}"
             segments.append(

@@ -200,6 +200,12 @@ class RecorderHandler(BaseHTTPRequestHandler):
         except isapi_xml.BadRequest:
             self._status(400, 5, "Invalid XML Content", "badXmlContent")
             return
+        if self.rec.spec.track_element == "trackList" and "trackIDList" in request.track_elements:
+            # Such firmware validates against its own schema: it knows the track list only as
+            # <trackList> and refuses <trackIDList> as invalid content instead of ignoring it.
+            # Firmware that speaks <trackIDList> accepts either spelling.
+            self._status(400, 6, "Invalid XML Content", "badXmlContent")
+            return
         matches = find_overlapping(self.rec.segments, request.tracks, request.spans)
         self._send(200, isapi_xml.search_result(request, matches))
 

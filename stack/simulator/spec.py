@@ -33,10 +33,15 @@ def parse_posix_tz(tz: str) -> timezone:
 
 @dataclass
 class ChannelSpec:
+    """One camera. `clip`, when set, is a ready Hikvision-form file (IMKH + PS) served as every
+    segment of the channel instead of generated footage: benchmarks use it for very large segments.
+    `scene`, `codec` and `audio` then only describe the channel in ISAPI answers."""
+
     id: int
     scene: str
     codec: str = "h264"
     audio: str = "none"
+    clip: str = ""
 
 
 @dataclass
