@@ -1,4 +1,4 @@
-"""Register the stack in Prefect: block types, the stack's blocks, recorder limits, the schema.
+"""Register the stack in Prefect: the stack's blocks, recorder limits, the schema.
 
 Run by `python -m stack up` with the stack's environment; idempotent.
 """
@@ -24,9 +24,6 @@ def main() -> int:
     if state is None:
         print("no stack state: start the stack with `python -m stack up`", file=sys.stderr)
         return 1
-    for block_type in (HikvisionRecorder, ClickHouseSink, TFServingModel):
-        block_type.register_type_and_schema()
-
     sink = ClickHouseSink(url=state.clickhouse_url, password=SecretStr(state.clickhouse_password))
     sink.save(DEFAULT_SINK_BLOCK, overwrite=True)
     with sink.connect() as writer:

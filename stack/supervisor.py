@@ -147,6 +147,7 @@ def start(root: Path | None = None, say: Callable[[str], None] = print) -> Stack
     _wait_healthy(state)
     say(f"services up: Prefect {state.ui_url}, ClickHouse {state.clickhouse_url}, model {state.model_target}")
 
+    _run(state, [_bin("prefect"), "block", "register", "-m", "blocks"], "prefect block register")
     _run(state, [py, "-m", "stack.register"], "registering blocks, limits and schema")
     _run(state, [py, "-m", "work_pools.setup", "--pool", POOL_NAME], "work pool setup")
     _run(state, [_bin("prefect"), "--no-prompt", "deploy", "--all"], "prefect deploy", timeout=300)
@@ -242,3 +243,58 @@ def status(root: Path | None = None) -> dict[str, str]:
     if state is None:
         return {}
     return {name: ("running" if _alive(pid) else "stopped") for name, pid in state.pids.items()}
+
+
+def stop_service(name: str, root: Path | None = None, timeout: float = 30) -> None:
+    """Stop one of the stack's processes (e.g. "clickhouse-gateway"); returns once it has exited."""
+    state = load_state(root)
+    if state is None or name not in state.pids:
+        raise RuntimeError(f"{name} is not running in this stack")
+    pid = state.pids.pop(name)
+    _signal_all([pid], signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and _alive(pid):
+        time.sleep(0.1)
+    if _alive(pid):
+        _signal_all([pid], signal.SIGKILL)
+        while _alive(pid):
+            time.sleep(0.1)
+    # Saved without the pid, so a later stop never signals a recycled one.
+    state.save()
+
+
+def start_service(name: str, root: Path | None = None, timeout: float = 120) -> int:
+    """Start one stopped process of a running stack again, on its old port and data; returns its pid."""
+    from stack import model_build
+
+    state = load_state(root)
+    if state is None:
+        raise RuntimeError("stack not started here")
+    if name in state.pids and _alive(state.pids[name]):
+        return state.pids[name]
+    data, py = state.data_dir, sys.executable
+    commands: dict[str, tuple[list[str], dict[str, str], int]] = {
+        "clickhouse-gateway": (
+            [py, "-m", "stack.clickhouse_gateway", "--port", str(state.gateway_port),
+             "--data-dir", str(data / "clickhouse"), "--password-env", "NVRFLOW_CLICKHOUSE_PASSWORD"],
+            {"NVRFLOW_CLICKHOUSE_PASSWORD": state.clickhouse_password},
+            state.gateway_port,
+        ),
+        "model-server": (
+            [py, "-m", "stack.model_server", "--port", str(state.model_port),
+             "--model-name", model_build.MODEL_NAME, "--model-base-path", str(model_build.ensure_model())],
+            {},
+            state.model_port,
+        ),
+        "simulator": (
+            [py, "-m", "stack.simulator", "--spec", str(data / "stack" / "simulator.json")],
+            {},
+            state.recorder_ports[-1],
+        ),
+    }  # fmt: skip
+    if name not in commands:
+        raise ValueError(f"cannot restart {name!r} alone; one of {sorted(commands)}")
+    argv, env, port = commands[name]
+    pid = _spawn(state, name, argv, env)
+    _wait(state, name, port, timeout)
+    return pid
