@@ -22,6 +22,7 @@ A file is announced once; it is announced again only if it is replaced by other 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import queue
@@ -32,6 +33,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from uuid import NAMESPACE_URL, UUID, uuid5
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
@@ -52,6 +54,7 @@ class Arrival:
     source: str
     sha256: str
     size: int
+    mtime_ns: int = 0
 
 
 Emit = Callable[[Arrival], None]
@@ -172,6 +175,9 @@ class FolderWatcher:
                 except queue.Empty:
                     break
             self._check_pending()
+            if self._ticks % 1000 == 999:
+                # Files taken away without an event we could pair (moved to another file system).
+                self._emitted = {p: seen for p, seen in self._emitted.items() if p.exists()}
             with self._ticked:
                 self._ticks += 1
                 self._ticked.notify_all()
@@ -249,9 +255,9 @@ class FolderWatcher:
             self._emitted[path] = (_identity(st), sha)
             return
         try:
-            self.emit(Arrival(path, self.source, sha, st.st_size))
-        except Exception:
-            log.exception(f"{path}: could not announce; trying again in {self.settle_s} s")
+            self.emit(Arrival(path, self.source, sha, st.st_size, st.st_mtime_ns))
+        except Exception as exc:
+            log.warning(f"{path}: not announced ({type(exc).__name__}: {exc}); trying again")
             self._pending[path] = _Pending("stable", since=time.monotonic())
             return
         self._emitted[path] = (_identity(st), sha)
@@ -269,11 +275,28 @@ def event_resource(arrival: Arrival) -> dict[str, str]:
     }
 
 
-def emit_to_prefect(arrival: Arrival) -> None:
-    from prefect.events import emit_event
+def event_id(arrival: Arrival) -> UUID:
+    """The same arrival always gets the same id, so a resend after a failure is one event, not two."""
+    return uuid5(NAMESPACE_URL, f"nvrflow:{arrival.path}:{arrival.sha256}:{arrival.mtime_ns}")
 
-    if emit_event(event=EVENT_NAME, resource=event_resource(arrival)) is None:
-        raise RuntimeError("Prefect did not take the event: are events enabled and PREFECT_API_URL set?")
+
+async def _send(arrival: Arrival) -> None:
+    from prefect.events import Event
+    from prefect.events.clients import get_events_client
+
+    event = Event(event=EVENT_NAME, resource=event_resource(arrival), id=event_id(arrival))
+    async with get_events_client(reconnection_attempts=2) as client:
+        await client.emit(event)
+
+
+def emit_to_prefect(arrival: Arrival) -> None:
+    """Send one event and return only once the server took it; raises if it cannot be reached.
+
+    A connection per event (files arrive seconds apart at most) means a failure reaches the
+    watcher, which keeps the file pending and tries again, instead of a background queue
+    dropping the event.
+    """
+    asyncio.run(asyncio.wait_for(_send(arrival), timeout=60))
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -317,10 +340,6 @@ def main(argv: list[str] | None = None) -> int:
     while not stop.wait(1.0):
         pass
     watcher.stop()
-    from prefect.events.worker import EventsWorker
-
-    # Events still queued are sent before exit, not dropped.
-    EventsWorker.drain_all(timeout=30)
     log.info("stopped")
     return 0
 

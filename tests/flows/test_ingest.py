@@ -205,7 +205,8 @@ def test_ingesting_the_same_content_again_adds_no_rows(stack, clip, tmp_path):
     shutil.copyfile(clip, second)
     summary = ingest_video(str(second), source="t-again")
     assert summary["inserted"] > 0  # sent again; the server's deduplication dropped it
-    assert _counts("t-again") == before and before[0] == 1 and before[1] == 4 * 5
+    # Frames fall on whole seconds of the clip's (mtime) start: 3 or 4 of them, 5 labels each.
+    assert _counts("t-again") == before and before[0] == 1 and before[1] in (15, 20)
 
 
 @pytest.mark.stack
@@ -302,7 +303,8 @@ def test_a_file_dropped_in_a_watched_folder_is_ingested_by_the_deployment(stack,
     assert rc == 0
     assert not dropped.exists()
     assert list((stack.data_dir / "ingest" / "done").glob("drop cam*.hik"))
-    assert _counts("t-e2e") == (1, 20)
+    segments, detections = _counts("t-e2e")
+    assert segments == 1 and detections in (15, 20)
 
 
 def test_watcher_cli_refuses_a_missing_folder(tmp_path):
