@@ -238,7 +238,9 @@ def _sample_step(frames: list[tuple[datetime, str, float]]) -> float:
 
 
 def _video_src(output_path: str, page_dir: Path) -> str:
-    return quote(os.path.relpath(Path(output_path).resolve(), page_dir.resolve()), safe="/")
+    # Relative, so the page plays from disk wherever the data folder is mounted; the media
+    # fragment makes the browser show a frame at 0.1 s instead of a black box.
+    return quote(os.path.relpath(Path(output_path).resolve(), page_dir.resolve()), safe="/") + "#t=0.1"
 
 
 def render(data: ReportData, page_dir: Path) -> str:

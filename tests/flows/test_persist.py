@@ -22,7 +22,7 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import SecretStr
 
 from blocks.clickhouse import ClickHouseSink
-from blocks.clickhouse_schema import HOURLY_SUMMARY_SQL
+from blocks.clickhouse_schema import HOURLY_SUMMARY_SQL, MIGRATIONS
 from blocks.isapi.parsing import Recording
 from flows.classify import Classification, Detection
 from flows.persist import Batch, PersistResult, flush_files, persist_batches, segment_batches
@@ -31,7 +31,11 @@ from stack.paths import PROJECT_ROOT
 from stack.ports import HOST, free_port, wait_for_port
 from stack.simulator.spec import demo_window
 
-pytestmark = pytest.mark.stack  # the Prefect API of the stack records the task runs
+pytestmark = [
+    pytest.mark.stack,  # the Prefect API of the stack records the task runs
+    # persist_task runs outside a flow here; its log lines cannot reach the API then.
+    pytest.mark.filterwarnings("ignore:Logger 'prefect.task_runs' attempted to send logs:UserWarning"),
+]
 
 PASSWORD = "persist-" + uuid.uuid4().hex
 PASSWORD_ENV = "NVRFLOW_TEST_PERSIST_PASSWORD"
@@ -228,3 +232,18 @@ def test_pipeline_survives_a_clickhouse_outage(stack):
     assert frames == 2 * seconds
     assert detections == 2 * seconds * 5
     assert hourly_frames == 2 * seconds
+
+
+def test_migrate_command_applies_then_does_nothing(stack, capsys):
+    """`python -m flows.migrate` against a sink block on the stack, with a database of its own."""
+    from flows.migrate import main
+
+    block = f"migrate-{uuid.uuid4().hex[:8]}"
+    database = block.replace("-", "_")
+    ClickHouseSink(
+        url=stack.clickhouse_url, password=SecretStr(stack.clickhouse_password), database=database
+    ).save(block)
+    assert main(["--sink-block", block]) == 0
+    assert capsys.readouterr().out.splitlines() == [f"applied: {m.name}" for m in MIGRATIONS]
+    assert main(["--sink-block", block]) == 0
+    assert capsys.readouterr().out.strip() == "schema up to date: nothing applied"
