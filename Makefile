@@ -11,7 +11,7 @@ MODEL_STAMP := $(VENV)/.model-ready
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PREFECT_SERVER_ANALYTICS_ENABLED = false
 
-.PHONY: help deps system-packages model up down status demo test lint bench-export bench-transcode bench-classify
+.PHONY: help deps system-packages browser model up down status demo test lint bench-export bench-transcode bench-classify report
 
 help:
 	@echo "make demo    run the whole chain on the embedded stack (installs everything first)"
@@ -38,6 +38,10 @@ $(DEPS_STAMP): pyproject.toml
 
 deps: system-packages $(DEPS_STAMP)
 
+# The report page is checked in a real browser (Debian's Chromium, headless).
+browser:
+	@command -v chromium >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
+
 model: deps
 	@$(PY) -m stack.model_build
 
@@ -53,7 +57,7 @@ status:
 demo: model
 	$(PY) -m stack.demo
 
-test: model
+test: model browser
 	$(PY) -m pytest
 
 lint: deps
@@ -67,3 +71,7 @@ bench-transcode: model
 
 bench-classify: model
 	$(PY) -m bench.classify
+
+# The HTML report of a window from the running stack: make report START=2026-11-01T02:00:00Z END=...
+report: deps
+	. data/stack/env.sh && $(PY) -m flows.report --start $(START) --end $(END)

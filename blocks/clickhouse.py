@@ -116,17 +116,22 @@ class ClickHouseWriter:
             f"{self.database}.{table}",
             data,
             column_names=columns,
-            settings={"insert_deduplication_token": token},
+            # A deduplicated insert must not reach materialized views either (the hourly summary).
+            settings={
+                "insert_deduplication_token": token,
+                "deduplicate_blocks_in_dependent_materialized_views": 1,
+            },
         )
         return len(rows)
 
     def query(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple]:
         """Run a read query; `{db}` in the SQL names the sink's database."""
-        result = self._guard(self._client.query, sql.replace("{db}", self.database), parameters=parameters or {})
+        result = self._guard(
+            self._client.query, sql.replace("{db}", self.database), parameters=parameters or {}
+        )
         return [tuple(r) for r in result.result_rows]
 
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0][:300] if text else type(exc).__name__
-

@@ -54,7 +54,7 @@ MIGRATIONS: tuple[Migration, ...] = (
                 score Float32,
                 inserted_at DateTime64(3, 'UTC')
             ) ENGINE = ReplacingMergeTree(inserted_at)
-            ORDER BY (recorder, channel, frame_time, model, rank) """
+            ORDER BY (recorder, channel, segment, frame_time, model, rank) """
             + _DEDUP,
         ),
     ),

@@ -10,7 +10,17 @@ from pathlib import Path
 
 from openpyxl import Workbook
 
-HEADER = ["name", "host", "port", "username", "password", "channels", "max_concurrent_downloads", "site", "enabled"]
+HEADER = [
+    "name",
+    "host",
+    "port",
+    "username",
+    "password",
+    "channels",
+    "max_concurrent_downloads",
+    "site",
+    "enabled",
+]
 ROWS = [
     ["nvr-warehouse-1", "192.0.2.10", 80, "operator", "change-me", "1-8", 2, "warehouse", "yes"],
     ["dvr-gate", "dvr-gate.example.net", 8080, "admin", "", "1,2", 1, "gate", "no"],

@@ -39,7 +39,9 @@ def classify_video(
     with model.connect() as client:
         if check:
             client.check_metadata()
-        for offsets, batch in sample_frames(video, model.input_size, fps=fps, batch=model.batch_size, start=start):
+        for offsets, batch in sample_frames(
+            video, model.input_size, fps=fps, batch=model.batch_size, start=start
+        ):
             for offset, top in zip(offsets, client.classify(batch), strict=True):
                 at = start + timedelta(milliseconds=round(offset * 1000))
                 for rank, (label, score) in enumerate(top, start=1):
@@ -51,7 +53,9 @@ def classify_video(
 
 def classify_key(context, parameters) -> str:
     model: TFServingModel = parameters["model"]
-    return f"classify/{parameters['label']}/{model.model_name}/{parameters['model_version']}/{parameters['fps']}"
+    return (
+        f"classify/{parameters['label']}/{model.model_name}/{parameters['model_version']}/{parameters['fps']}"
+    )
 
 
 @task(
@@ -63,7 +67,12 @@ def classify_key(context, parameters) -> str:
     task_run_name="classify {label}",
 )
 def classify_segment(
-    transcoded: TranscodeResult, start: datetime, label: str, model: TFServingModel, model_version: int, fps: float = 1.0
+    transcoded: TranscodeResult,
+    start: datetime,
+    label: str,
+    model: TFServingModel,
+    model_version: int,
+    fps: float = 1.0,
 ) -> Classification:
     """`model_version` is the version checked at the start of the run: part of the cache key."""
     return classify_video(transcoded.output, start, model, fps=fps, check=False)

@@ -79,5 +79,7 @@ def _wait_for(runs: dict, timeout_s: float) -> dict[str, str]:
     )
     failed = {n: s for n, s in final.items() if s != "Completed"}
     if failed:
-        raise RuntimeError("recorder runs not completed: " + ", ".join(f"{n} ({s})" for n, s in failed.items()))
+        raise RuntimeError(
+            "recorder runs not completed: " + ", ".join(f"{n} ({s})" for n, s in failed.items())
+        )
     return final

@@ -59,7 +59,9 @@ def download_recording(rec: Recording) -> DownloadResult:
         result = client.download(rec, exports_dir())
     logger = get_run_logger()
     if result.reused:
-        logger.info(f"{rec.recorder} ch{rec.channel} {rec.name}: already downloaded and verified, not downloaded again")
+        logger.info(
+            f"{rec.recorder} ch{rec.channel} {rec.name}: already downloaded and verified, not downloaded again"
+        )
     else:
         logger.info(f"{rec.recorder} ch{rec.channel} {rec.name}: {result.bytes} bytes downloaded")
     return result

@@ -39,7 +39,9 @@ from flows.recorders import upsert_recorder
 REQUIRED = ("name", "host", "channels")
 KNOWN = (*REQUIRED, "port", "username", "password", "max_concurrent_downloads", "site", "enabled")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
-_HOSTNAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+)
 _TRUE = {"yes", "y", "true", "1", "on"}
 _FALSE = {"no", "n", "false", "0", "off"}
 MAX_CHANNEL = 256
@@ -149,7 +151,9 @@ def read_workbook(path: Path) -> list[InventoryRow]:
     header = [str(h).strip().lower() if h is not None else "" for h in rows[0]]
     missing = [c for c in REQUIRED if c not in header]
     if missing:
-        raise InventoryError(f"{path}: missing column(s) {', '.join(missing)}; columns are {', '.join(KNOWN)}")
+        raise InventoryError(
+            f"{path}: missing column(s) {', '.join(missing)}; columns are {', '.join(KNOWN)}"
+        )
     index = {name: header.index(name) for name in KNOWN if name in header}
     problems: list[str] = []
     parsed: list[InventoryRow] = []
@@ -178,11 +182,16 @@ def read_workbook(path: Path) -> list[InventoryRow]:
             password = cell.get("password")
             parsed.append(
                 InventoryRow(
-                    row=number, name=name, host=host, port=port,
+                    row=number,
+                    name=name,
+                    host=host,
+                    port=port,
                     username=str(cell.get("username") or "admin").strip(),
                     password=None if password in (None, "") else str(password),
-                    channels=channels, max_concurrent_downloads=slots,
-                    site=str(cell.get("site") or "").strip(), enabled=enabled,
+                    channels=channels,
+                    max_concurrent_downloads=slots,
+                    site=str(cell.get("site") or "").strip(),
+                    enabled=enabled,
                 )  # fmt: skip
             )
     if problems:
@@ -222,8 +231,14 @@ def sync_inventory(workbook: str) -> list[str]:
     logger.info(f"{len(rows)} recorders in {Path(workbook).name}: {len(changes)} change(s)")
     create_table_artifact(
         [
-            {"recorder": r.name, "host": f"{r.host}:{r.port}", "channels": ",".join(map(str, r.channels)),
-             "limit": r.max_concurrent_downloads, "site": r.site, "enabled": r.enabled}  # fmt: skip
+            {
+                "recorder": r.name,
+                "host": f"{r.host}:{r.port}",
+                "channels": ",".join(map(str, r.channels)),
+                "limit": r.max_concurrent_downloads,
+                "site": r.site,
+                "enabled": r.enabled,
+            }  # fmt: skip
             for r in rows
         ],
         key="inventory",

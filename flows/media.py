@@ -42,9 +42,15 @@ def input_options(path: Path) -> list[str]:
 
 def probe(path: Path) -> Probe:
     argv = [
-        "ffprobe", "-v", "error", *input_options(path),
-        "-show_entries", "stream=codec_type,codec_name,width,height:format=duration",
-        "-of", "json", str(path),
+        "ffprobe",
+        "-v",
+        "error",
+        *input_options(path),
+        "-show_entries",
+        "stream=codec_type,codec_name,width,height:format=duration",
+        "-of",
+        "json",
+        str(path),
     ]
     try:
         out = run_command(argv, PROBE_TIMEOUT_S, f"ffprobe of {path.name}")

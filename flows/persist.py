@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
+from prefect.exceptions import MissingContextError
+from prefect.logging import get_logger
 
 from blocks.clickhouse import ClickHouseSink, ClickHouseUnavailable
 from blocks.recorder import Recording
@@ -42,6 +44,14 @@ class PersistResult:
     outboxed: int
 
 
+def _logger():
+    """The run's logger inside a flow or task, a plain one when called directly (`task.fn`)."""
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return get_logger("nvrflow.persist")
+
+
 def outbox_dir() -> Path:
     path = data_dir() / "outbox"
     path.mkdir(parents=True, exist_ok=True)
@@ -53,7 +63,9 @@ def _encode(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _decode(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [{k: datetime.fromisoformat(v) if k in _DATETIME_KEYS else v for k, v in row.items()} for row in rows]
+    return [
+        {k: datetime.fromisoformat(v) if k in _DATETIME_KEYS else v for k, v in row.items()} for row in rows
+    ]
 
 
 def write_outbox(batch: Batch, folder: Path) -> Path:
@@ -103,7 +115,7 @@ def persist_batches(sink: ClickHouseSink, batches: list[Batch], folder: Path | N
         target = folder or outbox_dir()
         for batch in batches:
             write_outbox(batch, target)
-        get_run_logger().warning(f"{exc}; {rows} rows kept in the outbox {target}, flush-outbox will send them")
+        _logger().warning(f"{exc}; {rows} rows kept in the outbox {target}, flush-outbox will send them")
         return PersistResult(inserted=0, outboxed=rows)
 
 
@@ -126,9 +138,16 @@ def segment_batches(
     }  # fmt: skip
     detections = [
         {
-            "recorder": rec.recorder, "channel": rec.channel, "segment": rec.name, "frame_time": d.frame_time,
-            "model": classification.model, "model_version": classification.model_version, "rank": d.rank,
-            "label": d.label, "score": d.score, "inserted_at": now,
+            "recorder": rec.recorder,
+            "channel": rec.channel,
+            "segment": rec.name,
+            "frame_time": d.frame_time,
+            "model": classification.model,
+            "model_version": classification.model_version,
+            "rank": d.rank,
+            "label": d.label,
+            "score": d.score,
+            "inserted_at": now,
         }  # fmt: skip
         for d in classification.detections
     ]

@@ -103,7 +103,9 @@ def recorder_pipeline(
     try:
         block = HikvisionRecorder.load(recorder)
     except ValueError as exc:
-        raise PipelineFailed(f"recorder {recorder!r} has no HikvisionRecorder block; sync the inventory first") from exc
+        raise PipelineFailed(
+            f"recorder {recorder!r} has no HikvisionRecorder block; sync the inventory first"
+        ) from exc
     model = TFServingModel.load(model_block)
     chosen = channels or block.channels
 
@@ -111,7 +113,9 @@ def recorder_pipeline(
     recordings = [rec for s in searches for rec in s.result()]
     logger.info(f"{recorder}: {len(recordings)} segments on channels {chosen} in {start} .. {end}")
     progress = create_progress_artifact(
-        0.0, key=_artifact_key("progress", recorder), description=f"{recorder}: segments done of {len(recordings)}"
+        0.0,
+        key=_artifact_key("progress", recorder),
+        description=f"{recorder}: segments done of {len(recordings)}",
     )
 
     outcomes: list[SegmentOutcome] = []
@@ -142,7 +146,8 @@ def recorder_pipeline(
     }
     if failed:
         raise PipelineFailed(
-            f"{recorder}: {len(failed)} of {len(recordings)} segments failed:\n" + "\n".join(summary["failed"])
+            f"{recorder}: {len(failed)} of {len(recordings)} segments failed:\n"
+            + "\n".join(summary["failed"])
         )
     return summary
 
@@ -153,7 +158,9 @@ def _outcome(chain, persisted) -> SegmentOutcome:
         future.wait()  # the final state is known locally only after a wait
         state = future.state
         if not state.is_completed():
-            return SegmentOutcome(rec, "failed", _error_text(state) if state.is_failed() else f"not run ({state.name})")
+            return SegmentOutcome(
+                rec, "failed", _error_text(state) if state.is_failed() else f"not run ({state.name})"
+            )
     transcoded, classification = stages[1].result(), stages[2].result()
     return SegmentOutcome(
         rec, "ok", mode=transcoded.mode, source_codec=transcoded.source_codec,
@@ -164,16 +171,25 @@ def _outcome(chain, persisted) -> SegmentOutcome:
 def _publish(recorder: str, start: datetime, end: datetime, outcomes: list[SegmentOutcome]) -> None:
     rows = [
         {
-            "channel": o.rec.channel, "segment": o.rec.name, "start (UTC)": o.rec.start.isoformat(),
-            "codec": o.source_codec, "duration s": round(o.duration_s, 1), "transcode": o.mode,
-            "top labels": o.top_labels, "status": o.state if o.state == "ok" else o.error,
+            "channel": o.rec.channel,
+            "segment": o.rec.name,
+            "start (UTC)": o.rec.start.isoformat(),
+            "codec": o.source_codec,
+            "duration s": round(o.duration_s, 1),
+            "transcode": o.mode,
+            "top labels": o.top_labels,
+            "status": o.state if o.state == "ok" else o.error,
         }  # fmt: skip
         for o in sorted(outcomes, key=lambda o: (o.rec.channel, o.rec.start))
     ]
-    create_table_artifact(rows, key=_artifact_key("segments", recorder), description=f"{recorder} segments {start} .. {end}")
+    create_table_artifact(
+        rows, key=_artifact_key("segments", recorder), description=f"{recorder} segments {start} .. {end}"
+    )
     ok = sum(o.state == "ok" for o in outcomes)
     seconds = sum(o.duration_s for o in outcomes)
     text = [f"# {recorder}: {start:%Y-%m-%d %H:%M} .. {end:%H:%M} UTC", "",
             f"- segments persisted: **{ok} of {len(outcomes)}**", f"- video: {seconds:.0f} s"]  # fmt: skip
     text += [f"- failed: {_label(o.rec)}: {o.error}" for o in outcomes if o.state != "ok"]
-    create_markdown_artifact("\n".join(text), key=_artifact_key("summary", recorder), description=f"{recorder} run summary")
+    create_markdown_artifact(
+        "\n".join(text), key=_artifact_key("summary", recorder), description=f"{recorder} run summary"
+    )

@@ -43,5 +43,7 @@ def _comparable(block: HikvisionRecorder) -> dict:
 def registered_recorders() -> dict[str, HikvisionRecorder]:
     """Every saved recorder block by name."""
     with get_client(sync_client=True) as client:
-        docs = client.read_block_documents_by_type(HikvisionRecorder.get_block_type_slug(), include_secrets=False)
+        docs = client.read_block_documents_by_type(
+            HikvisionRecorder.get_block_type_slug(), include_secrets=False
+        )
     return {doc.name: HikvisionRecorder.load(doc.name) for doc in docs if doc.name}

@@ -52,7 +52,16 @@ def ffmpeg_argv(src: Path, dst: Path, source: Probe, mode: str, options: Transco
     if mode == "remux":
         argv += ["-c:v", "copy"]
     else:
-        argv += ["-c:v", "libx264", "-preset", options.preset, "-crf", str(options.crf), "-pix_fmt", "yuv420p"]
+        argv += [
+            "-c:v",
+            "libx264",
+            "-preset",
+            options.preset,
+            "-crf",
+            str(options.crf),
+            "-pix_fmt",
+            "yuv420p",
+        ]
     if source.audio_codec and options.audio == "aac":
         # G.711 and most recorder audio cannot go into MP4 as it is: always AAC.
         argv += ["-map", "0:a:0", "-c:a", "aac", "-b:a", f"{options.audio_bitrate_k}k"]
@@ -98,7 +107,11 @@ def transcode_file(
             dst.unlink()
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(dst.stem + ".part.mp4")
-    argv = handbrake_argv(src, tmp, options) if mode == "handbrake" else ffmpeg_argv(src, tmp, source, mode, options)
+    argv = (
+        handbrake_argv(src, tmp, options)
+        if mode == "handbrake"
+        else ffmpeg_argv(src, tmp, source, mode, options)
+    )
     try:
         run_command(argv, options.timeout_s, f"{argv[0]} on {src.name}")
         if mode == "handbrake":

@@ -71,7 +71,9 @@ def _wait(state: StackState, name: str, port: int, timeout: float) -> None:
     try:
         wait_for_port(port, timeout, alive=lambda: _alive(pid))
     except (TimeoutError, RuntimeError) as exc:
-        raise RuntimeError(f"{name} did not start: {exc}\n--- {name}.log ---\n{_log_tail(state, name)}") from exc
+        raise RuntimeError(
+            f"{name} did not start: {exc}\n--- {name}.log ---\n{_log_tail(state, name)}"
+        ) from exc
 
 
 def _run(state: StackState, argv: list[str], what: str, timeout: float = 120) -> str:
@@ -84,12 +86,40 @@ def _run(state: StackState, argv: list[str], what: str, timeout: float = 120) ->
         timeout=timeout,
     )
     if done.returncode != 0:
-        raise RuntimeError(f"{what} failed ({done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+        raise RuntimeError(
+            f"{what} failed ({done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+        )
     return done.stdout
 
 
 def is_running(state: StackState | None) -> bool:
     return bool(state and state.pids) and all(_alive(pid) for pid in state.pids.values())
+
+
+def _services(state: StackState, model_base: Path) -> dict[str, tuple[list[str], dict[str, str], int]]:
+    """The stack's own services: argv, extra environment, and the port that says it is ready."""
+    from stack import model_build
+
+    py, data = sys.executable, state.data_dir
+    return {
+        "clickhouse-gateway": (
+            [py, "-m", "stack.clickhouse_gateway", "--port", str(state.gateway_port),
+             "--data-dir", str(data / "clickhouse"), "--password-env", "NVRFLOW_CLICKHOUSE_PASSWORD"],
+            {"NVRFLOW_CLICKHOUSE_PASSWORD": state.clickhouse_password},
+            state.gateway_port,
+        ),
+        "model-server": (
+            [py, "-m", "stack.model_server", "--port", str(state.model_port),
+             "--model-name", model_build.MODEL_NAME, "--model-base-path", str(model_base)],
+            {},
+            state.model_port,
+        ),
+        "simulator": (
+            [py, "-m", "stack.simulator", "--spec", str(data / "stack" / "simulator.json")],
+            {},
+            state.recorder_ports[-1],
+        ),
+    }  # fmt: skip
 
 
 def start(root: Path | None = None, say: Callable[[str], None] = print) -> StackState:
@@ -111,45 +141,23 @@ def start(root: Path | None = None, say: Callable[[str], None] = print) -> Stack
     spec_path.parent.mkdir(parents=True, exist_ok=True)
     spec_path.write_text(json.dumps(demo_spec(state.recorder_ports, state.recorder_password), indent=2))
 
-    py = sys.executable
     _spawn(
         state,
         "prefect-server",
         [_bin("prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(state.prefect_port)],
     )
-    _spawn(
-        state,
-        "clickhouse-gateway",
-        [
-            py, "-m", "stack.clickhouse_gateway",
-            "--port", str(state.gateway_port),
-            "--data-dir", str(data / "clickhouse"),
-            "--password-env", "NVRFLOW_CLICKHOUSE_PASSWORD",
-        ],
-        {"NVRFLOW_CLICKHOUSE_PASSWORD": state.clickhouse_password},
-    )
-    _spawn(
-        state,
-        "model-server",
-        [
-            py, "-m", "stack.model_server",
-            "--port", str(state.model_port),
-            "--model-name", model_build.MODEL_NAME,
-            "--model-base-path", str(model_base),
-        ],
-    )
-    _spawn(state, "simulator", [py, "-m", "stack.simulator", "--spec", str(spec_path)])
-
-    _wait(state, "clickhouse-gateway", state.gateway_port, 60)
-    _wait(state, "simulator", state.recorder_ports[-1], 120)
-    _wait(state, "model-server", state.model_port, 120)
+    services = _services(state, model_base)
+    for name, (argv, env, _port) in services.items():
+        _spawn(state, name, argv, env)
+    for name, (_argv, _env, port) in services.items():
+        _wait(state, name, port, 120)
     _wait(state, "prefect-server", state.prefect_port, 120)
     _wait_healthy(state)
     say(f"services up: Prefect {state.ui_url}, ClickHouse {state.clickhouse_url}, model {state.model_target}")
 
     _run(state, [_bin("prefect"), "block", "register", "-m", "blocks"], "prefect block register")
-    _run(state, [py, "-m", "stack.register"], "registering blocks, limits and schema")
-    _run(state, [py, "-m", "work_pools.setup", "--pool", POOL_NAME], "work pool setup")
+    _run(state, [sys.executable, "-m", "stack.register"], "registering blocks, limits and schema")
+    _run(state, [sys.executable, "-m", "work_pools.setup", "--pool", POOL_NAME], "work pool setup")
     _run(state, [_bin("prefect"), "--no-prompt", "deploy", "--all"], "prefect deploy", timeout=300)
     _spawn(
         state,
@@ -272,26 +280,7 @@ def start_service(name: str, root: Path | None = None, timeout: float = 120) -> 
         raise RuntimeError("stack not started here")
     if name in state.pids and _alive(state.pids[name]):
         return state.pids[name]
-    data, py = state.data_dir, sys.executable
-    commands: dict[str, tuple[list[str], dict[str, str], int]] = {
-        "clickhouse-gateway": (
-            [py, "-m", "stack.clickhouse_gateway", "--port", str(state.gateway_port),
-             "--data-dir", str(data / "clickhouse"), "--password-env", "NVRFLOW_CLICKHOUSE_PASSWORD"],
-            {"NVRFLOW_CLICKHOUSE_PASSWORD": state.clickhouse_password},
-            state.gateway_port,
-        ),
-        "model-server": (
-            [py, "-m", "stack.model_server", "--port", str(state.model_port),
-             "--model-name", model_build.MODEL_NAME, "--model-base-path", str(model_build.ensure_model())],
-            {},
-            state.model_port,
-        ),
-        "simulator": (
-            [py, "-m", "stack.simulator", "--spec", str(data / "stack" / "simulator.json")],
-            {},
-            state.recorder_ports[-1],
-        ),
-    }  # fmt: skip
+    commands = _services(state, model_build.ensure_model())
     if name not in commands:
         raise ValueError(f"cannot restart {name!r} alone; one of {sorted(commands)}")
     argv, env, port = commands[name]

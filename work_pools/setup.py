@@ -26,7 +26,9 @@ def ensure_pool(name: str, concurrency: int | None) -> str:
             pool = client.read_work_pool(name)
         except ObjectNotFound:
             client.create_work_pool(
-                WorkPoolCreate(name=name, type="process", base_job_template=template, concurrency_limit=concurrency)
+                WorkPoolCreate(
+                    name=name, type="process", base_job_template=template, concurrency_limit=concurrency
+                )
             )
             return f"work pool {name} created"
         if pool.base_job_template != template or pool.concurrency_limit != concurrency:

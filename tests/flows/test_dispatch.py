@@ -35,7 +35,10 @@ def fleet(tmp_path_factory):
     end = START + timedelta(seconds=SEGMENT_SECONDS * SEGMENTS)
     recorders = [
         {
-            "name": f"fleet-{i:02d}", "port": free_port(), "username": "admin", "password": PASSWORD,
+            "name": f"fleet-{i:02d}",
+            "port": free_port(),
+            "username": "admin",
+            "password": PASSWORD,
             "segment_seconds": SEGMENT_SECONDS,
             "recording_start": START.replace(tzinfo=None).isoformat(),
             "recording_end": end.replace(tzinfo=None).isoformat(),
@@ -52,7 +55,9 @@ def fleet(tmp_path_factory):
         sheet = book.active
         sheet.append(HEADER)
         for i, rec in enumerate(recorders):
-            sheet.append([rec["name"], "127.0.0.1", rec["port"], "admin", PASSWORD, "1", _limit(i), "fleet", "yes"])
+            sheet.append(
+                [rec["name"], "127.0.0.1", rec["port"], "admin", PASSWORD, "1", _limit(i), "fleet", "yes"]
+            )
         path = folder / "fleet.xlsx"
         book.save(path)
         yield recorders, path, end
