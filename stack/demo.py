@@ -13,7 +13,7 @@ import time
 from collections import Counter
 
 from stack import supervisor
-from stack.simulator.spec import demo_window
+from stack.simulator.spec import demo_window, load_spec
 
 DEPLOYMENT = "recorder-pipeline/recorder"
 TIMEOUT_S = 1800
@@ -26,37 +26,23 @@ def main() -> int:
     os.environ.update(state.env())
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-    from prefect.deployments import run_deployment
 
     from blocks.clickhouse import ClickHouseSink
-    from flows.recorders import registered_recorders
+    from flows.dispatch import start_pipeline_runs, wait_for_runs
     from flows.settings import DEFAULT_SINK_BLOCK
 
     start, end = demo_window()
-    recorders = sorted(registered_recorders())
+    recorders = [r.name for r in load_spec(state.data_dir / "stack" / "simulator.json").recorders]
     print(f"window {start:%Y-%m-%d %H:%M:%S} .. {end:%H:%M:%S} UTC, recorders: {', '.join(recorders)}")
-    runs = {}
-    for name in recorders:
-        run = run_deployment(
-            DEPLOYMENT,
-            parameters={"recorder": name, "start": start.isoformat(), "end": end.isoformat()},
-            timeout=0,
-            flow_run_name=f"demo {name}",
-            tags=["demo", f"recorder:{name}"],
-        )
-        runs[name] = run.id
-        print(f"  {name}: flow run {run.id} scheduled")
+    runs = start_pipeline_runs({name: "simulated" for name in recorders}, start, end, DEPLOYMENT)
+    for name, run_id in runs.items():
+        print(f"  {name}: flow run {run_id} scheduled")
 
-    states: dict[str, str] = {}
-    deadline = time.monotonic() + TIMEOUT_S
+    def finished(name: str, state: str) -> None:
+        print(f"  {name}: {state} after {time.monotonic() - began:.0f} s")
+
+    states = wait_for_runs(runs, TIMEOUT_S, finished)
     with get_client(sync_client=True) as client:
-        while len(states) < len(runs) and time.monotonic() < deadline:
-            for name, run_id in runs.items():
-                run_state = client.read_flow_run(run_id).state
-                if name not in states and run_state is not None and run_state.is_final():
-                    states[name] = run_state.name
-                    print(f"  {name}: {run_state.name} after {time.monotonic() - began:.0f} s")
-            time.sleep(1.0)
         task_runs = client.read_task_runs(
             flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=list(runs.values()))), limit=200
         )
@@ -86,7 +72,7 @@ def main() -> int:
     print(f"{'recorder':10} {'state':10} {'segments':>8} {'video s':>8} {'remuxed':>8}  top labels (frames)")
     for name in recorders:
         count, seconds, remuxed = segs.get(name, (0, 0.0, 0))
-        print(f"{name:10} {states.get(name, 'timeout'):10} {count:>8} {seconds:>8.0f} {remuxed:>8}  "
+        print(f"{name:10} {states[name]:10} {count:>8} {seconds:>8.0f} {remuxed:>8}  "
               f"{', '.join(labels.get(name, [])) or '-'}")  # fmt: skip
     skipped = sum(cached.values())
     detail = ", ".join(f"{n} {stage}" for stage, n in sorted(cached.items()))
@@ -94,7 +80,7 @@ def main() -> int:
     print(f"wall time: {time.monotonic() - began:.0f} s")
     print(f"Prefect UI: {state.ui_url}   (flow runs, artifacts, logs)")
     print(f"CLI: source {state.data_dir / 'stack' / 'env.sh'}; stop everything with: make down")
-    ok = len(states) == len(runs) and all(s == "Completed" for s in states.values())
+    ok = all(s == "Completed" for s in states.values())
     return 0 if ok else 1
 
 
