@@ -64,7 +64,7 @@ def ffmpeg_argv(src: Path, dst: Path, source: Probe, mode: str, options: Transco
         ]
     if source.audio_codec and options.audio == "aac":
         # G.711 and most recorder audio cannot go into MP4 as it is: always AAC.
-        argv += ["-map", "0:a:0", "-c:a", "aac", "-b:a", f"{options.audio_bitrate_k}k"]
+        argv += ["-map", "0:a:0", "-c:a", "aac", "-aac_coder", "fast", "-b:a", f"{options.audio_bitrate_k}k"]
     else:
         argv += ["-an"]
     argv += ["-movflags", "+faststart", "-f", "mp4", str(dst)]

@@ -34,7 +34,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--model-base-path", type=Path, required=True, help="folder of numeric version folders"
     )
-    parser.add_argument("--max-batch", type=int, default=32, help="largest batch one Predict may carry")
+    parser.add_argument(
+        "--max-batch",
+        type=int,
+        default=32,
+        help="largest batch one Predict, or one merged model call, may carry",
+    )
+    parser.add_argument(
+        "--batch-timeout-ms",
+        type=float,
+        default=2.0,
+        help="how long the oldest waiting Predict call waits for others to share its model call",
+    )
+    parser.add_argument(
+        "--stats-file", type=Path, help="JSON file kept up to date with the batching counters"
+    )
     parser.add_argument("--workers", type=int, default=4, help="gRPC worker threads")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
@@ -59,7 +73,19 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from stack.model_server.server import run
 
-    return run(args.model_name, args.model_base_path, args.port, args.max_batch, args.workers, stop)
+    if args.max_batch < 1 or args.batch_timeout_ms < 0:
+        log.error("--max-batch must be at least 1 and --batch-timeout-ms not negative")
+        return 1
+    return run(
+        args.model_name,
+        args.model_base_path,
+        args.port,
+        args.max_batch,
+        args.workers,
+        stop,
+        batch_timeout_ms=args.batch_timeout_ms,
+        stats_file=args.stats_file,
+    )
 
 
 if __name__ == "__main__":

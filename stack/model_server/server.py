@@ -31,6 +31,7 @@ from tensorflow_serving.apis import (  # noqa: E402
     prediction_service_pb2_grpc,
 )
 
+from stack.model_server.batching import Batching, RunModel  # noqa: E402
 from stack.ports import HOST  # noqa: E402
 
 log = logging.getLogger("model_server")
@@ -39,6 +40,7 @@ MESSAGE_LIMIT = 64 * 1024 * 1024
 DEFAULT_SIGNATURE = "serving_default"
 INIT_OP_SIGNATURE = "__saved_model_init_op"
 GRACE_SECONDS = 5.0
+DEFAULT_BATCH_TIMEOUT_MS = 2.0
 
 
 class ServingError(Exception):
@@ -169,29 +171,76 @@ def _check_inputs(
     return arrays
 
 
+def _first_cause(exc: BaseException) -> str:
+    """The line of a TF error that says what went wrong, without the Python traceback TF adds."""
+    text = exc.message if isinstance(exc, tf.errors.OpError) else str(exc)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    noise = ("Graph execution error", "Detected at node", "File ", "<stack traces", "[[{{node")
+    causes = [line for line in lines if not line.startswith(noise)]
+    return (causes or lines or [type(exc).__name__])[0]
+
+
+def _serving_error(exc: BaseException) -> ServingError:
+    """TF Serving's status for a failure inside the model call."""
+    if isinstance(exc, tf.errors.InvalidArgumentError | ValueError | TypeError):
+        return ServingError(grpc.StatusCode.INVALID_ARGUMENT, _first_cause(exc))
+    if isinstance(exc, TimeoutError):
+        return ServingError(grpc.StatusCode.DEADLINE_EXCEEDED, str(exc))
+    return ServingError(grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}".splitlines()[0])
+
+
+def _model_runner(function) -> RunModel:
+    """Call a signature on numpy inputs; numpy outputs, keyed by output alias."""
+
+    def run(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        outputs = function(**{alias: tf.constant(a) for alias, a in inputs.items()})
+        return {alias: tensor.numpy() for alias, tensor in outputs.items()}
+
+    return run
+
+
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
-    def __init__(self, repository: ModelRepository) -> None:
+    def __init__(self, repository: ModelRepository, batching: Batching) -> None:
         self.repository = repository
+        self.batching = batching
+        self._runners: dict[tuple[int, str], RunModel] = {}
+
+    def _runner(self, servable: Servable, name: str, function) -> RunModel:
+        key = (servable.version, name)
+        if key not in self._runners:
+            self._runners[key] = _model_runner(function)
+        return self._runners[key]
 
     def Predict(self, request, context):
         try:
-            servable = self.repository.find(request.model_spec)
-            name, function, signature_def = self.repository.signature(
-                servable, request.model_spec.signature_name
-            )
-            arrays = _check_inputs(request, signature_def, self.repository.max_batch)
-            wanted = list(request.output_filter) or list(signature_def.outputs)
-            for alias in wanted:
-                if alias not in signature_def.outputs:
-                    raise ServingError(
-                        grpc.StatusCode.INVALID_ARGUMENT,
-                        f"output tensor alias not found in signature: {alias} Outputs expected to be in the "
-                        f"set {{{','.join(sorted(signature_def.outputs))}}}.",
+            with self.batching.receiving() as intake:
+                servable = self.repository.find(request.model_spec)
+                name, function, signature_def = self.repository.signature(
+                    servable, request.model_spec.signature_name
+                )
+                arrays = _check_inputs(request, signature_def, self.repository.max_batch)
+                wanted = list(request.output_filter) or list(signature_def.outputs)
+                for alias in wanted:
+                    if alias not in signature_def.outputs:
+                        raise ServingError(
+                            grpc.StatusCode.INVALID_ARGUMENT,
+                            f"output tensor alias not found in signature: {alias} Outputs expected to be in "
+                            f"the set {{{','.join(sorted(signature_def.outputs))}}}.",
+                        )
+                try:
+                    job = intake.submit(
+                        (servable.version, name),
+                        self._runner(servable, name, function),
+                        arrays,
+                        is_active=context.is_active,
+                        wait_s=context.time_remaining(),
                     )
-            try:
-                outputs = function(**{alias: tf.constant(a) for alias, a in arrays.items()})
-            except (tf.errors.InvalidArgumentError, ValueError, TypeError) as exc:
-                raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, str(exc).splitlines()[0]) from exc
+                except TimeoutError as exc:
+                    raise ServingError(grpc.StatusCode.DEADLINE_EXCEEDED, str(exc)) from exc
+                except RuntimeError as exc:
+                    raise ServingError(grpc.StatusCode.UNAVAILABLE, str(exc)) from exc
+            if job.error is not None:
+                raise _serving_error(job.error)
         except ServingError as exc:
             log.warning("Predict %s: %s %s", request.model_spec.name, exc.code.name, exc.message)
             context.abort(exc.code, exc.message)
@@ -200,7 +249,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         response.model_spec.version.value = servable.version
         response.model_spec.signature_name = name
         for alias in wanted:
-            response.outputs[alias].CopyFrom(tf.make_tensor_proto(outputs[alias].numpy()))
+            response.outputs[alias].CopyFrom(tf.make_tensor_proto(job.outputs[alias]))
         log.debug(
             "Predict %s v%d: %s",
             self.repository.name,
@@ -260,7 +309,11 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
         return response
 
 
-def make_server(repository: ModelRepository, port: int, workers: int = 4) -> grpc.Server:
+def make_server(
+    repository: ModelRepository, port: int, workers: int = 4, batching: Batching | None = None
+) -> grpc.Server:
+    """The gRPC server; `batching` merges concurrent Predict calls (by default with a 2 ms wait)."""
+    batching = batching or Batching(repository.max_batch, DEFAULT_BATCH_TIMEOUT_MS / 1000)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="predict"),
         options=[
@@ -269,7 +322,9 @@ def make_server(repository: ModelRepository, port: int, workers: int = 4) -> grp
             ("grpc.so_reuseport", 0),  # a port in use must fail to bind, not be shared
         ],
     )
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(repository), server)
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+        PredictionService(repository, batching), server
+    )
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(repository), server)
     address = f"{HOST}:{port}"
     try:
@@ -282,12 +337,20 @@ def make_server(repository: ModelRepository, port: int, workers: int = 4) -> grp
 
 
 def run(
-    model_name: str, base_path: Path, port: int, max_batch: int, workers: int, stop: threading.Event
+    model_name: str,
+    base_path: Path,
+    port: int,
+    max_batch: int,
+    workers: int,
+    stop: threading.Event,
+    batch_timeout_ms: float = DEFAULT_BATCH_TIMEOUT_MS,
+    stats_file: Path | None = None,
 ) -> int:
     """Load the model, serve until `stop` is set, then drain in-flight calls; an exit status."""
     try:
         repository = ModelRepository(model_name, load_servables(base_path), max_batch)
-        server = make_server(repository, port, workers)
+        batching = Batching(max_batch, batch_timeout_ms / 1000, stats_file)
+        server = make_server(repository, port, workers, batching)
     except (OSError, ValueError) as exc:
         log.error("%s", exc)
         return 1
@@ -296,4 +359,6 @@ def run(
     stop.wait()
     log.info("stopping")
     server.stop(GRACE_SECONDS).wait()
+    batching.close()
+    log.info("batching: %s", batching.stats.as_dict())
     return 0

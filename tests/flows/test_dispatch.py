@@ -49,8 +49,8 @@ def fleet(tmp_path_factory):
     spec = {"width": 320, "height": 240, "fps": 10, "recorders": recorders}
     with control.running(spec, folder):
         for rec in recorders:
-            # Slow enough that a recorder's downloads overlap in time when nothing limits them.
-            control.set_faults(rec["port"], bandwidth_bps=150_000)
+            # ~3 s a download (67 kB clips): a recorder's downloads overlap when nothing limits them.
+            control.set_faults(rec["port"], bandwidth_bps=20_000)
         book = Workbook()
         sheet = book.active
         sheet.append(HEADER)

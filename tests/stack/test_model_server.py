@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
+import tempfile
+import threading
 
 import grpc
 import numpy as np
@@ -22,7 +25,7 @@ from tensorflow_serving.apis import (  # noqa: E402
 )
 
 from stack.paths import PROJECT_ROOT  # noqa: E402
-from stack.ports import is_listening  # noqa: E402
+from stack.ports import free_port, is_listening, wait_for_port  # noqa: E402
 from stack.tiny_model import expected_probabilities, make_tiny_model, serve  # noqa: E402
 
 MODEL = "tiny"
@@ -220,3 +223,150 @@ def test_taken_port_fails_loudly(server, tiny_base):
     )  # fmt: skip
     assert done.returncode != 0
     assert f"cannot listen on 127.0.0.1:{server.port}" in done.stderr
+
+
+# -- server-side batching --------------------------------------------------------------------------
+
+BATCH_LIMIT = 8
+CLIENTS = 6
+ROUNDS = 8
+SATURATED = 255  # the batching test model refuses frames with a saturated pixel, at run time
+
+
+def make_picky_model(base) -> None:
+    """Versions 1 and 2 answer each frame's mean pixel (plus 1000 for version 2), one row per frame,
+    and fail inside the model call, not in input checks, on any frame holding a 255."""
+
+    class Picky(tf.Module):
+        def __init__(self, offset: float) -> None:
+            super().__init__()
+            self.offset = tf.Variable(offset, trainable=False)
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 8, 8, 3], tf.uint8, name="images")])
+        def serve(self, images):
+            pixels = tf.cast(images, tf.float32)
+            check = tf.debugging.assert_less(
+                tf.reduce_max(pixels), float(SATURATED), message="saturated frame"
+            )
+            with tf.control_dependencies([check]):
+                return {"mean": tf.reduce_mean(pixels, axis=[1, 2, 3]) + self.offset}
+
+    for version, offset in ((1, 0.0), (2, 1000.0)):
+        module = Picky(offset)
+        tf.saved_model.save(module, str(base / str(version)), signatures={"serving_default": module.serve})
+
+
+@pytest.fixture(scope="module")
+def batching_server(tmp_path_factory):
+    base = tmp_path_factory.mktemp("picky")
+    make_picky_model(base)
+    stats_file = tmp_path_factory.mktemp("stats") / "batching.json"
+    port = free_port()
+    command = [
+        sys.executable, "-m", "stack.model_server", "--port", str(port), "--model-name", "picky",
+        "--model-base-path", str(base), "--max-batch", str(BATCH_LIMIT), "--workers", str(CLIENTS + 2),
+        "--batch-timeout-ms", "50", "--stats-file", str(stats_file),
+    ]  # fmt: skip
+    with tempfile.TemporaryFile() as stderr:
+        process = subprocess.Popen(  # noqa: S603
+            command, cwd=PROJECT_ROOT, env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
+            stdout=subprocess.DEVNULL, stderr=stderr,
+        )  # fmt: skip
+        try:
+            wait_for_port(port, 120, alive=lambda: process.poll() is None)
+            yield f"127.0.0.1:{port}", stats_file
+        finally:
+            process.terminate()
+            assert process.wait(timeout=30) == 0
+
+
+def read_stats(stats_file) -> dict[str, int]:
+    return json.loads(stats_file.read_text())
+
+
+def picky_request(values: list[int], version: int | None):
+    frames = np.stack([np.full((8, 8, 3), v, dtype=np.uint8) for v in values])
+    request = predict_request(frames, name="picky", version=version)
+    request.output_filter.append("mean")
+    return request
+
+
+def run_clients(target: str, plan) -> list:
+    """Every client sends its rounds' requests, all clients starting each round together.
+
+    `plan(client, round)` gives (row values, version or None); results are (client, round,
+    values, version, outcome) with outcome the answered means or the grpc.RpcError.
+    """
+    barrier = threading.Barrier(CLIENTS)
+    results: list = []
+    lock = threading.Lock()
+
+    def client(index: int) -> None:
+        with grpc.insecure_channel(target) as ch:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(ch)
+            for round_ in range(ROUNDS):
+                values, version = plan(index, round_)
+                barrier.wait(timeout=60)
+                try:
+                    response = stub.Predict(picky_request(values, version), timeout=30)
+                    outcome = (response.model_spec.version.value, tf.make_ndarray(response.outputs["mean"]))
+                except grpc.RpcError as exc:
+                    outcome = exc
+                with lock:
+                    results.append((index, round_, values, version, outcome))
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(CLIENTS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert len(results) == CLIENTS * ROUNDS
+    return results
+
+
+def test_concurrent_requests_share_model_calls_and_get_their_own_rows(batching_server):
+    target, stats_file = batching_server
+    before = read_stats(stats_file)
+
+    def plan(client: int, round_: int):
+        rows = 1 + (client + round_) % 3
+        values = [(client * 37 + round_ * 11 + k * 5) % 250 for k in range(rows)]
+        return values, (1 if client % 2 else None)  # odd clients pin version 1, others get the latest
+
+    for _client, _round, values, version, outcome in run_clients(target, plan):
+        assert not isinstance(outcome, grpc.RpcError), outcome
+        served_version, means = outcome
+        assert served_version == (version or 2)
+        offset = 1000.0 if served_version == 2 else 0.0
+        np.testing.assert_allclose(means, [v + offset for v in values])
+
+    after = read_stats(stats_file)
+    requests = after["requests"] - before["requests"]
+    calls = after["model_calls"] - before["model_calls"]
+    assert requests == CLIENTS * ROUNDS
+    assert after["merged_calls"] > before["merged_calls"]
+    assert calls < requests
+    assert 2 <= after["largest_call_requests"] and after["largest_call_rows"] <= BATCH_LIMIT
+
+
+def test_a_failing_request_does_not_fail_the_requests_it_was_merged_with(batching_server):
+    target, stats_file = batching_server
+    before = read_stats(stats_file)
+
+    def plan(client: int, round_: int):
+        values = [(client * 13 + round_) % 250, 7]
+        if client == 0:
+            values[1] = SATURATED
+        return values, None
+
+    for client, _round, values, _version, outcome in run_clients(target, plan):
+        if client == 0:
+            assert isinstance(outcome, grpc.RpcError)
+            assert outcome.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "saturated frame" in outcome.details()
+        else:
+            assert not isinstance(outcome, grpc.RpcError), outcome
+            np.testing.assert_allclose(outcome[1], [v + 1000.0 for v in values])
+
+    after = read_stats(stats_file)
+    assert after["fallbacks"] > before["fallbacks"]

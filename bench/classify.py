@@ -1,0 +1,177 @@
+"""Classify benchmark: frames per second through nvrflow's classify stage, batched vs one per frame.
+
+`python -m bench.classify` (or `make bench-classify`) serves the real EfficientNet-Lite0
+(`stack.model_build.ensure_model()`) with the stack's model server and measures, in one run:
+  stage      `flows.classify.classify_video(mp4, start, TFServingModel(batch_size=B))` for each
+             batch size B: ffmpeg decode + resize, gRPC Predict, model, top-k; frames/s is the
+             number of frames classified over the call's wall time;
+  baseline   the same call with batch_size=1: one Predict per frame, as the seeds did;
+  limit      the SavedModel loaded in this process with tf.saved_model.load, its serving
+             signature called on ready uint8 batches of the same frames: no decoding, no gRPC.
+The video is the 60 s 1280x720 25 fps H.264 camera clip (cached, remuxed to MP4 once under
+`cache_dir()/bench/`), sampled at 1 frame a second as the pipeline does; a run only counts if
+at least 80 % of its frames get one of the scene's expected ImageNet labels as top-1. Every repetition
+runs every batch size of the stage and of the in-process model, in a rotating order, so that
+other load on the machine falls on all of them alike; medians are reported.
+
+The default batch size is the smallest one within 5 % of the fastest stage median.
+Rows go to `bench/results/classify.json` (format in `bench.common`) and are printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import statistics
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench.common import print_table, row, write_results
+from stack.paths import cache_dir
+
+NEAR_BEST = 0.95
+BASELINE_ONE = "batch_size=1 (one Predict per frame)"
+
+
+def bench_video(seconds: int, scene: str) -> Path:
+    """The camera clip as the transcode stage leaves it: an MP4 (cached)."""
+    from flows.transcode import TranscodeOptions, transcode_file
+    from stack.simulator.footage import ensure_clip
+
+    clip = ensure_clip(scene, "h264", "g711u", seconds, 1280, 720, 25)
+    mp4 = cache_dir() / "bench" / "classify" / f"{clip.stem}.mp4"
+    transcode_file(clip, mp4, TranscodeOptions())  # a verified existing MP4 is kept
+    return mp4
+
+
+class InProcessModel:
+    """The SavedModel's serving signature in this process, fed ready uint8 batches."""
+
+    def __init__(self, base_path: Path, frames) -> None:
+        import numpy as np
+        import tensorflow as tf
+
+        self.tf = tf
+        versions = sorted(int(p.name) for p in base_path.iterdir() if p.name.isdigit())
+        self.loaded = tf.saved_model.load(str(base_path / str(versions[-1])))
+        self.function = self.loaded.signatures["serving_default"]
+        self.frames = np.ascontiguousarray(frames)
+
+    def fps(self, batch: int, count: int) -> float:
+        tf = self.tf
+        batches = [
+            tf.constant(self.frames[i % len(self.frames) : i % len(self.frames) + batch])
+            for i in range(0, count, batch)
+        ]
+        self.function(images=batches[0])  # the first call at a new shape pays for set-up
+        started = time.perf_counter()
+        done = 0
+        for images in batches:
+            self.function(images=images)["probabilities"].numpy()
+            done += int(images.shape[0])
+        return done / (time.perf_counter() - started)
+
+
+def stage_fps(video: Path, model, sample_fps: float, expected: tuple[str, ...]) -> tuple[float, int]:
+    from flows.classify import classify_video
+
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+    started = time.perf_counter()
+    result = classify_video(video, start, model, fps=sample_fps, check=False)
+    seconds = time.perf_counter() - started
+    top1 = [d.label for d in result.detections if d.rank == 1]
+    right = sum(label in expected for label in top1)
+    if not top1 or right < 0.8 * len(top1):
+        raise RuntimeError(f"the classify stage got {right} of {len(top1)} frames right: {sorted(set(top1))}")
+    return result.frames / seconds, result.frames
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.classify", description=__doc__.splitlines()[0])
+    parser.add_argument("--batch-sizes", default="1,4,8,16,32", help="comma-separated; 1 is the baseline")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=60, help="length of the camera clip")
+    parser.add_argument("--sample-fps", type=float, default=1.0, help="frames sampled per video second")
+    parser.add_argument("--scene", default="cat")
+    args = parser.parse_args(argv)
+    sizes = sorted({int(s) for s in args.batch_sizes.split(",")} | {1})
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    logging.getLogger("prefect").setLevel(logging.WARNING)
+
+    from blocks.model_server import TFServingModel
+    from flows.frames import sample_frames
+    from stack import model_build
+    from stack.simulator.footage import EXPECTED_LABELS
+    from stack.tiny_model import serve
+
+    base = model_build.ensure_model()
+    video = bench_video(args.seconds, args.scene)
+    frames = next(sample_frames(video, model_build.IMAGE_SIZE, fps=args.sample_fps, batch=max(sizes)))[1]
+    in_process = InProcessModel(base, frames)
+    print(
+        f"classify benchmark: {video.name}, {args.sample_fps:g} frame/s sampled, batch sizes {sizes}, "
+        f"{args.repeats} repetitions of each (rotating order)",
+        flush=True,
+    )
+
+    stage: dict[int, list[float]] = {b: [] for b in sizes}
+    limit: dict[int, list[float]] = {b: [] for b in sizes}
+    frame_count = 0
+    with serve(base, model_build.MODEL_NAME, max_batch=max(sizes), timeout=300) as served:
+        blocks = {
+            b: TFServingModel(
+                target=served.target,
+                model_name=model_build.MODEL_NAME,
+                input_size=model_build.IMAGE_SIZE,
+                labels=model_build.labels(base),
+                batch_size=b,
+            )
+            for b in sizes
+        }
+        expected = EXPECTED_LABELS[args.scene]
+        stage_fps(video, blocks[sizes[-1]], args.sample_fps, expected)  # warm the server's first-call paths
+        for rep in range(args.repeats):
+            order = sizes[rep % len(sizes) :] + sizes[: rep % len(sizes)]
+            for b in order:
+                fps, frame_count = stage_fps(video, blocks[b], args.sample_fps, expected)
+                stage[b].append(fps)
+                limit[b].append(in_process.fps(b, frame_count))
+                print(
+                    f"  rep {rep + 1}/{args.repeats} batch {b:>2}: stage {fps:6.2f} frames/s, "
+                    f"in-process model {limit[b][-1]:6.2f} frames/s",
+                    flush=True,
+                )
+
+    stage_med = {b: statistics.median(v) for b, v in stage.items()}
+    limit_med = {b: statistics.median(v) for b, v in limit.items()}
+    best = max(stage_med.values())
+    chosen = min(b for b in sizes if stage_med[b] >= NEAR_BEST * best)
+    limit_batch = max(limit_med, key=limit_med.get)
+    reps = f"median of {args.repeats}"
+    rows: list[dict] = []
+    for b in sizes:
+        if b != 1:
+            rows.append(row(f"classify stage, batch_size={b} ({frame_count} frames, {reps})", "frames/s",
+                            stage_med[b], stage_med[1], BASELINE_ONE))  # fmt: skip
+    rows.append(row(f"classify stage at the chosen default batch_size={chosen} vs the model in-process ({reps})",
+                    "frames/s", stage_med[chosen], limit_med[limit_batch],
+                    f"in-process SavedModel, batch {limit_batch}, no decode/gRPC"))  # fmt: skip
+    for b in sizes:
+        rows.append(row(f"classify stage vs the model in-process, both at batch {b} ({reps})", "frames/s",
+                        stage_med[b], limit_med[b], f"in-process SavedModel, batch {b}"))  # fmt: skip
+    path = write_results("classify", rows)
+    print_table(rows)
+    vs_one = stage_med[chosen] / stage_med[1]
+    vs_limit = stage_med[chosen] / limit_med[limit_batch]
+    print(f"default batch_size: {chosen} (smallest within {100 - NEAR_BEST * 100:.0f} % of the fastest)")
+    print(f"batched >= 2x one request per frame: {'met' if vs_one >= 2 else 'NOT met'} ({vs_one:.2f}x)")
+    print(f"batched >= 70 % of in-process: {'met' if vs_limit >= 0.7 else 'NOT met'} ({vs_limit:.0%})")
+    print(f"results: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
