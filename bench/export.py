@@ -26,7 +26,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -38,6 +37,7 @@ from pathlib import Path
 from bench.common import Measured, print_table, row, run_measured, write_results
 from bench.hikload_env import ensure_hikload
 from stack.paths import PROJECT_ROOT, cache_dir
+from stack.processes import terminate
 
 IMKH_HEADER_BYTES = 40
 USER = "admin"
@@ -157,13 +157,7 @@ class Simulator:
             raise
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
+        terminate(self.proc)
 
 
 # -- the two sides ------------------------------------------------------------------------------

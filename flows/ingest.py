@@ -35,7 +35,7 @@ from blocks.clickhouse import ClickHouseSink
 from blocks.model_server import TFServingModel
 from flows.classify import Classification, check_model, classify_segment
 from flows.media import CorruptMedia
-from flows.persist import Batch, PersistResult, persist_batches
+from flows.persist import Batch, PersistResult, SegmentKey, batches_for, persist_batches
 from flows.settings import DEFAULT_MODEL_BLOCK, DEFAULT_SINK_BLOCK, data_dir, mp4_dir
 from flows.transcode import TranscodeOptions, TranscodeResult, _retry_unless_corrupt, transcode_file
 
@@ -179,35 +179,12 @@ def file_batches(
     now: datetime | None = None,
 ) -> list[Batch]:
     """The rows of one ingested file; tokens come from the source and content hash only."""
-    now = now or datetime.now(UTC)
     end = item.start + timedelta(seconds=transcoded.duration_s)
-    segment = {
-        "recorder": item.source, "site": item.source, "channel": INGEST_CHANNEL, "segment": item.segment,
-        "start": item.start, "end": end, "duration_s": transcoded.duration_s, "bytes": item.size,
-        "source_codec": transcoded.source_codec, "transcode_mode": transcoded.mode,
-        "output_path": str(transcoded.output), "flow_run_id": flow_run_id, "exported_at": now,
-    }  # fmt: skip
-    detections = [
-        {
-            "recorder": item.source,
-            "channel": INGEST_CHANNEL,
-            "segment": item.segment,
-            "frame_time": d.frame_time,
-            "model": classification.model,
-            "model_version": classification.model_version,
-            "rank": d.rank,
-            "label": d.label,
-            "score": d.score,
-            "inserted_at": now,
-        }  # fmt: skip
-        for d in classification.detections
-    ]
-    key = f"ingest/{item.source}/{item.sha256}"
-    model_key = f"{classification.model}/{classification.model_version}"
-    return [
-        Batch("segments", f"segments/{key}", [segment]),
-        Batch("detections", f"detections/{key}/{model_key}", detections),
-    ]
+    key = SegmentKey(
+        item.source, item.source, INGEST_CHANNEL, item.segment, item.start, end, item.size,
+        token_key=f"ingest/{item.source}/{item.sha256}",
+    )  # fmt: skip
+    return batches_for(key, transcoded, classification, flow_run_id, now)
 
 
 @task(

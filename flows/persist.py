@@ -119,28 +119,40 @@ def persist_batches(sink: ClickHouseSink, batches: list[Batch], folder: Path | N
         return PersistResult(inserted=0, outboxed=rows)
 
 
-def segment_batches(
-    rec: Recording,
+@dataclass(frozen=True)
+class SegmentKey:
+    """Where a segment's rows belong, and the natural key its deduplication tokens come from."""
+
+    recorder: str
+    site: str
+    channel: int
+    segment: str
+    start: datetime
+    end: datetime
+    bytes: int
+    token_key: str
+
+
+def batches_for(
+    key: SegmentKey,
     transcoded: TranscodeResult,
     classification: Classification,
-    site: str,
     flow_run_id: str,
     now: datetime | None = None,
 ) -> list[Batch]:
     """The rows of one segment; tokens come from natural keys, so every re-run sends the same tokens."""
     now = now or datetime.now(UTC)
-    key = f"{rec.recorder}/{rec.channel}/{rec.name}"
     segment = {
-        "recorder": rec.recorder, "site": site, "channel": rec.channel, "segment": rec.name,
-        "start": rec.start, "end": rec.end, "duration_s": transcoded.duration_s, "bytes": rec.size,
+        "recorder": key.recorder, "site": key.site, "channel": key.channel, "segment": key.segment,
+        "start": key.start, "end": key.end, "duration_s": transcoded.duration_s, "bytes": key.bytes,
         "source_codec": transcoded.source_codec, "transcode_mode": transcoded.mode,
         "output_path": str(transcoded.output), "flow_run_id": flow_run_id, "exported_at": now,
     }  # fmt: skip
     detections = [
         {
-            "recorder": rec.recorder,
-            "channel": rec.channel,
-            "segment": rec.name,
+            "recorder": key.recorder,
+            "channel": key.channel,
+            "segment": key.segment,
             "frame_time": d.frame_time,
             "model": classification.model,
             "model_version": classification.model_version,
@@ -153,9 +165,25 @@ def segment_batches(
     ]
     model_key = f"{classification.model}/{classification.model_version}"
     return [
-        Batch("segments", f"segments/{key}/{rec.size}", [segment]),
-        Batch("detections", f"detections/{key}/{rec.size}/{model_key}", detections),
+        Batch("segments", f"segments/{key.token_key}", [segment]),
+        Batch("detections", f"detections/{key.token_key}/{model_key}", detections),
     ]
+
+
+def segment_batches(
+    rec: Recording,
+    transcoded: TranscodeResult,
+    classification: Classification,
+    site: str,
+    flow_run_id: str,
+    now: datetime | None = None,
+) -> list[Batch]:
+    """The rows of one recorder segment, keyed by recorder, channel, segment name and size."""
+    key = SegmentKey(
+        rec.recorder, site, rec.channel, rec.name, rec.start, rec.end, rec.size,
+        token_key=f"{rec.recorder}/{rec.channel}/{rec.name}/{rec.size}",
+    )  # fmt: skip
+    return batches_for(key, transcoded, classification, flow_run_id, now)
 
 
 @task(name="persist", task_run_name="persist {label}", retries=1, retry_delay_seconds=5)

@@ -21,6 +21,7 @@ from typing import IO
 
 from stack.paths import PROJECT_ROOT
 from stack.ports import HOST, free_port, wait_for_port
+from stack.processes import terminate
 
 COLOUR_LABELS = ("red", "green", "blue")
 
@@ -118,10 +119,4 @@ def serve(
             wait_for_port(port, timeout, alive=lambda: process.poll() is None)
             yield ServedModel(port, f"{HOST}:{port}", process, stderr)
         finally:
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait(timeout=5)
+            terminate(process)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from stack.paths import PROJECT_ROOT
 from stack.ports import HOST, wait_for_port
+from stack.processes import terminate
 
 TIMEOUT_S = 10
 
@@ -75,9 +76,4 @@ def running(spec: dict, folder: Path, ready_timeout: float = 300) -> Iterator[su
             wait_for_port(recorder["port"], timeout=ready_timeout, alive=lambda: process.poll() is None)
         yield process
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=15)
+        terminate(process)

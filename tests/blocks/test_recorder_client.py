@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import threading
 import tracemalloc
 from collections.abc import Iterator
@@ -25,8 +21,7 @@ from blocks.recorder import (
     WrongCredentials,
     is_retryable,
 )
-from stack.paths import PROJECT_ROOT
-from stack.ports import free_port, wait_for_port
+from stack.ports import free_port
 from stack.simulator import control
 
 SAMPLES = Path(__file__).parent / "isapi_samples"
@@ -78,27 +73,9 @@ def simulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, in
             ),
         ],
     }
-    spec_file = tmp_path_factory.mktemp("sim") / "spec.json"
-    spec_file.write_text(json.dumps(spec))
-    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
-    process = subprocess.Popen(  # noqa: S603 - fixed argument list, our own interpreter
-        [sys.executable, "-m", "stack.simulator", "--spec", str(spec_file)],
-        cwd=PROJECT_ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-    )
-    try:
-        for port in ports.values():
-            # First run renders footage with ffmpeg; later runs hit the cache.
-            wait_for_port(port, timeout=300, alive=lambda: process.poll() is None)
+    # The first run renders footage with ffmpeg; later runs hit the cache.
+    with control.running(spec, tmp_path_factory.mktemp("sim")):
         yield ports
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=15)
 
 
 @pytest.fixture(autouse=True)

@@ -18,6 +18,7 @@ import pytest
 from websockets.sync.client import connect as ws_connect
 
 from flows.report import Channel, ReportData, render
+from stack.processes import terminate
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_FLAGS = [
@@ -127,12 +128,7 @@ def chromium(tmp_path) -> Iterator[DevTools]:
         yield tools
         tools.close()
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        terminate(proc, timeout=20)
         log.close()
 
 

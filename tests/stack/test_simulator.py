@@ -5,7 +5,6 @@ from __future__ import annotations
 import html
 import json
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -18,6 +17,7 @@ import pytest
 
 from stack.paths import PROJECT_ROOT
 from stack.ports import HOST, free_port, is_listening, wait_for_port
+from stack.processes import terminate
 from stack.simulator import control
 from stack.simulator.footage import ensure_clip
 from stack.simulator.spec import demo_spec, demo_window, load_spec, parse_posix_tz
@@ -98,14 +98,7 @@ class Simulator:
         return f"http://{HOST}:{self.ports[1]}"
 
     def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-        return self.proc.returncode
+        return terminate(self.proc)
 
 
 @pytest.fixture(scope="module")
