@@ -30,6 +30,8 @@ from flows.persist import persist_segment
 from flows.settings import DEFAULT_MODEL_BLOCK, DEFAULT_SINK_BLOCK
 from flows.transcode import TranscodeOptions, transcode_segment
 
+CACHED_STAGES = ("download", "transcode", "classify")
+
 
 class PipelineFailed(RuntimeError):
     pass
@@ -44,6 +46,7 @@ class SegmentOutcome:
     source_codec: str = ""
     duration_s: float = 0.0
     top_labels: str = ""
+    reused: tuple[str, ...] = ()  # stages answered from the cache of an earlier run
 
 
 def previous_hour(now: datetime | None = None) -> tuple[datetime, datetime]:
@@ -122,14 +125,22 @@ def recorder_pipeline(
     if recordings:
         model_version = check_model(model)
         run_id = str(flow_run.id or "")
-        chains = {}
-        for rec in recordings:
-            label = _label(rec)
-            d = download_recording.submit(rec)
-            t = transcode_segment.submit(d, label, options, (rec.end - rec.start).total_seconds())
-            c = classify_segment.submit(t, rec.start, label, model, model_version, sample_fps)
-            p = persist_segment.submit(rec, t, c, label, block.site, run_id, sink_block)
-            chains[p] = (rec, d, t, c)
+        labels = [_label(rec) for rec in recordings]
+        # Submitted stage by stage: a task waiting for its upstream holds a worker thread,
+        # so segment-by-segment submission would run the segments one after another.
+        downloads = [download_recording.submit(rec) for rec in recordings]
+        transcodes = [
+            transcode_segment.submit(d, label, options, (rec.end - rec.start).total_seconds())
+            for rec, d, label in zip(recordings, downloads, labels, strict=True)
+        ]
+        classified = [
+            classify_segment.submit(t, rec.start, label, model, model_version, sample_fps)
+            for rec, t, label in zip(recordings, transcodes, labels, strict=True)
+        ]
+        chains = {
+            persist_segment.submit(rec, t, c, label, block.site, run_id, sink_block): (rec, d, t, c)
+            for rec, d, t, c, label in zip(recordings, downloads, transcodes, classified, labels, strict=True)
+        }
         for done, p in enumerate(as_completed(list(chains)), start=1):
             outcomes.append(_outcome(chains[p], p))
             update_progress_artifact(progress, 100.0 * done / len(recordings))
@@ -143,6 +154,7 @@ def recorder_pipeline(
         "segments": len(recordings),
         "persisted": len(outcomes) - len(failed),
         "failed": [f"{_label(o.rec)}: {o.error}" for o in failed],
+        "reused": {stage: sum(stage in o.reused for o in outcomes) for stage in CACHED_STAGES},
     }
     if failed:
         raise PipelineFailed(
@@ -162,9 +174,10 @@ def _outcome(chain, persisted) -> SegmentOutcome:
                 rec, "failed", _error_text(state) if state.is_failed() else f"not run ({state.name})"
             )
     transcoded, classification = stages[1].result(), stages[2].result()
+    reused = tuple(name for name, f in zip(CACHED_STAGES, stages, strict=True) if f.state.name == "Cached")
     return SegmentOutcome(
         rec, "ok", mode=transcoded.mode, source_codec=transcoded.source_codec,
-        duration_s=transcoded.duration_s, top_labels=_top_labels(classification),
+        duration_s=transcoded.duration_s, top_labels=_top_labels(classification), reused=reused,
     )  # fmt: skip
 
 
@@ -188,7 +201,9 @@ def _publish(recorder: str, start: datetime, end: datetime, outcomes: list[Segme
     ok = sum(o.state == "ok" for o in outcomes)
     seconds = sum(o.duration_s for o in outcomes)
     text = [f"# {recorder}: {start:%Y-%m-%d %H:%M} .. {end:%H:%M} UTC", "",
-            f"- segments persisted: **{ok} of {len(outcomes)}**", f"- video: {seconds:.0f} s"]  # fmt: skip
+            f"- segments persisted: **{ok} of {len(outcomes)}**", f"- video: {seconds:.0f} s",
+            "- re-used from earlier runs: " + ", ".join(
+                f"{sum(st in o.reused for o in outcomes)} {st}" for st in CACHED_STAGES)]  # fmt: skip
     text += [f"- failed: {_label(o.rec)}: {o.error}" for o in outcomes if o.state != "ok"]
     create_markdown_artifact(
         "\n".join(text), key=_artifact_key("summary", recorder), description=f"{recorder} run summary"

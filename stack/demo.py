@@ -19,14 +19,30 @@ DEPLOYMENT = "recorder-pipeline/recorder"
 TIMEOUT_S = 1800
 
 
+def _cached_tasks(runs: dict, timeout_s: float = 30) -> Counter:
+    """Task runs answered from the cache, by stage. Task states reach the API as events, a
+    moment after the flow run ends: read until every task run of these runs has a final state."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    deadline = time.monotonic() + timeout_s
+    with get_client(sync_client=True) as client:
+        while True:
+            task_runs = client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=list(runs.values()))), limit=200
+            )
+            settled = all(tr.state is not None and tr.state.is_final() for tr in task_runs)
+            if settled or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+    return Counter(tr.name.split(" ")[0] for tr in task_runs if tr.state and tr.state.name == "Cached")
+
+
 def main() -> int:
     began = time.monotonic()
     state = supervisor.start()
     # Prefect reads its settings on import: the stack's environment must be in place first.
     os.environ.update(state.env())
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-
     from blocks.clickhouse import ClickHouseSink
     from flows.dispatch import start_pipeline_runs, wait_for_runs
     from flows.settings import DEFAULT_SINK_BLOCK
@@ -42,11 +58,7 @@ def main() -> int:
         print(f"  {name}: {state} after {time.monotonic() - began:.0f} s")
 
     states = wait_for_runs(runs, TIMEOUT_S, finished)
-    with get_client(sync_client=True) as client:
-        task_runs = client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=list(runs.values()))), limit=200
-        )
-    cached = Counter(tr.name.split(" ")[0] for tr in task_runs if tr.state and tr.state.name == "Cached")
+    cached = _cached_tasks(runs)
 
     sink = ClickHouseSink.load(DEFAULT_SINK_BLOCK)
     with sink.connect() as ch:
