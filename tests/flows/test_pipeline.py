@@ -180,3 +180,19 @@ def test_transient_errors_are_retried(stack):
         control.reset_faults(port)
     assert summary["persisted"] == summary["segments"] == 4
     assert control.stats(port)["errors_injected"] >= 2
+
+
+def test_bad_downloads_fail_their_segments_and_are_named(stack):
+    from flows.pipeline import recorder_pipeline
+    from stack.simulator import control
+
+    port = _port(stack, "nvr-03")
+    control.set_faults(port, wrong_size=True)
+    try:
+        start, end = demo_window()
+        state = recorder_pipeline("nvr-03", start, end, channels=[1], return_state=True)
+    finally:
+        control.reset_faults(port)
+    assert state.is_failed()
+    assert "nvr-03: 4 of 4 segments failed" in state.message
+    assert state.message.count("CorruptDownload") == 4
