@@ -2,61 +2,24 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from pydantic import SecretStr
 
 from blocks.clickhouse import ClickHouseSink, ClickHouseUnavailable
 from blocks.clickhouse_schema import HOURLY_SUMMARY_SQL, MIGRATIONS
-from stack.paths import PROJECT_ROOT
-from stack.ports import HOST, free_port, wait_for_port
+from tests.gateway_process import Gateway
 
 PASSWORD = "sink-" + uuid.uuid4().hex
-PASSWORD_ENV = "NVRFLOW_TEST_SINK_PASSWORD"
 T0 = datetime(2024, 5, 6, 10, 0, 0, tzinfo=UTC)
 
 
-@dataclass
-class Gateway:
-    port: int
-    data_dir: Path
-    proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        env = {**os.environ, PASSWORD_ENV: PASSWORD, "PYTHONPATH": str(PROJECT_ROOT)}
-        argv = [sys.executable, "-m", "stack.clickhouse_gateway", "--port", str(self.port),
-                "--data-dir", str(self.data_dir), "--password-env", PASSWORD_ENV]  # fmt: skip
-        # A file, not a pipe: nobody reads the log while the gateway runs.
-        with (self.data_dir.parent / f"gateway-{self.port}.log").open("ab") as log:
-            self.proc = subprocess.Popen(argv, env=env, stdout=log, stderr=log)  # noqa: S603
-        proc = self.proc
-        wait_for_port(self.port, timeout=60, alive=lambda: proc.poll() is None)
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            assert self.proc.wait(timeout=60) == 0
-
-    def sink(self, database: str) -> ClickHouseSink:
-        return ClickHouseSink(
-            url=f"http://{HOST}:{self.port}", password=SecretStr(PASSWORD), database=database
-        )
-
-
 def running_gateway(folder: Path) -> Gateway:
-    data = folder / "clickhouse"
-    data.mkdir()
-    gw = Gateway(free_port(), data)
+    gw = Gateway(folder / "clickhouse", PASSWORD)
     gw.start()
     return gw
 

@@ -4,15 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -27,9 +22,8 @@ from blocks.isapi.parsing import Recording
 from flows.classify import Classification, Detection
 from flows.persist import Batch, PersistResult, flush_files, persist_batches, segment_batches
 from flows.transcode import TranscodeResult
-from stack.paths import PROJECT_ROOT
-from stack.ports import HOST, free_port, wait_for_port
 from stack.simulator.spec import demo_window
+from tests.gateway_process import Gateway
 
 pytestmark = [
     pytest.mark.stack,  # the Prefect API of the stack records the task runs
@@ -38,38 +32,13 @@ pytestmark = [
 ]
 
 PASSWORD = "persist-" + uuid.uuid4().hex
-PASSWORD_ENV = "NVRFLOW_TEST_PERSIST_PASSWORD"
 START = datetime(2024, 5, 6, 10, 59, 50, tzinfo=UTC)
 FRAMES = 20
 
 
-@dataclass
-class Gateway:
-    """A gateway process of our own, to stop and start again on the same port and data."""
-
-    port: int
-    data_dir: Path
-    proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        env = {**os.environ, PASSWORD_ENV: PASSWORD, "PYTHONPATH": str(PROJECT_ROOT)}
-        argv = [sys.executable, "-m", "stack.clickhouse_gateway", "--port", str(self.port),
-                "--data-dir", str(self.data_dir), "--password-env", PASSWORD_ENV]  # fmt: skip
-        with (self.data_dir.parent / "gateway.log").open("ab") as log:
-            self.proc = subprocess.Popen(argv, env=env, stdout=log, stderr=log)  # noqa: S603
-        proc = self.proc
-        wait_for_port(self.port, timeout=60, alive=lambda: proc.poll() is None)
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            assert self.proc.wait(timeout=60) == 0
-
-
 @pytest.fixture
 def gateway(tmp_path) -> Iterator[Gateway]:
-    (tmp_path / "clickhouse").mkdir()
-    gw = Gateway(free_port(), tmp_path / "clickhouse")
+    gw = Gateway(tmp_path / "clickhouse", PASSWORD)
     gw.start()
     yield gw
     gw.stop()
@@ -77,7 +46,7 @@ def gateway(tmp_path) -> Iterator[Gateway]:
 
 @pytest.fixture
 def sink(gateway) -> ClickHouseSink:
-    sink = ClickHouseSink(url=f"http://{HOST}:{gateway.port}", password=SecretStr(PASSWORD), database="nvr")
+    sink = gateway.sink("nvr")
     with sink.connect() as writer:
         writer.migrate()
     return sink

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -188,11 +189,14 @@ def test_bad_downloads_fail_their_segments_and_are_named(stack):
 
     port = _port(stack, "nvr-03")
     control.set_faults(port, wrong_size=True)
+    # The segment recorded just before the demo window: no other test downloads (and caches) it.
+    window_start, _ = demo_window()
     try:
-        start, end = demo_window()
-        state = recorder_pipeline("nvr-03", start, end, channels=[1], return_state=True)
+        state = recorder_pipeline(
+            "nvr-03", window_start - timedelta(seconds=20), window_start, channels=[1], return_state=True
+        )
     finally:
         control.reset_faults(port)
     assert state.is_failed()
-    assert "nvr-03: 4 of 4 segments failed" in state.message
-    assert state.message.count("CorruptDownload") == 4
+    assert "nvr-03: 1 of 1 segments failed" in state.message
+    assert "CorruptDownload" in state.message

@@ -1,0 +1,47 @@
+"""A ClickHouse gateway process of a test's own, to stop and start again on the same port and data."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import SecretStr
+
+from blocks.clickhouse import ClickHouseSink
+from stack.paths import PROJECT_ROOT
+from stack.ports import HOST, free_port, wait_for_port
+
+PASSWORD_ENV = "NVRFLOW_TEST_GATEWAY_PASSWORD"
+
+
+@dataclass
+class Gateway:
+    data_dir: Path
+    password: str
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, PASSWORD_ENV: self.password, "PYTHONPATH": str(PROJECT_ROOT)}
+        argv = [sys.executable, "-m", "stack.clickhouse_gateway", "--port", str(self.port),
+                "--data-dir", str(self.data_dir), "--password-env", PASSWORD_ENV]  # fmt: skip
+        # A file, not a pipe: nobody reads the log while the gateway runs.
+        with (self.data_dir.parent / f"gateway-{self.port}.log").open("ab") as log:
+            self.proc = subprocess.Popen(argv, env=env, stdout=log, stderr=log)
+        proc = self.proc
+        wait_for_port(self.port, timeout=60, alive=lambda: proc.poll() is None)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            assert self.proc.wait(timeout=60) == 0
+
+    def sink(self, database: str) -> ClickHouseSink:
+        return ClickHouseSink(
+            url=f"http://{HOST}:{self.port}", password=SecretStr(self.password), database=database
+        )
