@@ -36,7 +36,6 @@ __all__ = [
     "RecorderUnavailable",
     "WrongCredentials",
     "is_retryable",
-    "retry_condition",
 ]
 
 
@@ -80,12 +79,3 @@ class HikvisionRecorder(Block):
             read_timeout=self.read_timeout,
             verify_tls=self.verify_tls,
         )
-
-
-def retry_condition(task: object, task_run: object, state: object) -> bool:
-    """Prefect `retry_condition_fn`: retry only faults that can heal (see `is_retryable`)."""
-    try:
-        state.result()  # type: ignore[attr-defined]
-    except Exception as exc:  # noqa: BLE001 - the state's own exception is what we classify
-        return is_retryable(exc)
-    return False

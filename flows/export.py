@@ -13,6 +13,7 @@ from prefect.concurrency.sync import concurrency
 from prefect.tasks import exponential_backoff
 
 from blocks.recorder import DownloadResult, HikvisionRecorder, Recording, is_retryable
+from flows.retries import retry_when
 from flows.settings import exports_dir
 
 
@@ -20,20 +21,12 @@ def limit_name(recorder: str) -> str:
     return f"recorder:{recorder}"
 
 
-def retry_if_transient(task, task_run, state) -> bool:
-    """Retry timeouts, 5xx, dropped connections, bad bodies; never wrong credentials."""
-    try:
-        state.result()
-    except Exception as exc:
-        return is_retryable(exc)
-    return False
-
-
 _RETRIES = dict(
     retries=4,
     retry_delay_seconds=exponential_backoff(backoff_factor=2),
     retry_jitter_factor=0.5,
-    retry_condition_fn=retry_if_transient,
+    # Timeouts, 5xx, dropped connections, bad bodies; never wrong credentials.
+    retry_condition_fn=retry_when(is_retryable),
 )
 
 

@@ -37,7 +37,7 @@ from flows.classify import Classification, check_model, classify_segment
 from flows.media import CorruptMedia
 from flows.persist import Batch, PersistResult, SegmentKey, batches_for, persist_batches
 from flows.settings import DEFAULT_MODEL_BLOCK, DEFAULT_SINK_BLOCK, data_dir, mp4_dir
-from flows.transcode import TranscodeOptions, TranscodeResult, _retry_unless_corrupt, transcode_file
+from flows.transcode import TranscodeOptions, TranscodeResult, retry_unless_corrupt, transcode_file
 
 INGEST_CHANNEL = 0
 _SOURCE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -192,7 +192,7 @@ def file_batches(
     task_run_name="transcode {label}",
     retries=1,
     retry_delay_seconds=exponential_backoff(backoff_factor=2),
-    retry_condition_fn=_retry_unless_corrupt,
+    retry_condition_fn=retry_unless_corrupt,
 )
 def transcode_upload(src: Path, dst: Path, label: str, options: TranscodeOptions) -> TranscodeResult:
     # transcode_file keeps an existing verified output, so a repeat costs one probe.

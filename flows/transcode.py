@@ -18,6 +18,7 @@ from pydantic import BaseModel
 
 from blocks.recorder import DownloadResult
 from flows.media import CorruptMedia, Probe, input_options, is_faststart, probe
+from flows.retries import retry_when
 from flows.settings import exports_dir, mp4_dir
 from flows.shell import CommandFailed, run_command
 
@@ -126,14 +127,8 @@ def transcode_file(
     return TranscodeResult(dst, mode, source.video_codec, out.duration_s or 0.0, reused=False)
 
 
-def _retry_unless_corrupt(task, task_run, state) -> bool:
-    try:
-        state.result()
-    except CorruptMedia:
-        return False
-    except Exception:
-        return True
-    return False
+# Corrupt input stays corrupt; anything else (a killed encoder, a full disk freed) may heal.
+retry_unless_corrupt = retry_when(lambda exc: not isinstance(exc, CorruptMedia))
 
 
 def mp4_path_for(export: Path, exports_root: Path, mp4_root: Path) -> Path:
@@ -153,7 +148,7 @@ def transcode_key(context, parameters) -> str:
     retries=2,
     retry_delay_seconds=exponential_backoff(backoff_factor=2),
     retry_jitter_factor=0.5,
-    retry_condition_fn=_retry_unless_corrupt,
+    retry_condition_fn=retry_unless_corrupt,
     task_run_name="transcode {label}",
 )
 def transcode_segment(

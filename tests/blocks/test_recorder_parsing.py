@@ -38,7 +38,8 @@ from blocks.isapi.parsing import (
     parse_xml,
     search_request,
 )
-from blocks.recorder import HikvisionRecorder, is_retryable, retry_condition
+from blocks.recorder import HikvisionRecorder, is_retryable
+from flows.retries import retry_when
 
 SAMPLES = Path(__file__).parent / "isapi_samples"
 UTC8 = DeviceClock(
@@ -432,6 +433,7 @@ def test_errors_survive_pickling() -> None:
 
 
 def test_retry_condition_reads_the_failed_state() -> None:
+    retry_condition = retry_when(is_retryable)
     assert retry_condition(None, None, Failed(data=RecorderUnavailable("down", recorder="r")))
     assert not retry_condition(None, None, Failed(data=WrongCredentials(recorder="r")))
     assert not retry_condition(None, None, Completed(data=1))

@@ -82,3 +82,13 @@ def test_frame_sampling_of_garbage_fails(tmp_path):
     bad.write_bytes(b"\x00" * 4096)
     with pytest.raises(FrameSamplingError, match="garbage.mp4"):
         list(sample_frames(bad, 224))
+
+
+def test_corrupt_input_is_not_retried_other_failures_are():
+    from prefect.states import Completed, Failed
+
+    from flows.transcode import retry_unless_corrupt
+
+    assert not retry_unless_corrupt(None, None, Failed(data=CorruptMedia("x.ps: no video stream")))
+    assert retry_unless_corrupt(None, None, Failed(data=OSError("disk full")))
+    assert not retry_unless_corrupt(None, None, Completed(data=1))
