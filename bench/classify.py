@@ -5,9 +5,14 @@
   stage      `flows.classify.classify_video(mp4, start, TFServingModel(batch_size=B))` for each
              batch size B: ffmpeg decode + resize, gRPC Predict, model, top-k; frames/s is the
              number of frames classified over the call's wall time;
-  baseline   the same call with batch_size=1: one Predict per frame, as the seeds did;
+  seeds      one request per frame, the seeds' way: the sampled frames are first saved as
+             JPEG pictures (ffmpeg), then taken one at a time, synchronously: read, decode and
+             resize (TensorFlow ops), one Predict, wait for the answer, next picture; same
+             model server, same model, same gRPC client;
   limit      the SavedModel loaded in this process with tf.saved_model.load, its serving
              signature called on ready uint8 batches of the same frames: no decoding, no gRPC.
+The stage at batch_size=1 is reported too: one Predict per frame, but with nvrflow's streamed
+decoding ahead of the model, which shows what batching alone adds.
 The video is the 60 s 1280x720 25 fps H.264 camera clip (cached, remuxed to MP4 once under
 `cache_dir()/bench/`), sampled at 1 frame a second as the pipeline does; a run only counts if
 at least 80 % of its frames get one of the scene's expected ImageNet labels as top-1. Every repetition
@@ -23,8 +28,11 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,7 +41,8 @@ from bench.common import print_table, row, write_results
 from stack.paths import cache_dir
 
 NEAR_BEST = 0.95
-BASELINE_ONE = "batch_size=1 (one Predict per frame)"
+BASELINE_SEEDS = "the seeds' way: JPEG pictures first, then one synchronous Predict per picture"
+BASELINE_ONE = "nvrflow's stage at batch_size=1 (one Predict per frame, decoding streamed ahead)"
 
 
 def bench_video(seconds: int, scene: str) -> Path:
@@ -82,11 +91,40 @@ def stage_fps(video: Path, model, sample_fps: float, expected: tuple[str, ...]) 
     started = time.perf_counter()
     result = classify_video(video, start, model, fps=sample_fps, check=False)
     seconds = time.perf_counter() - started
-    top1 = [d.label for d in result.detections if d.rank == 1]
+    _check_labels([d.label for d in result.detections if d.rank == 1], expected, "the classify stage")
+    return result.frames / seconds, result.frames
+
+
+def _check_labels(top1: list[str], expected: tuple[str, ...], who: str) -> None:
     right = sum(label in expected for label in top1)
     if not top1 or right < 0.8 * len(top1):
-        raise RuntimeError(f"the classify stage got {right} of {len(top1)} frames right: {sorted(set(top1))}")
-    return result.frames / seconds, result.frames
+        raise RuntimeError(f"{who} got {right} of {len(top1)} frames right: {sorted(set(top1))}")
+
+
+def seeds_fps(video: Path, model, sample_fps: float, expected: tuple[str, ...]) -> tuple[float, int]:
+    """The seeds' way, timed from the video to the last answer: pictures first, then one by one."""
+    import tensorflow as tf
+
+    size = model.input_size
+    folder = Path(tempfile.mkdtemp(prefix="nvrflow-bench-"))
+    try:
+        started = time.perf_counter()
+        subprocess.run(  # noqa: S603
+            ["ffmpeg", "-nostdin", "-loglevel", "error", "-i", str(video), "-an",
+             "-vf", f"fps=fps={sample_fps}:round=up", "-q:v", "2", str(folder / "%06d.jpg")],
+            check=True, timeout=600,
+        )  # fmt: skip
+        top1: list[str] = []
+        with model.connect() as client:
+            for picture in sorted(folder.iterdir()):
+                image = tf.io.decode_jpeg(tf.io.read_file(str(picture)), channels=3)
+                frame = tf.cast(tf.image.resize(image, (size, size), method="area"), tf.uint8)
+                top1.append(client.classify(frame.numpy()[None])[0][0][0])
+        seconds = time.perf_counter() - started
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    _check_labels(top1, expected, "the seeds' way")
+    return len(top1) / seconds, len(top1)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
 
     stage: dict[int, list[float]] = {b: [] for b in sizes}
     limit: dict[int, list[float]] = {b: [] for b in sizes}
+    seeds: list[float] = []
     frame_count = 0
     with serve(base, model_build.MODEL_NAME, max_batch=max(sizes), timeout=300) as served:
         blocks = {
@@ -133,9 +172,14 @@ def main(argv: list[str] | None = None) -> int:
         }
         expected = EXPECTED_LABELS[args.scene]
         stage_fps(video, blocks[sizes[-1]], args.sample_fps, expected)  # warm the server's first-call paths
+        runs: list[int | str] = [*sizes, "seeds"]
         for rep in range(args.repeats):
-            order = sizes[rep % len(sizes) :] + sizes[: rep % len(sizes)]
-            for b in order:
+            for b in runs[rep % len(runs) :] + runs[: rep % len(runs)]:
+                if b == "seeds":
+                    fps, _ = seeds_fps(video, blocks[1], args.sample_fps, expected)
+                    seeds.append(fps)
+                    print(f"  rep {rep + 1}/{args.repeats} seeds' way: {fps:6.2f} frames/s", flush=True)
+                    continue
                 fps, frame_count = stage_fps(video, blocks[b], args.sample_fps, expected)
                 stage[b].append(fps)
                 limit[b].append(in_process.fps(b, frame_count))
@@ -147,15 +191,17 @@ def main(argv: list[str] | None = None) -> int:
 
     stage_med = {b: statistics.median(v) for b, v in stage.items()}
     limit_med = {b: statistics.median(v) for b, v in limit.items()}
+    seeds_med = statistics.median(seeds)
     best = max(stage_med.values())
     chosen = min(b for b in sizes if stage_med[b] >= NEAR_BEST * best)
     limit_batch = max(limit_med, key=limit_med.get)
     reps = f"median of {args.repeats}"
     rows: list[dict] = []
     for b in sizes:
-        if b != 1:
-            rows.append(row(f"classify stage, batch_size={b} ({frame_count} frames, {reps})", "frames/s",
-                            stage_med[b], stage_med[1], BASELINE_ONE))  # fmt: skip
+        rows.append(row(f"classify stage, batch_size={b} ({frame_count} frames, {reps})", "frames/s",
+                        stage_med[b], seeds_med, BASELINE_SEEDS))  # fmt: skip
+    rows.append(row(f"classify stage at the chosen default batch_size={chosen} vs batch_size=1 ({reps})",
+                    "frames/s", stage_med[chosen], stage_med[1], BASELINE_ONE))  # fmt: skip
     rows.append(row(f"classify stage at the chosen default batch_size={chosen} vs the model in-process ({reps})",
                     "frames/s", stage_med[chosen], limit_med[limit_batch],
                     f"in-process SavedModel, batch {limit_batch}, no decode/gRPC"))  # fmt: skip
@@ -164,10 +210,12 @@ def main(argv: list[str] | None = None) -> int:
                         stage_med[b], limit_med[b], f"in-process SavedModel, batch {b}"))  # fmt: skip
     path = write_results("classify", rows)
     print_table(rows)
+    vs_seeds = stage_med[chosen] / seeds_med
     vs_one = stage_med[chosen] / stage_med[1]
     vs_limit = stage_med[chosen] / limit_med[limit_batch]
     print(f"default batch_size: {chosen} (smallest within {100 - NEAR_BEST * 100:.0f} % of the fastest)")
-    print(f"batched >= 2x one request per frame: {'met' if vs_one >= 2 else 'NOT met'} ({vs_one:.2f}x)")
+    print(f"batched >= 2x one request per frame the seeds' way: {'met' if vs_seeds >= 2 else 'NOT met'} "
+          f"({vs_seeds:.2f}x; batching alone, vs batch_size=1 with streamed decoding: {vs_one:.2f}x)")  # fmt: skip
     print(f"batched >= 70 % of in-process: {'met' if vs_limit >= 0.7 else 'NOT met'} ({vs_limit:.0%})")
     print(f"results: {path}")
     return 0

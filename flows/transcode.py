@@ -8,6 +8,7 @@ wrong file never carries the final name.
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -47,7 +48,7 @@ def plan(source: Probe, options: TranscodeOptions) -> str:
     return "remux" if source.video_codec == "h264" else "x264"
 
 
-def ffmpeg_argv(src: Path, dst: Path, source: Probe, mode: str, options: TranscodeOptions) -> list[str]:
+def ffmpeg_argv(src: Path, dst: Path, mode: str, options: TranscodeOptions) -> list[str]:
     argv = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y"]
     argv += ["-fflags", "+genpts", *input_options(src), "-i", str(src), "-map", "0:v:0"]
     if mode == "remux":
@@ -63,9 +64,9 @@ def ffmpeg_argv(src: Path, dst: Path, source: Probe, mode: str, options: Transco
             "-pix_fmt",
             "yuv420p",
         ]
-    if source.audio_codec and options.audio == "aac":
-        # G.711 and most recorder audio cannot go into MP4 as it is: always AAC.
-        argv += ["-map", "0:a:0", "-c:a", "aac", "-aac_coder", "fast", "-b:a", f"{options.audio_bitrate_k}k"]
+    if options.audio == "aac":
+        # G.711 and most recorder audio cannot go into MP4 as it is: always AAC ("?": if any).
+        argv += ["-map", "0:a:0?", "-c:a", "aac", "-aac_coder", "fast", "-b:a", f"{options.audio_bitrate_k}k"]
     else:
         argv += ["-an"]
     argv += ["-movflags", "+faststart", "-f", "mp4", str(dst)]
@@ -96,34 +97,47 @@ def verify_output(path: Path, expected_duration_s: float | None) -> Probe:
 def transcode_file(
     src: Path, dst: Path, options: TranscodeOptions, expected_duration_s: float | None = None
 ) -> TranscodeResult:
-    """Make `dst` from `src`; an existing verified `dst` is kept as it is."""
-    source = probe(src)
-    expected = expected_duration_s or source.duration_s
-    mode = plan(source, options)
-    if dst.exists():
-        try:
-            verify_output(dst, expected)
-            return TranscodeResult(dst, mode, source.video_codec, expected or 0.0, reused=True)
-        except CorruptMedia:
-            dst.unlink()
-    dst.parent.mkdir(parents=True, exist_ok=True)
+    """Make `dst` from `src`; an existing verified `dst` is kept as it is.
+
+    Most recorder video is H.264, so with the ffmpeg engine the remux starts at once, while
+    ffprobe looks at the source, and is kept only if ffprobe says H.264: the two programs'
+    start-up times overlap instead of adding up.
+    """
     tmp = dst.with_name(dst.stem + ".part.mp4")
-    argv = (
-        handbrake_argv(src, tmp, options)
-        if mode == "handbrake"
-        else ffmpeg_argv(src, tmp, source, mode, options)
-    )
     try:
-        run_command(argv, options.timeout_s, f"{argv[0]} on {src.name}")
-        if mode == "handbrake":
-            # HandBrake changes the frame rate; its length is what must match.
-            expected = expected or source.duration_s
-        out = verify_output(tmp, expected)
-        os.replace(tmp, dst)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="remux") as pool:
+            early = None
+            if options.engine == "ffmpeg" and not dst.exists():
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                remux = ffmpeg_argv(src, tmp, "remux", options)
+                early = pool.submit(run_command, remux, options.timeout_s, f"ffmpeg on {src.name}")
+            source = probe(src)
+            expected = expected_duration_s or source.duration_s
+            mode = plan(source, options)
+            if early is None and dst.exists():
+                try:
+                    verify_output(dst, expected)
+                    return TranscodeResult(dst, mode, source.video_codec, expected or 0.0, reused=True)
+                except CorruptMedia:
+                    dst.unlink()
+            if early is not None and mode == "remux":
+                early.result()
+            else:
+                if early is not None:
+                    early.exception()  # not H.264: wait for the remux to end, then write over it
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                argv = (
+                    handbrake_argv(src, tmp, options)
+                    if mode == "handbrake"
+                    else ffmpeg_argv(src, tmp, mode, options)
+                )
+                run_command(argv, options.timeout_s, f"{argv[0]} on {src.name}")
+            out = verify_output(tmp, expected)
+            os.replace(tmp, dst)
     except CommandFailed as exc:
         raise CorruptMedia(f"{src.name}: transcode failed: {exc}") from None
     finally:
-        tmp.unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)  # the pool has waited for the early remux by now
     return TranscodeResult(dst, mode, source.video_codec, out.duration_s or 0.0, reused=False)
 
 

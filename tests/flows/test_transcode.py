@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from flows.frames import FrameSamplingError, sample_frames
@@ -75,6 +78,36 @@ def test_frames_are_sampled_on_whole_seconds_in_batches(clips):
     assert offsets == [0.0, 1.0, 2.0, 3.0]
     assert [b.shape for _, b in batches] == [(3, 224, 224, 3), (1, 224, 224, 3)]
     assert batches[0][1].std() > 10  # a picture, not a blank frame
+
+
+@pytest.fixture(scope="module")
+def numbered_video(tmp_path_factory) -> Path:
+    """6 s at 10 fps, losslessly coded, frame n painted grey level 4 * n: a frame says its number."""
+    frames = np.repeat(np.arange(60, dtype=np.uint8) * 4, 64 * 64 * 3).tobytes()
+    path = tmp_path_factory.mktemp("numbered") / "numbered.mp4"
+    subprocess.run(
+        ["ffmpeg", "-nostdin", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", "64x64",
+         "-r", "10", "-i", "pipe:0", "-c:v", "libx264", "-qp", "0", "-pix_fmt", "yuv420p", "-g", "20",
+         "-bf", "0", str(path)],
+        input=frames, check=True, timeout=60,
+    )  # fmt: skip
+    return path
+
+
+@pytest.mark.parametrize(
+    ("start", "expected_frames"),
+    [
+        (datetime(2026, 11, 1, 2, 0, 0, tzinfo=UTC), [0, 10, 20, 30, 40, 50]),
+        # Starts 0.4 s before a whole second: instants at 0.4 s, 1.4 s, ... of the video.
+        (datetime(2026, 11, 1, 2, 0, 0, tzinfo=UTC) - timedelta(seconds=0.4), [4, 14, 24, 34, 44, 54]),
+    ],
+)
+def test_the_frame_taken_for_an_instant_is_the_one_on_screen_then(numbered_video, start, expected_frames):
+    batches = list(sample_frames(numbered_video, 32, fps=1.0, batch=4, start=start))
+    taken = [round(float(frame.mean()) / 4) for _, batch in batches for frame in batch]
+    offsets = [o for os_, _ in batches for o in os_]
+    assert taken == expected_frames
+    assert offsets == pytest.approx([n / 10 for n in expected_frames], abs=1e-3)
 
 
 def test_frame_sampling_of_garbage_fails(tmp_path):
