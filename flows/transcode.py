@@ -7,6 +7,7 @@ wrong file never carries the final name.
 
 from __future__ import annotations
 
+import contextvars
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -110,7 +111,10 @@ def transcode_file(
             if options.engine == "ffmpeg" and not dst.exists():
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 remux = ffmpeg_argv(src, tmp, "remux", options)
-                early = pool.submit(run_command, remux, options.timeout_s, f"ffmpeg on {src.name}")
+                in_context = contextvars.copy_context().run  # its output goes to the task run's log
+                early = pool.submit(
+                    in_context, run_command, remux, options.timeout_s, f"ffmpeg on {src.name}"
+                )
             source = probe(src)
             expected = expected_duration_s or source.duration_s
             mode = plan(source, options)
