@@ -105,11 +105,11 @@ def transcode_file(
     start-up times overlap instead of adding up.
     """
     tmp = dst.with_name(dst.stem + ".part.mp4")
+    dst.parent.mkdir(parents=True, exist_ok=True)
     try:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="remux") as pool:
             early = None
             if options.engine == "ffmpeg" and not dst.exists():
-                dst.parent.mkdir(parents=True, exist_ok=True)
                 remux = ffmpeg_argv(src, tmp, "remux", options)
                 in_context = contextvars.copy_context().run  # its output goes to the task run's log
                 early = pool.submit(
@@ -129,7 +129,6 @@ def transcode_file(
             else:
                 if early is not None:
                     early.exception()  # not H.264: wait for the remux to end, then write over it
-                dst.parent.mkdir(parents=True, exist_ok=True)
                 argv = (
                     handbrake_argv(src, tmp, options)
                     if mode == "handbrake"
