@@ -57,7 +57,7 @@ class TFServingModel(Block):
     input_dtype: str = "uint8"
     labels: list[str] = Field(default_factory=list, description="Class names, index -> name.")
     batch_size: int = Field(
-        default=8, ge=1, description="Frames per Predict call; `make bench-classify` measures the choices."
+        default=4, ge=1, description="Frames per Predict call; `make bench-classify` measures the choices."
     )
     top_k: int = Field(default=5, ge=1)
     timeout_seconds: float = Field(default=30.0, gt=0, description="Deadline of each gRPC call.")
