@@ -89,15 +89,17 @@ class InProcessModel:
         return done / (time.perf_counter() - started)
 
 
-def served_fps(model, frames, batch: int, count: int) -> float:
+def served_fps(model, frames, batch: int, count: int, expected: tuple[str, ...]) -> float:
     """Ready uint8 batches of the frames (cycled) through the client: gRPC and the server only."""
+    top1: list[str] = []
     with model.connect() as client:
         client.classify(frames[:batch])  # the first call at a new shape pays for set-up
         started = time.perf_counter()
-        done = 0
         for i in range(0, count, batch):
-            done += len(client.classify(frames[i % len(frames) : i % len(frames) + batch]))
-        return done / (time.perf_counter() - started)
+            top1 += [top[0][0] for top in client.classify(frames[i % len(frames) : i % len(frames) + batch])]
+        seconds = time.perf_counter() - started
+    _check_labels(top1, expected, "the model over gRPC")
+    return len(top1) / seconds
 
 
 def stage_fps(video: Path, model, sample_fps: float, expected: tuple[str, ...]) -> tuple[float, int]:
@@ -201,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
                 stage[b].append(fps)
                 count = max(frame_count, IN_PROCESS_FRAMES)
                 limit[b].append(in_process.fps(b, count))
-                served_only[b].append(served_fps(blocks[b], frames, b, count))
+                served_only[b].append(served_fps(blocks[b], frames, b, count, expected))
                 print(
                     f"  rep {rep + 1}/{args.repeats} batch {b:>2}: stage {fps:6.2f} frames/s, "
                     f"in-process model {limit[b][-1]:6.2f}, over gRPC without decoding "
