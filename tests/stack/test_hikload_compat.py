@@ -9,12 +9,8 @@ falls back and exports everything.
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 import re
-import signal
 import subprocess
-import sys
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -25,8 +21,7 @@ import pytest
 from bench.export import build_repeated_clip
 from bench.hikload_env import ensure_hikload
 from blocks.recorder import HikvisionRecorder
-from stack.paths import PROJECT_ROOT
-from stack.ports import free_port, wait_for_port
+from stack.ports import free_port
 from stack.simulator import control
 from stack.simulator.footage import ensure_clip
 from stack.simulator.recordings import build_catalogue
@@ -133,17 +128,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory, given_clip: Path) -> dict
     hikload_python = ensure_hikload()  # made once per machine; seconds after that
     tmp = tmp_path_factory.mktemp("compat")
     ports = {name: free_port() for name in RECORDERS}
-    spec_file = tmp / "spec.json"
-    spec_file.write_text(json.dumps(_spec(ports, given_clip)))
-    process = subprocess.Popen(  # noqa: S603 - our interpreter, fixed arguments
-        [sys.executable, "-m", "stack.simulator", "--spec", str(spec_file)],
-        cwd=PROJECT_ROOT,
-        env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
-        stdout=subprocess.DEVNULL,
-    )
-    try:
-        for port in ports.values():
-            wait_for_port(port, timeout=300, alive=lambda: process.poll() is None)
+    with control.running(_spec(ports, given_clip), tmp):
         results: dict[str, Exported] = {}
         for name, port in ports.items():
             truth = control.segments(port)
@@ -160,13 +145,6 @@ def exported(tmp_path_factory: pytest.TempPathFactory, given_clip: Path) -> dict
                 port, truth, hikload_files, done.stderr, hikload_searches, ours, our_searches
             )
         yield results
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
 
 
 def _hikload_name(segment: dict) -> str:
