@@ -9,6 +9,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import clickhouse_connect
 from pydantic import SecretStr
 
 from blocks.clickhouse import ClickHouseSink
@@ -30,16 +31,30 @@ class Gateway:
         env = {**os.environ, PASSWORD_ENV: self.password, "PYTHONPATH": str(PROJECT_ROOT)}
         argv = [sys.executable, "-m", "stack.clickhouse_gateway", "--port", str(self.port),
                 "--data-dir", str(self.data_dir), "--password-env", PASSWORD_ENV]  # fmt: skip
-        # A file, not a pipe: nobody reads the log while the gateway runs.
-        with (self.data_dir.parent / f"gateway-{self.port}.log").open("ab") as log:
+        # A file, not a pipe: nobody reads the log while the gateway runs, and a full pipe would block it.
+        log_path = self.data_dir.parent / f"gateway-{self.port}.log"
+        with log_path.open("ab") as log:
             self.proc = subprocess.Popen(argv, env=env, stdout=log, stderr=log)
         proc = self.proc
-        wait_for_port(self.port, timeout=60, alive=lambda: proc.poll() is None)
+        try:
+            wait_for_port(self.port, timeout=60, alive=lambda: proc.poll() is None)
+        except Exception:
+            proc.kill()
+            proc.wait(timeout=10)
+            raise AssertionError(f"gateway did not start: {log_path.read_text()}") from None
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
+        """SIGTERM if still running; either way the gateway must have exited cleanly."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-            assert self.proc.wait(timeout=60) == 0
+        assert self.proc.wait(timeout=60) == 0
+
+    def client(self, **kwargs):
+        """A clickhouse-connect client, made as against a production server."""
+        options = {"connect_timeout": 5, "send_receive_timeout": 30, "password": self.password, **kwargs}
+        return clickhouse_connect.get_client(host=HOST, port=self.port, username="default", **options)
 
     def sink(self, database: str) -> ClickHouseSink:
         return ClickHouseSink(

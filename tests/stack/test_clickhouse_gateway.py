@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -14,7 +13,6 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -24,58 +22,23 @@ import pytest
 from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 
 from stack.paths import PROJECT_ROOT
-from stack.ports import HOST, free_port, is_listening, wait_for_port
+from stack.ports import HOST, free_port, is_listening
+from tests.gateway_process import PASSWORD_ENV, Gateway
 
 PASSWORD = "gw-" + uuid.uuid4().hex
-PASSWORD_ENV = "NVRFLOW_TEST_CLICKHOUSE_PASSWORD"
-
-
-@dataclass
-class Gateway:
-    port: int
-    data_dir: Path
-    proc: subprocess.Popen
-
-    def client(self, **kwargs):
-        options = {"connect_timeout": 5, "send_receive_timeout": 30, "password": PASSWORD, **kwargs}
-        return clickhouse_connect.get_client(host=HOST, port=self.port, username="default", **options)
-
-    def stop(self) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=60)
 
 
 def start_gateway(data_dir: Path, port: int | None = None) -> Gateway:
-    port = port or free_port()
-    env = {**os.environ, PASSWORD_ENV: PASSWORD, "PYTHONPATH": str(PROJECT_ROOT)}
-    args = [
-        sys.executable,
-        "-m",
-        "stack.clickhouse_gateway",
-        "--port",
-        str(port),
-        "--data-dir",
-        str(data_dir),
-    ]
-    # A file, not a pipe: nobody reads the log while the gateway runs, and a full pipe would block it.
-    log = data_dir.parent / f"gateway-{port}.log"
-    with log.open("ab") as sink:
-        proc = subprocess.Popen([*args, "--password-env", PASSWORD_ENV], env=env, stderr=sink)  # noqa: S603
-    try:
-        wait_for_port(port, timeout=60, alive=lambda: proc.poll() is None)
-    except Exception:
-        proc.kill()
-        proc.wait(timeout=10)
-        raise AssertionError(f"gateway did not start: {log.read_text()}") from None
-    return Gateway(port, data_dir, proc)
+    gw = Gateway(data_dir, PASSWORD, port or free_port())
+    gw.start()
+    return gw
 
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory) -> Iterator[Gateway]:
     gw = start_gateway(tmp_path_factory.mktemp("clickhouse"))
     yield gw
-    if gw.proc.poll() is None:
-        assert gw.stop() == 0
+    gw.stop()  # asserts a clean exit
 
 
 @pytest.fixture(scope="module")
@@ -284,7 +247,7 @@ def test_restart_keeps_data_sigterm_frees_port(tmp_path):
     c.insert(table, frame_rows(), column_names=FRAME_COLUMNS)
     c.close()
 
-    assert gw.stop() == 0
+    gw.stop()  # asserts a clean exit
     assert not is_listening(gw.port)
     with socket.socket() as probe:  # free to listen on again (REUSEADDR only skips TIME_WAIT leftovers)
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -302,7 +265,7 @@ def test_restart_keeps_data_sigterm_frees_port(tmp_path):
     c = again.client()
     assert c.command(f"SELECT count() FROM {table}") == 3
     c.close()
-    assert again.stop() == 0
+    again.stop()
 
 
 def test_port_taken_fails_loudly(tmp_path):
