@@ -11,6 +11,7 @@ import sys
 import threading
 from pathlib import Path
 
+from stack.model_server.batching import DEFAULT_BATCH_TIMEOUT_MS
 from stack.ports import HOST
 
 log = logging.getLogger("model_server")
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--batch-timeout-ms",
         type=float,
-        default=2.0,
+        default=DEFAULT_BATCH_TIMEOUT_MS,
         help="how long the oldest waiting Predict call waits for others to share its model call",
     )
     parser.add_argument(

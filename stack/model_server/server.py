@@ -31,7 +31,7 @@ from tensorflow_serving.apis import (  # noqa: E402
     prediction_service_pb2_grpc,
 )
 
-from stack.model_server.batching import Batching, RunModel  # noqa: E402
+from stack.model_server.batching import DEFAULT_BATCH_TIMEOUT_MS, Batching, RunModel  # noqa: E402
 from stack.ports import HOST  # noqa: E402
 
 log = logging.getLogger("model_server")
@@ -40,7 +40,6 @@ MESSAGE_LIMIT = 64 * 1024 * 1024
 DEFAULT_SIGNATURE = "serving_default"
 INIT_OP_SIGNATURE = "__saved_model_init_op"
 GRACE_SECONDS = 5.0
-DEFAULT_BATCH_TIMEOUT_MS = 2.0
 
 
 class ServingError(Exception):
