@@ -27,7 +27,6 @@ import os
 import secrets
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -37,7 +36,6 @@ from pathlib import Path
 from bench.common import Measured, print_table, row, run_measured, write_results
 from bench.hikload_env import ensure_hikload
 from stack.paths import PROJECT_ROOT, cache_dir
-from stack.processes import terminate
 
 IMKH_HEADER_BYTES = 40
 USER = "admin"
@@ -47,7 +45,6 @@ SMALL_CHANNELS = (2, 3, 4, 5)
 BIG_CHANNEL = 1
 RECORDING_START = datetime(2026, 11, 1, 0, 0, 0)  # device local time; the recorder runs on UTC
 SIDE_TIMEOUT_S = 300
-SIMULATOR_START_TIMEOUT_S = 300
 MB = 1_000_000
 MIB = 1024 * 1024
 HASH_CHUNK = 4 * MIB
@@ -136,28 +133,6 @@ def bench_spec(port: int, password: str, big_clip: Path, small_segments_per_chan
             }
         ],
     }
-
-
-class Simulator:
-    def __init__(self, spec: dict, folder: Path) -> None:
-        from stack.ports import wait_for_port
-
-        self.port = spec["recorders"][0]["port"]
-        spec_path = folder / "spec.json"
-        spec_path.write_text(json.dumps(spec))
-        self.proc = subprocess.Popen(  # noqa: S603 - our interpreter, fixed arguments
-            [sys.executable, "-m", "stack.simulator", "--spec", str(spec_path)],
-            cwd=PROJECT_ROOT,
-            stdout=subprocess.DEVNULL,
-        )
-        try:
-            wait_for_port(self.port, SIMULATOR_START_TIMEOUT_S, alive=lambda: self.proc.poll() is None)
-        except Exception:
-            self.stop()
-            raise
-
-    def stop(self) -> None:
-        terminate(self.proc)
 
 
 # -- the two sides ------------------------------------------------------------------------------
@@ -296,8 +271,7 @@ def measure(big_bytes: int, small_per_channel: int, repeat: int) -> list[dict]:
     password = secrets.token_urlsafe(12)
     port = free_port()
     try:
-        sim = Simulator(bench_spec(port, password, big_clip, small_per_channel), work)
-        try:
+        with control.running(bench_spec(port, password, big_clip, small_per_channel), work):
             segments = control.segments(port)
             small = [s for s in segments if s["track_id"] != BIG_CHANNEL * 100 + 1]
             big_size = next(s["size"] for s in segments if s["track_id"] == BIG_CHANNEL * 100 + 1)
@@ -346,8 +320,6 @@ def measure(big_bytes: int, small_per_channel: int, repeat: int) -> list[dict]:
                         _median([r.max_rss_mb for r in ours]), _median([r.max_rss_mb for r in theirs]),
                         BASELINE)
                 )  # fmt: skip
-        finally:
-            sim.stop()
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return rows
