@@ -202,13 +202,6 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     def __init__(self, repository: ModelRepository, batching: Batching) -> None:
         self.repository = repository
         self.batching = batching
-        self._runners: dict[tuple[int, str], RunModel] = {}
-
-    def _runner(self, servable: Servable, name: str, function) -> RunModel:
-        key = (servable.version, name)
-        if key not in self._runners:
-            self._runners[key] = _model_runner(function)
-        return self._runners[key]
 
     def Predict(self, request, context):
         try:
@@ -229,7 +222,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
                 try:
                     job = intake.submit(
                         (servable.version, name),
-                        self._runner(servable, name, function),
+                        _model_runner(function),  # the lane keeps the first one it is given
                         arrays,
                         is_active=context.is_active,
                         wait_s=context.time_remaining(),
