@@ -9,6 +9,9 @@ import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -16,7 +19,7 @@ import httpx
 import pytest
 
 from stack.paths import PROJECT_ROOT
-from stack.ports import HOST, free_port, is_listening, wait_for_port
+from stack.ports import HOST, free_port, is_listening
 from stack.processes import terminate
 from stack.simulator import control
 from stack.simulator.footage import ensure_clip
@@ -71,23 +74,10 @@ def _spec(ports: list[int]) -> dict:
     }
 
 
+@dataclass
 class Simulator:
-    def __init__(self, tmp: Path) -> None:
-        self.ports = [free_port(), free_port()]
-        self.spec_path = tmp / "spec.json"
-        self.spec_path.write_text(json.dumps(_spec(self.ports)))
-        self.proc = subprocess.Popen(  # noqa: S603 - fixed argument list
-            [sys.executable, "-m", "stack.simulator", "--spec", str(self.spec_path)],
-            cwd=PROJECT_ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        try:
-            for port in self.ports:
-                wait_for_port(port, timeout=180, alive=lambda: self.proc.poll() is None)
-        except Exception:
-            self.stop()
-            raise
+    ports: list[int]
+    proc: subprocess.Popen
 
     @property
     def md5(self) -> str:
@@ -101,11 +91,17 @@ class Simulator:
         return terminate(self.proc)
 
 
+@contextmanager
+def running_simulator(tmp: Path) -> Iterator[Simulator]:
+    ports = [free_port(), free_port()]
+    with control.running(_spec(ports), tmp, ready_timeout=180) as proc:
+        yield Simulator(ports, proc)
+
+
 @pytest.fixture(scope="module")
 def sim(tmp_path_factory):
-    simulator = Simulator(tmp_path_factory.mktemp("sim"))
-    yield simulator
-    simulator.stop()
+    with running_simulator(tmp_path_factory.mktemp("sim")) as simulator:
+        yield simulator
 
 
 @pytest.fixture
@@ -459,8 +455,10 @@ def test_taken_port_fails_loudly(tmp_path):
 
 
 def test_sigterm_stops_and_frees_the_ports(tmp_path):
-    simulator = Simulator(tmp_path)
-    with httpx.Client(auth=httpx.DigestAuth(USER, PASSWORD), timeout=TIMEOUT) as c:
+    with (
+        running_simulator(tmp_path) as simulator,
+        httpx.Client(auth=httpx.DigestAuth(USER, PASSWORD), timeout=TIMEOUT) as c,
+    ):
         assert c.get(f"{simulator.md5}/ISAPI/System/time").status_code == 200  # a kept-alive connection
         assert simulator.stop() == 0
         with pytest.raises(httpx.TransportError):
