@@ -13,7 +13,7 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,9 +95,14 @@ def make_tiny_model(
 
 @contextmanager
 def serve(
-    base_path: Path, model_name: str, max_batch: int = 32, timeout: float = 120.0
+    base_path: Path,
+    model_name: str,
+    max_batch: int = 32,
+    timeout: float = 120.0,
+    options: Sequence[str] = (),
 ) -> Iterator[ServedModel]:
-    """Run `python -m stack.model_server` on a free loopback port until the block exits."""
+    """Run `python -m stack.model_server` on a free loopback port until the block exits;
+    `options` are more of its command-line options (`--workers 8`, ...)."""
     port = free_port()
     env = {
         **os.environ,
@@ -110,6 +115,7 @@ def serve(
         "--model-name", model_name,
         "--model-base-path", str(base_path),
         "--max-batch", str(max_batch),
+        *options,
     ]  # fmt: skip
     with tempfile.TemporaryFile() as stderr:
         process = subprocess.Popen(  # noqa: S603

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 
 import grpc
@@ -25,7 +24,8 @@ from tensorflow_serving.apis import (  # noqa: E402
 )
 
 from stack.paths import PROJECT_ROOT  # noqa: E402
-from stack.ports import free_port, is_listening, wait_for_port  # noqa: E402
+from stack.ports import is_listening  # noqa: E402
+from stack.processes import terminate  # noqa: E402
 from stack.tiny_model import expected_probabilities, make_tiny_model, serve  # noqa: E402
 
 MODEL = "tiny"
@@ -261,23 +261,10 @@ def batching_server(tmp_path_factory):
     base = tmp_path_factory.mktemp("picky")
     make_picky_model(base)
     stats_file = tmp_path_factory.mktemp("stats") / "batching.json"
-    port = free_port()
-    command = [
-        sys.executable, "-m", "stack.model_server", "--port", str(port), "--model-name", "picky",
-        "--model-base-path", str(base), "--max-batch", str(BATCH_LIMIT), "--workers", str(CLIENTS + 2),
-        "--batch-timeout-ms", "50", "--stats-file", str(stats_file),
-    ]  # fmt: skip
-    with tempfile.TemporaryFile() as stderr:
-        process = subprocess.Popen(  # noqa: S603
-            command, cwd=PROJECT_ROOT, env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
-            stdout=subprocess.DEVNULL, stderr=stderr,
-        )  # fmt: skip
-        try:
-            wait_for_port(port, 120, alive=lambda: process.poll() is None)
-            yield f"127.0.0.1:{port}", stats_file
-        finally:
-            process.terminate()
-            assert process.wait(timeout=30) == 0
+    options = ["--workers", str(CLIENTS + 2), "--batch-timeout-ms", "50", "--stats-file", str(stats_file)]
+    with serve(base, "picky", max_batch=BATCH_LIMIT, options=options) as served:
+        yield served.target, stats_file
+        assert terminate(served.process, timeout=30) == 0
 
 
 def read_stats(stats_file) -> dict[str, int]:
