@@ -52,8 +52,8 @@ BASELINE_ONE = "nvrflow's stage at batch_size=1 (one Predict per frame, decoding
 
 def bench_video(seconds: int, scene: str) -> Path:
     """The camera clip as the transcode stage leaves it: an MP4 (cached)."""
-    from flows.transcode import TranscodeOptions, transcode_file
     from stack.simulator.footage import ensure_clip
+    from video.transcode import TranscodeOptions, transcode_file
 
     clip = ensure_clip(scene, "h264", "g711u", seconds, 1280, 720, 25)
     mp4 = cache_dir() / "bench" / "classify" / f"{clip.stem}.mp4"
@@ -158,10 +158,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("prefect").setLevel(logging.WARNING)
 
     from blocks.model_server import TFServingModel
-    from flows.frames import sample_frames
     from stack import model_build
     from stack.simulator.footage import EXPECTED_LABELS
     from stack.tiny_model import serve
+    from video.frames import sample_frames
 
     base = model_build.ensure_model()
     video = bench_video(args.seconds, args.scene)

@@ -30,10 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.common import print_table, row, run_measured, write_results
-from flows.media import probe
-from flows.transcode import TranscodeOptions, handbrake_argv, transcode_file, verify_output
 from stack.paths import cache_dir
 from stack.simulator.footage import ensure_clip
+from video.probe import probe
+from video.transcode import TranscodeOptions, handbrake_argv, transcode_file, verify_output
 
 BASELINE_NAME = "HandBrakeCLI -e x264 -q 22 -r 15 -B 96 -O"
 HANDBRAKE_TIMEOUT_S = 1800

@@ -1,19 +1,59 @@
-"""ClickHouse sink block: the only place that speaks ClickHouse (through clickhouse-connect)."""
+"""ClickHouse sink block: the only place that speaks ClickHouse (through clickhouse-connect).
+
+Every statement nvrflow sends lives here: migrations, the inserts of a segment's rows,
+and the reads behind the report and the demo's summary.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
-from blocks.clickhouse_schema import MIGRATIONS, TABLE_COLUMNS
+from blocks.clickhouse_schema import MIGRATIONS, SegmentRow, columns, row_values
+from blocks.clickhouse_schema import Row as Row
+from core.errors import ServiceError
+
+T = TypeVar("T")
 
 
-class ClickHouseUnavailable(Exception):
-    """ClickHouse could not be reached or did not answer: the rows may go to the outbox."""
+class ClickHouseUnavailable(ServiceError):
+    """ClickHouse could not be reached or did not answer: worth retrying; the rows may go to the outbox."""
+
+    retryable = True
+
+
+class ClickHouseRefused(ServiceError):
+    """ClickHouse answered with an error (authentication, a missing table, bad data): retrying cannot help."""
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One insert: rows of one table from one segment, under a deduplication token.
+
+    `scope` (recorder, channel, segment) and `token` let a new version of a segment replace
+    the rows of an older one: rows of the same scope written under another token go.
+    """
+
+    table: str
+    token: str
+    rows: tuple[Row, ...]
+    scope: tuple[str, int, str] | None = None
+
+
+@dataclass(frozen=True)
+class SegmentSummary:
+    recorder: str
+    segments: int
+    seconds: float
+    remuxed: int
+    top_labels: list[tuple[str, int]] = field(default_factory=list)
 
 
 class ClickHouseSink(Block):
@@ -26,11 +66,12 @@ class ClickHouseSink(Block):
     username: str = "default"
     password: SecretStr = Field(default=SecretStr(""))
     database: str = "nvrflow"
-    connect_timeout: float = 5.0
-    send_receive_timeout: float = 60.0
+    connect_timeout: float = Field(default=5.0, gt=0)
+    send_receive_timeout: float = Field(default=60.0, gt=0)
     compress: bool = False
 
     def connect(self) -> ClickHouseWriter:
+        """A client for this server; use it as a context manager."""
         return ClickHouseWriter(self)
 
 
@@ -43,6 +84,7 @@ class ClickHouseWriter:
 
         parts = urlsplit(sink.url)
         self.database = sink.database
+        self.url = sink.url
         try:
             self._client = clickhouse_connect.get_client(
                 host=parts.hostname or "127.0.0.1",
@@ -67,35 +109,37 @@ class ClickHouseWriter:
     def close(self) -> None:
         self._client.close()
 
-    def _guard(self, call, *args, **kwargs):
-        from clickhouse_connect.driver.exceptions import OperationalError
+    def _guard(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 
         try:
             return call(*args, **kwargs)
         except OperationalError as exc:
-            raise ClickHouseUnavailable(f"ClickHouse unavailable: {_first_line(exc)}") from exc
+            raise ClickHouseUnavailable(f"ClickHouse at {self.url} unavailable: {_first_line(exc)}") from exc
+        except DatabaseError as exc:
+            raise ClickHouseRefused(f"ClickHouse at {self.url} refused: {_first_line(exc)}") from exc
+
+    def _sql(self, sql: str) -> str:
+        return sql.replace("{db}", self.database)
 
     def migrate(self) -> list[str]:
         """Apply the migrations not applied yet, in order; returns the names applied now."""
         self._guard(self._client.command, f"CREATE DATABASE IF NOT EXISTS {self.database}")
         self._guard(
             self._client.command,
-            f"CREATE TABLE IF NOT EXISTS {self.database}.schema_migrations "
-            "(version UInt32, name String, applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) "
-            "ENGINE = ReplacingMergeTree ORDER BY version",
+            self._sql(
+                "CREATE TABLE IF NOT EXISTS {db}.schema_migrations "
+                "(version UInt32, name String, applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) "
+                "ENGINE = ReplacingMergeTree ORDER BY version"
+            ),
         )
-        done = {
-            row[0]
-            for row in self._guard(
-                self._client.query, f"SELECT version FROM {self.database}.schema_migrations"
-            ).result_rows
-        }
+        done = {row[0] for row in self.query("SELECT version FROM {db}.schema_migrations")}
         applied = []
         for migration in MIGRATIONS:
             if migration.version in done:
                 continue
             for statement in migration.statements:
-                self._guard(self._client.command, statement.replace("{db}", self.database))
+                self._guard(self._client.command, self._sql(statement))
             self._guard(
                 self._client.insert,
                 f"{self.database}.schema_migrations",
@@ -105,17 +149,22 @@ class ClickHouseWriter:
             applied.append(migration.name)
         return applied
 
-    def insert(self, table: str, rows: Sequence[dict[str, Any]], token: str) -> int:
+    def schema_version(self) -> int:
+        """The highest migration applied (0 on an empty database)."""
+        rows = self.query("SELECT max(version) FROM {db}.schema_migrations")
+        return int(rows[0][0]) if rows and rows[0][0] is not None else 0
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def insert(self, table: str, rows: Sequence[Row], token: str) -> int:
         """Insert one batch; a repeated `token` is deduplicated by the server, so retries are safe."""
         if not rows:
             return 0
-        columns = TABLE_COLUMNS[table]
-        data = [[row[c] for c in columns] for row in rows]
         self._guard(
             self._client.insert,
             f"{self.database}.{table}",
-            data,
-            column_names=columns,
+            [row_values(row) for row in rows],
+            column_names=columns(type(rows[0])),
             # A deduplicated insert must not reach materialized views either (the hourly summary).
             settings={
                 "insert_deduplication_token": token,
@@ -124,12 +173,95 @@ class ClickHouseWriter:
         )
         return len(rows)
 
+    def write(self, batch: Batch) -> int:
+        """Insert a batch so that its segment's rows are exactly its rows, whatever came before.
+
+        1. insert under the batch's token (a retry of the same batch is deduplicated);
+        2. if the batch's rows are not all there, an earlier write under this token was
+           deduplicated after its rows had been replaced: insert again under a fresh token;
+        3. delete the rows of the same segment written under any other token (an older
+           version of the segment).
+        Each step is safe to repeat, so a task retried after a crash anywhere ends the same.
+        """
+        self.insert(batch.table, batch.rows, batch.token)
+        if batch.scope is None:
+            return len(batch.rows)
+        where = "recorder = {recorder:String} AND channel = {channel:UInt16} AND segment = {segment:String}"
+        recorder, channel, segment = batch.scope
+        params = {"recorder": recorder, "channel": channel, "segment": segment, "token": batch.token}
+        table = f"{{db}}.{batch.table}"
+        if batch.rows:
+            stored = self.query(
+                f"SELECT count() FROM {table} WHERE {where} AND version_key = {{token:String}}", params
+            )
+            if stored[0][0] < len(batch.rows):
+                self.command(f"DELETE FROM {table} WHERE {where} AND version_key = {{token:String}}", params)
+                self.insert(batch.table, batch.rows, f"{batch.token}/again/{uuid.uuid4().hex}")
+        stale = self.query(
+            f"SELECT count() FROM {table} WHERE {where} AND version_key != {{token:String}}", params
+        )
+        if stale[0][0]:
+            self.command(f"DELETE FROM {table} WHERE {where} AND version_key != {{token:String}}", params)
+        return len(batch.rows)
+
+    # -- reading -------------------------------------------------------------------------------
+
     def query(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple]:
         """Run a read query; `{db}` in the SQL names the sink's database."""
-        result = self._guard(
-            self._client.query, sql.replace("{db}", self.database), parameters=parameters or {}
-        )
+        result = self._guard(self._client.query, self._sql(sql), parameters=parameters or {})
         return [tuple(r) for r in result.result_rows]
+
+    def command(self, sql: str, parameters: dict[str, Any] | None = None) -> None:
+        self._guard(self._client.command, self._sql(sql), parameters=parameters or {})
+
+    def segments_overlapping(self, start: datetime, end: datetime) -> list[SegmentRow]:
+        """Every segment overlapping [start, end), by recorder, channel and start."""
+        names = columns(SegmentRow)
+        rows = self.query(
+            f"SELECT {', '.join(names)} FROM {{db}}.segments FINAL "
+            "WHERE start < {end:DateTime64(3, 'UTC')} AND end > {start:DateTime64(3, 'UTC')} "
+            "ORDER BY recorder, channel, start",
+            _utc_naive(start=start, end=end),
+        )
+        return [SegmentRow(**dict(zip(names, row, strict=True))) for row in rows]
+
+    def top1_frames_between(
+        self, start: datetime, end: datetime
+    ) -> list[tuple[str, int, datetime, str, float]]:
+        """(recorder, channel, frame time, label, score) of every rank-1 detection in [start, end)."""
+        return self.query(
+            "SELECT recorder, channel, frame_time, label, score FROM {db}.detections FINAL "
+            "WHERE rank = 1 AND frame_time >= {start:DateTime64(3, 'UTC')} AND frame_time < {end:DateTime64(3, 'UTC')} "
+            "ORDER BY recorder, channel, frame_time",
+            _utc_naive(start=start, end=end),
+        )
+
+    def summary_between(self, start: datetime, end: datetime, top: int = 3) -> dict[str, SegmentSummary]:
+        """Per recorder: segments, seconds of video, remuxed segments and its `top` rank-1 labels."""
+        window = {"s": start, "e": end}
+        summaries = {
+            recorder: SegmentSummary(recorder, int(count), float(seconds), int(remuxed))
+            for recorder, count, seconds, remuxed in self.query(
+                "SELECT recorder, count(), sum(duration_s), countIf(transcode_mode = 'remux') "
+                "FROM {db}.segments FINAL WHERE start >= {s:DateTime64(3)} AND start < {e:DateTime64(3)} "
+                "GROUP BY recorder",
+                window,
+            )
+        }
+        for recorder, label, frames in self.query(
+            "SELECT recorder, label, count() AS n FROM {db}.detections FINAL WHERE rank = 1 "
+            "AND frame_time >= {s:DateTime64(3)} AND frame_time < {e:DateTime64(3)} "
+            f"GROUP BY recorder, label ORDER BY recorder, n DESC LIMIT {int(top)} BY recorder",
+            window,
+        ):
+            if recorder in summaries:
+                summaries[recorder].top_labels.append((label, int(frames)))
+        return summaries
+
+
+def _utc_naive(**times: datetime) -> dict[str, datetime]:
+    """Query parameters for DateTime64(3, 'UTC') columns: clickhouse-connect sends naive values as they are."""
+    return {k: v.astimezone(UTC).replace(tzinfo=None) for k, v in times.items()}
 
 
 def _first_line(exc: BaseException) -> str:

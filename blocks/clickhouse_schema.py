@@ -1,12 +1,16 @@
-"""nvrflow's ClickHouse schema as ordered, idempotent migrations.
+"""nvrflow's ClickHouse schema: ordered, idempotent migrations, and the typed rows of its tables.
 
 A migration only ever adds: tables, columns, views. Each statement is safe to run
 again (IF NOT EXISTS), so a migration interrupted half-way is simply applied again.
+The row types below are the tables' columns as Python sees them: insert column lists,
+the outbox's datetime handling and the report's columns all derive from them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
+from datetime import datetime
+from typing import Any, ClassVar, get_type_hints
 
 
 @dataclass(frozen=True)
@@ -93,6 +97,16 @@ MIGRATIONS: tuple[Migration, ...] = (
             GROUP BY recorder, channel, hour, model, model_version, label""",
         ),
     ),
+    # Each row carries the token of the insert that wrote it, so that a segment's new version
+    # (re-recorded footage, other options, another model) can replace the rows of the old one.
+    Migration(
+        3,
+        "version_key on segments and detections",
+        (
+            "ALTER TABLE {db}.segments ADD COLUMN IF NOT EXISTS version_key String DEFAULT ''",
+            "ALTER TABLE {db}.detections ADD COLUMN IF NOT EXISTS version_key String DEFAULT ''",
+        ),
+    ),
 )
 
 # How to read the summary: partial rows of one key are folded by merges, so always aggregate.
@@ -103,15 +117,74 @@ GROUP BY recorder, channel, hour, model, model_version, label
 ORDER BY recorder, channel, hour, frames DESC, label
 """
 
-# fmt: off
-TABLE_COLUMNS: dict[str, list[str]] = {
-    "segments": [
-        "recorder", "site", "channel", "segment", "start", "end", "duration_s", "bytes",
-        "source_codec", "transcode_mode", "output_path", "flow_run_id", "exported_at",
-    ],
-    "detections": [
-        "recorder", "channel", "segment", "frame_time", "model", "model_version", "rank", "label",
-        "score", "inserted_at",
-    ],
-}
-# fmt: on
+
+@dataclass(frozen=True)
+class SegmentRow:
+    """One row of `segments`: an exported (or ingested) segment and its MP4."""
+
+    TABLE: ClassVar[str] = "segments"
+    recorder: str
+    site: str
+    channel: int
+    segment: str
+    start: datetime
+    end: datetime
+    duration_s: float
+    bytes: int
+    source_codec: str
+    transcode_mode: str
+    output_path: str
+    flow_run_id: str
+    exported_at: datetime
+    version_key: str
+
+
+@dataclass(frozen=True)
+class DetectionRow:
+    """One row of `detections`: a sampled frame's label at one rank."""
+
+    TABLE: ClassVar[str] = "detections"
+    recorder: str
+    channel: int
+    segment: str
+    frame_time: datetime
+    model: str
+    model_version: int
+    rank: int
+    label: str
+    score: float
+    inserted_at: datetime
+    version_key: str
+
+
+Row = SegmentRow | DetectionRow
+ROW_TYPES: dict[str, type[SegmentRow] | type[DetectionRow]] = {t.TABLE: t for t in (SegmentRow, DetectionRow)}
+
+
+def columns(row_type: type[Row]) -> list[str]:
+    """Insert columns of a table, in the order of its row type's fields."""
+    return [f.name for f in fields(row_type)]
+
+
+def datetime_columns(row_type: type[Row]) -> set[str]:
+    hints = get_type_hints(row_type)
+    return {f.name for f in fields(row_type) if hints[f.name] is datetime}
+
+
+def row_values(row: Row) -> list[Any]:
+    return [getattr(row, name) for name in columns(type(row))]
+
+
+def row_to_json(row: Row) -> dict[str, Any]:
+    """A row as JSON-safe values (datetimes as ISO text), for the outbox."""
+    return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in asdict(row).items()}
+
+
+def row_from_json(table: str, data: dict[str, Any]) -> Row:
+    row_type = ROW_TYPES[table]
+    times = datetime_columns(row_type)
+    # Rows kept before migration 3 have no version_key.
+    values = {"version_key": ""} | {
+        k: datetime.fromisoformat(v) if k in times else v for k, v in data.items()
+    }
+    return row_type(**values)

@@ -6,19 +6,18 @@ imported by `connect()`, so flows that never classify never pay for them.
 
 from __future__ import annotations
 
-import random
-import time
-from pathlib import Path
+import hashlib
 from typing import Any
 
 import numpy as np
 from prefect.blocks.core import Block
 from pydantic import Field
 
+from core.errors import ServiceError
+
 MESSAGE_LIMIT = 64 * 1024 * 1024
-MAX_ATTEMPTS = 3
-BACKOFF_SECONDS = 0.2
-_RETRYABLE = ("UNAVAILABLE", "DEADLINE_EXCEEDED")
+# gRPC codes of faults that pass: the server restarting or overloaded, a deadline missed.
+_RETRYABLE = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED")
 _DTYPES = {  # numpy dtype name -> TF DataType enum name
     "uint8": "DT_UINT8",
     "int32": "DT_INT32",
@@ -29,16 +28,22 @@ _DTYPES = {  # numpy dtype name -> TF DataType enum name
 }
 
 
-class ModelServerError(Exception):
-    """The model server failed a call (after retries, for transient faults)."""
+class ModelServerError(ServiceError):
+    """The model server failed a call; retryable when its gRPC code says the fault passes."""
 
     def __init__(self, message: str, code: str = "UNKNOWN") -> None:
         super().__init__(message)
         self.code = code
+        self.retryable = code in _RETRYABLE
+
+    def __reduce__(self):  # Prefect pickles a failed task's exception
+        return (type(self), (str(self), self.code))
 
 
-class ModelMismatch(Exception):
+class ModelMismatch(ServiceError):
     """The served model does not match the block's settings: retrying cannot help."""
+
+    retryable = False
 
 
 class TFServingModel(Block):
@@ -66,10 +71,19 @@ class TFServingModel(Block):
         """A client with an open channel; use as a context manager, or call close()."""
         return ModelClient(self)
 
-    @staticmethod
-    def read_labels(path: Path) -> list[str]:
-        """Class names from a labels file, one a line in index order (as the stack writes them)."""
-        return Path(path).read_text(encoding="utf-8").splitlines()
+    def output_settings(self) -> dict[str, object]:
+        """What shapes the labels a frame gets: part of the classify cache key and the rows' tokens.
+
+        The served version is added by the caller (it is what the server answers, not a setting).
+        """
+        return {
+            "model": self.model_name,
+            "signature": self.signature_name,
+            "input": [self.input_name, self.input_size, self.input_dtype],
+            "output": self.output_name,
+            "labels": hashlib.sha256("\n".join(self.labels).encode()).hexdigest()[:16],
+            "top_k": self.top_k,
+        }
 
 
 class ModelClient:
@@ -126,23 +140,16 @@ class ModelClient:
             spec.version.value = self.model.model_version
 
     def _call(self, method: str, request) -> Any:
-        """One RPC with a deadline; UNAVAILABLE and DEADLINE_EXCEEDED are retried with backoff."""
+        """One RPC with a deadline. No retry here: the task's retry policy decides (ModelServerError.retryable)."""
         rpc = getattr(self._stub, method)
-        for attempt in range(1, MAX_ATTEMPTS + 1):
-            try:
-                return rpc(request, timeout=self.model.timeout_seconds)
-            except self._grpc.RpcError as exc:
-                code = exc.code().name if exc.code() else "UNKNOWN"
-                details = exc.details() or ""
-                if code in _RETRYABLE and attempt < MAX_ATTEMPTS:
-                    time.sleep(BACKOFF_SECONDS * 2 ** (attempt - 1) * (1 + random.random()))  # noqa: S311
-                    continue
-                tries = f" after {attempt} attempts" if code in _RETRYABLE else ""
-                raise ModelServerError(
-                    f"model {self.model.model_name} at {self.model.target}: {method} failed{tries}: {code}: {details}",
-                    code,
-                ) from None
-        raise AssertionError("unreachable")
+        try:
+            return rpc(request, timeout=self.model.timeout_seconds)
+        except self._grpc.RpcError as exc:
+            code = exc.code().name if exc.code() else "UNKNOWN"
+            raise ModelServerError(
+                f"model {self.model.model_name} at {self.model.target}: {method} failed: {code}: {exc.details() or ''}",
+                code,
+            ) from None
 
     def _metadata(self):
         request = self._metadata_pb2.GetModelMetadataRequest()

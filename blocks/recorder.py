@@ -1,7 +1,9 @@
 """The Hikvision recorder block: connection settings for one NVR/DVR and its ISAPI client.
 
-Flows load a block per recorder and call `connect(name)`; everything ISAPI (XML, digest
-auth, device time, streamed downloads) stays behind `ISAPIClient`.
+A flow run loads the block of its recorder once, passes it to its tasks and each task
+calls `connect()`; everything ISAPI (XML, digest auth, device time, streamed downloads)
+stays behind `ISAPIClient`. The block's name is the recorder's name everywhere in
+nvrflow: in messages, in the limit `recorder:<name>`, in the rows.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ from blocks.isapi.errors import (
     RecorderProtocolError,
     RecorderUnavailable,
     WrongCredentials,
-    is_retryable,
 )
 from blocks.isapi.parsing import Recording
 
@@ -35,7 +36,6 @@ __all__ = [
     "RecorderProtocolError",
     "RecorderUnavailable",
     "WrongCredentials",
-    "is_retryable",
 ]
 
 
@@ -68,10 +68,20 @@ class HikvisionRecorder(Block):
         host = f"[{self.host}]" if ":" in self.host and not self.host.startswith("[") else self.host
         return f"{self.scheme}://{host}:{self.port}"
 
-    def connect(self, name: str) -> ISAPIClient:
-        """A client for this recorder; use it as a context manager. `name` is the block name, for messages."""
+    @property
+    def name(self) -> str:
+        """The block's name, which is the recorder's name; `host:port` for a block never saved."""
+        return self._block_document_name or f"{self.host}:{self.port}"
+
+    def named(self, name: str) -> HikvisionRecorder:
+        """This block under the recorder name `name`, as `load(name)` would give it (for unsaved blocks)."""
+        self._block_document_name = name
+        return self
+
+    def connect(self) -> ISAPIClient:
+        """A client for this recorder; use it as a context manager."""
         return ISAPIClient(
-            name=name,
+            name=self.name,
             base_url=self.base_url(),
             username=self.username,
             password=self.password.get_secret_value(),

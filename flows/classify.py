@@ -1,17 +1,30 @@
-"""Classify stage: frames sampled from an MP4, sent in batches to the model server."""
+"""Classify stage: frames sampled from an MP4, sent in batches to the model server.
+
+Cache key of a classification: the segment's identity, CLASSIFY_VERSION, the transcode
+key of the MP4 it reads (so new footage or other transcode options classify again), the
+model's output settings (name, signature, input size, labels, top-k), the version the
+server answered with at the start of the run, and the sampling rate. It never expires:
+the same inputs give the same labels.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from prefect import task
-from prefect.tasks import exponential_backoff
+from prefect.cache_policies import NO_CACHE
 
 from blocks.model_server import TFServingModel
-from flows.frames import sample_frames
-from flows.transcode import TranscodeResult
+from core.segment import Segment, stage_key
+from flows import retry_policy
+from flows.caching import StageKey
+from video.frames import sample_frames
+from video.transcode import TranscodeResult
+
+CLASSIFY_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -28,6 +41,7 @@ class Classification:
     model_version: int
     frames: int
     detections: list[Detection]
+    key: str = ""  # the classify stage key these labels were made under
 
 
 def classify_video(
@@ -51,36 +65,37 @@ def classify_video(
     return Classification(model.model_name, version, frames, detections)
 
 
-def classify_key(context, parameters) -> str:
-    model: TFServingModel = parameters["model"]
-    return (
-        f"classify/{parameters['label']}/{model.model_name}/{parameters['model_version']}/{parameters['fps']}"
+def classify_key(
+    segment: Segment, transcoded: TranscodeResult, model: TFServingModel, model_version: int, fps: float
+) -> str:
+    settings: dict[str, Any] = model.output_settings() | {
+        "version": model_version, "fps": fps, "mp4": transcoded.key,
+    }  # fmt: skip
+    return stage_key(segment, "classify", CLASSIFY_VERSION, settings)
+
+
+def _key_of(inputs: dict[str, Any]) -> str:
+    return classify_key(
+        inputs["segment"], inputs["transcoded"], inputs["model"], inputs["model_version"], inputs["fps"]
     )
 
 
-@task(
-    name="classify",
-    cache_key_fn=classify_key,
-    retries=2,
-    retry_delay_seconds=exponential_backoff(backoff_factor=2),
-    retry_jitter_factor=0.5,
-    task_run_name="classify {label}",
-)
+@task(name="classify", task_run_name="classify {segment.label}", cache_policy=StageKey(key_of=_key_of),
+      **retry_policy.MEDIA)  # fmt: skip
 def classify_segment(
-    transcoded: TranscodeResult,
-    start: datetime,
-    label: str,
-    model: TFServingModel,
-    model_version: int,
-    fps: float = 1.0,
+    segment: Segment, transcoded: TranscodeResult, model: TFServingModel, model_version: int, fps: float = 1.0
 ) -> Classification:
     """`model_version` is the version checked at the start of the run: part of the cache key."""
-    return classify_video(transcoded.output, start, model, fps=fps, check=False)
+    result = classify_video(transcoded.output, segment.start, model, fps=fps, check=False)
+    return Classification(result.model, result.model_version, result.frames, result.detections,
+                          key=classify_key(segment, transcoded, model, model_version, fps))  # fmt: skip
 
 
-@task(name="check model", retries=2, retry_delay_seconds=5)
+@task(name="check model", cache_policy=NO_CACHE, **retry_policy.MODEL_CHECK)
 def check_model(model: TFServingModel) -> int:
-    """Check once per run that the served model matches the block; returns the version served."""
+    """Check once per run that the served model matches the block; returns the version served.
+
+    A mismatch (ModelMismatch) is not retryable: the run fails after this one attempt.
+    """
     with model.connect() as client:
-        client.check_metadata()
-        return client.version
+        return client.check_metadata()

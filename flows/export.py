@@ -2,59 +2,61 @@
 
 Every call to a recorder holds a slot of its global concurrency limit
 `recorder:<name>` (strict: a missing limit is an error, not unlimited).
+
+Cache key of a download: the segment's identity (recorder, channel, segment name, size)
+and DOWNLOAD_VERSION; it expires after DOWNLOAD_CACHE_DAYS, the retention of exports
+on disk. A re-recorded segment (same name, new size) is another key: downloaded again.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 from prefect.concurrency.sync import concurrency
-from prefect.tasks import exponential_backoff
 
-from blocks.recorder import DownloadResult, HikvisionRecorder, Recording, is_retryable
-from flows.retries import retry_when
-from flows.settings import exports_dir
+from blocks.recorder import DownloadResult, HikvisionRecorder, Recording
+from core.segment import Segment, stage_key
+from core.settings import exports_dir
+from flows import retry_policy
+from flows.caching import StageKey
+
+DOWNLOAD_VERSION = 1
+DOWNLOAD_CACHE_DAYS = 14
 
 
 def limit_name(recorder: str) -> str:
     return f"recorder:{recorder}"
 
 
-_RETRIES = dict(
-    retries=4,
-    retry_delay_seconds=exponential_backoff(backoff_factor=2),
-    retry_jitter_factor=0.5,
-    # Timeouts, 5xx, dropped connections, bad bodies; never wrong credentials.
-    retry_condition_fn=retry_when(is_retryable),
-)
+def segment_of(rec: Recording) -> Segment:
+    return Segment.of_recording(rec.recorder, rec.channel, rec.name, rec.start, rec.end, rec.size)
 
 
-@task(name="search", task_run_name="search {recorder} channel {channel}", **_RETRIES)
-def search_recordings(recorder: str, channel: int, start: datetime, end: datetime) -> list[Recording]:
-    block = HikvisionRecorder.load(recorder)
-    with concurrency(limit_name(recorder), occupy=1, strict=True), block.connect(recorder) as client:
+@task(name="search", task_run_name="search {recorder.name} channel {channel}", cache_policy=NO_CACHE,
+      **retry_policy.RECORDER)  # fmt: skip
+def search_recordings(
+    recorder: HikvisionRecorder, channel: int, start: datetime, end: datetime
+) -> list[Recording]:
+    with concurrency(limit_name(recorder.name), occupy=1, strict=True), recorder.connect() as client:
         found = client.search(channel, start, end)
-    get_run_logger().info(f"{recorder} channel {channel}: {len(found)} recordings in {start} .. {end}")
+    get_run_logger().info(f"{recorder.name} channel {channel}: {len(found)} recordings in {start} .. {end}")
     return found
 
 
-def download_key(context, parameters) -> str:
-    rec: Recording = parameters["rec"]
-    return f"download/{rec.recorder}/{rec.channel}/{rec.name}/{rec.size}"
+def download_key(segment: Segment) -> str:
+    return stage_key(segment, "download", DOWNLOAD_VERSION)
 
 
-@task(name="download", task_run_name="download {rec.recorder} ch{rec.channel} {rec.name}",
-      cache_key_fn=download_key, **_RETRIES)  # fmt: skip
-def download_recording(rec: Recording) -> DownloadResult:
-    block = HikvisionRecorder.load(rec.recorder)
-    with concurrency(limit_name(rec.recorder), occupy=1, strict=True), block.connect(rec.recorder) as client:
+@task(name="download", task_run_name="download {segment.label}",
+      cache_policy=StageKey(key_of=lambda inputs: download_key(inputs["segment"])),
+      cache_expiration=timedelta(days=DOWNLOAD_CACHE_DAYS), **retry_policy.RECORDER)  # fmt: skip
+def download_recording(recorder: HikvisionRecorder, segment: Segment, rec: Recording) -> DownloadResult:
+    with concurrency(limit_name(recorder.name), occupy=1, strict=True), recorder.connect() as client:
         result = client.download(rec, exports_dir())
-    logger = get_run_logger()
     if result.reused:
-        logger.info(
-            f"{rec.recorder} ch{rec.channel} {rec.name}: already downloaded and verified, not downloaded again"
-        )
+        get_run_logger().info(f"{segment.label}: already downloaded and verified, not downloaded again")
     else:
-        logger.info(f"{rec.recorder} ch{rec.channel} {rec.name}: {result.bytes} bytes downloaded")
+        get_run_logger().info(f"{segment.label}: {result.bytes} bytes downloaded")
     return result

@@ -15,7 +15,7 @@ import sys
 from prefect import flow, get_run_logger
 
 from blocks.clickhouse import ClickHouseSink, ClickHouseUnavailable
-from flows.settings import DEFAULT_SINK_BLOCK
+from core.settings import DEFAULT_SINK_BLOCK
 
 
 @flow(name="migrate")

@@ -22,13 +22,16 @@ from prefect.futures import as_completed
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from blocks.clickhouse import ClickHouseSink
 from blocks.model_server import TFServingModel
-from blocks.recorder import HikvisionRecorder, Recording
+from blocks.recorder import HikvisionRecorder
+from core.segment import Segment
+from core.settings import DEFAULT_MODEL_BLOCK, DEFAULT_SINK_BLOCK
 from flows.classify import check_model, classify_segment
-from flows.export import download_recording, search_recordings
+from flows.export import download_recording, search_recordings, segment_of
 from flows.persist import persist_segment
-from flows.settings import DEFAULT_MODEL_BLOCK, DEFAULT_SINK_BLOCK
-from flows.transcode import TranscodeOptions, transcode_segment
+from flows.transcode import transcode_segment
+from video.transcode import TranscodeOptions
 
 CACHED_STAGES = ("download", "transcode", "classify")
 
@@ -39,7 +42,7 @@ class PipelineFailed(RuntimeError):
 
 @dataclass
 class SegmentOutcome:
-    rec: Recording
+    segment: Segment
     state: str
     error: str = ""
     mode: str = ""
@@ -57,10 +60,6 @@ def previous_hour(now: datetime | None = None) -> tuple[datetime, datetime]:
 def _artifact_key(kind: str, recorder: str) -> str:
     """Artifact keys allow lowercase letters, digits and dashes only."""
     return re.sub(r"[^a-z0-9-]+", "-", f"{kind}-{recorder}".lower())
-
-
-def _label(rec: Recording) -> str:
-    return f"{rec.recorder} ch{rec.channel} {rec.name}"
 
 
 def _top_labels(classification, k: int = 3) -> str:
@@ -109,11 +108,14 @@ def recorder_pipeline(
         raise PipelineFailed(
             f"recorder {recorder!r} has no HikvisionRecorder block; sync the inventory first"
         ) from exc
+    # Each block is loaded once per run and handed to the tasks as an object.
     model = TFServingModel.load(model_block)
+    sink = ClickHouseSink.load(sink_block)
     chosen = channels or block.channels
 
-    searches = [search_recordings.submit(recorder, ch, start, end) for ch in chosen]
+    searches = [search_recordings.submit(block, ch, start, end) for ch in chosen]
     recordings = [rec for s in searches for rec in s.result()]
+    segments = [segment_of(rec) for rec in recordings]
     logger.info(f"{recorder}: {len(recordings)} segments on channels {chosen} in {start} .. {end}")
     progress = create_progress_artifact(
         0.0,
@@ -125,21 +127,21 @@ def recorder_pipeline(
     if recordings:
         model_version = check_model(model)
         run_id = str(flow_run.id or "")
-        labels = [_label(rec) for rec in recordings]
         # Submitted stage by stage: a task waiting for its upstream holds a worker thread,
         # so segment-by-segment submission would run the segments one after another.
-        downloads = [download_recording.submit(rec) for rec in recordings]
+        downloads = [
+            download_recording.submit(block, seg, rec) for seg, rec in zip(segments, recordings, strict=True)
+        ]
         transcodes = [
-            transcode_segment.submit(d, label, options, (rec.end - rec.start).total_seconds())
-            for rec, d, label in zip(recordings, downloads, labels, strict=True)
+            transcode_segment.submit(seg, d, options) for seg, d in zip(segments, downloads, strict=True)
         ]
         classified = [
-            classify_segment.submit(t, rec.start, label, model, model_version, sample_fps)
-            for rec, t, label in zip(recordings, transcodes, labels, strict=True)
+            classify_segment.submit(seg, t, model, model_version, sample_fps)
+            for seg, t in zip(segments, transcodes, strict=True)
         ]
         chains = {
-            persist_segment.submit(rec, t, c, label, block.site, run_id, sink_block): (rec, d, t, c)
-            for rec, d, t, c, label in zip(recordings, downloads, transcodes, classified, labels, strict=True)
+            persist_segment.submit(seg, t, c, sink, block.site, run_id): (seg, d, t, c)
+            for seg, d, t, c in zip(segments, downloads, transcodes, classified, strict=True)
         }
         for done, p in enumerate(as_completed(list(chains)), start=1):
             outcomes.append(_outcome(chains[p], p))
@@ -153,7 +155,7 @@ def recorder_pipeline(
         "recorder": recorder,
         "segments": len(recordings),
         "persisted": len(outcomes) - len(failed),
-        "failed": [f"{_label(o.rec)}: {o.error}" for o in failed],
+        "failed": [f"{o.segment.label}: {o.error}" for o in failed],
         "reused": {stage: sum(stage in o.reused for o in outcomes) for stage in CACHED_STAGES},
     }
     if failed:
@@ -165,18 +167,18 @@ def recorder_pipeline(
 
 
 def _outcome(chain, persisted) -> SegmentOutcome:
-    rec, *stages = chain
+    segment, *stages = chain
     for future in (*stages, persisted):
         future.wait()  # the final state is known locally only after a wait
         state = future.state
         if not state.is_completed():
             return SegmentOutcome(
-                rec, "failed", _error_text(state) if state.is_failed() else f"not run ({state.name})"
+                segment, "failed", _error_text(state) if state.is_failed() else f"not run ({state.name})"
             )
     transcoded, classification = stages[1].result(), stages[2].result()
     reused = tuple(name for name, f in zip(CACHED_STAGES, stages, strict=True) if f.state.name == "Cached")
     return SegmentOutcome(
-        rec, "ok", mode=transcoded.mode, source_codec=transcoded.source_codec,
+        segment, "ok", mode=transcoded.mode, source_codec=transcoded.source_codec,
         duration_s=transcoded.duration_s, top_labels=_top_labels(classification), reused=reused,
     )  # fmt: skip
 
@@ -184,16 +186,16 @@ def _outcome(chain, persisted) -> SegmentOutcome:
 def _publish(recorder: str, start: datetime, end: datetime, outcomes: list[SegmentOutcome]) -> None:
     rows = [
         {
-            "channel": o.rec.channel,
-            "segment": o.rec.name,
-            "start (UTC)": o.rec.start.isoformat(),
+            "channel": o.segment.channel,
+            "segment": o.segment.name,
+            "start (UTC)": o.segment.start.isoformat(),
             "codec": o.source_codec,
             "duration s": round(o.duration_s, 1),
             "transcode": o.mode,
             "top labels": o.top_labels,
             "status": o.state if o.state == "ok" else o.error,
         }  # fmt: skip
-        for o in sorted(outcomes, key=lambda o: (o.rec.channel, o.rec.start))
+        for o in sorted(outcomes, key=lambda o: (o.segment.channel, o.segment.start))
     ]
     create_table_artifact(
         rows, key=_artifact_key("segments", recorder), description=f"{recorder} segments {start} .. {end}"
@@ -204,7 +206,7 @@ def _publish(recorder: str, start: datetime, end: datetime, outcomes: list[Segme
             f"- segments persisted: **{ok} of {len(outcomes)}**", f"- video: {seconds:.0f} s",
             "- re-used from earlier runs: " + ", ".join(
                 f"{sum(st in o.reused for o in outcomes)} {st}" for st in CACHED_STAGES)]  # fmt: skip
-    text += [f"- failed: {_label(o.rec)}: {o.error}" for o in outcomes if o.state != "ok"]
+    text += [f"- failed: {o.segment.label}: {o.error}" for o in outcomes if o.state != "ok"]
     create_markdown_artifact(
         "\n".join(text), key=_artifact_key("summary", recorder), description=f"{recorder} run summary"
     )

@@ -43,9 +43,9 @@ def main() -> int:
     state = supervisor.start()
     # Prefect reads its settings on import: the stack's environment must be in place first.
     os.environ.update(state.env())
-    from blocks.clickhouse import ClickHouseSink
+    from blocks.clickhouse import ClickHouseSink, SegmentSummary
+    from core.settings import DEFAULT_SINK_BLOCK
     from flows.dispatch import start_pipeline_runs, wait_for_runs
-    from flows.settings import DEFAULT_SINK_BLOCK
 
     start, end = demo_window()
     recorders = [r.name for r in load_spec(state.data_dir / "stack" / "simulator.json").recorders]
@@ -60,32 +60,14 @@ def main() -> int:
     states = wait_for_runs(runs, TIMEOUT_S, finished)
     cached = _cached_tasks(runs)
 
-    sink = ClickHouseSink.load(DEFAULT_SINK_BLOCK)
-    with sink.connect() as ch:
-        segs = dict(
-            (r[0], r[1:])
-            for r in ch.query(
-                "SELECT recorder, count(), sum(duration_s), countIf(transcode_mode = 'remux') "
-                "FROM {db}.segments FINAL WHERE start >= {s:DateTime64(3)} AND start < {e:DateTime64(3)} "
-                "GROUP BY recorder",
-                {"s": start, "e": end},
-            )
-        )
-        labels: dict[str, list[str]] = {}
-        for recorder, label, frames in ch.query(
-            "SELECT recorder, label, count() AS n FROM {db}.detections FINAL WHERE rank = 1 "
-            "AND frame_time >= {s:DateTime64(3)} AND frame_time < {e:DateTime64(3)} "
-            "GROUP BY recorder, label ORDER BY recorder, n DESC LIMIT 3 BY recorder",
-            {"s": start, "e": end},
-        ):
-            labels.setdefault(recorder, []).append(f"{label} ({frames})")
-
+    with ClickHouseSink.load(DEFAULT_SINK_BLOCK).connect() as ch:
+        summaries = ch.summary_between(start, end)
     print()
     print(f"{'recorder':10} {'state':10} {'segments':>8} {'video s':>8} {'remuxed':>8}  top labels (frames)")
     for name in recorders:
-        count, seconds, remuxed = segs.get(name, (0, 0.0, 0))
-        print(f"{name:10} {states[name]:10} {count:>8} {seconds:>8.0f} {remuxed:>8}  "
-              f"{', '.join(labels.get(name, [])) or '-'}")  # fmt: skip
+        got = summaries.get(name, SegmentSummary(name, 0, 0.0, 0))
+        labels = ", ".join(f"{label} ({frames})" for label, frames in got.top_labels) or "-"
+        print(f"{name:10} {states[name]:10} {got.segments:>8} {got.seconds:>8.0f} {got.remuxed:>8}  {labels}")
     skipped = sum(cached.values())
     detail = ", ".join(f"{n} {stage}" for stage, n in sorted(cached.items()))
     print(f"\nre-used from earlier runs: {skipped} tasks" + (f" ({detail})" if detail else ""))

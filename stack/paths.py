@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from flows.settings import data_dir
+from core.settings import data_dir
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 

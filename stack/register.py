@@ -13,8 +13,8 @@ from pydantic import SecretStr
 from blocks.clickhouse import ClickHouseSink
 from blocks.model_server import TFServingModel
 from blocks.recorder import HikvisionRecorder
+from core.settings import DEFAULT_MODEL_BLOCK, DEFAULT_SINK_BLOCK
 from flows.recorders import upsert_recorder
-from flows.settings import DEFAULT_MODEL_BLOCK, DEFAULT_SINK_BLOCK
 from stack import model_build
 from stack.state import load_state
 

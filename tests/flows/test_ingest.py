@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from watchdog.observers.polling import PollingObserver
 
-from flows.watcher import Arrival, FolderWatcher, event_resource
+from inbox.watch import Arrival, FolderWatcher, event_resource
 from stack.paths import PROJECT_ROOT
 from stack.simulator.footage import ensure_clip
 
@@ -161,7 +161,8 @@ def _counts(source: str) -> tuple[int, int]:
 @pytest.mark.stack
 def test_ingest_persists_rows_and_a_web_mp4(stack, clip, tmp_path):
     from flows.ingest import ingest_video
-    from flows.media import is_faststart, probe
+    from video.mp4 import is_faststart
+    from video.probe import probe
 
     src = tmp_path / "kitchen cam 'one'.hik"
     shutil.copyfile(clip, src)
@@ -284,7 +285,7 @@ def test_a_file_dropped_in_a_watched_folder_is_ingested_by_the_deployment(stack,
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     proc = subprocess.Popen(  # noqa: S603 - fixed argument list
-        [sys.executable, "-m", "flows.watcher", "--folder", str(inbox), "--source", "t-e2e", "--settle", "0.5"],
+        [sys.executable, "-m", "inbox.watch", "--folder", str(inbox), "--source", "t-e2e", "--settle", "0.5"],
         cwd=PROJECT_ROOT, env=os.environ | stack.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     try:
@@ -309,7 +310,7 @@ def test_a_file_dropped_in_a_watched_folder_is_ingested_by_the_deployment(stack,
 
 def test_watcher_cli_refuses_a_missing_folder(tmp_path):
     done = subprocess.run(  # noqa: S603 - fixed argument list
-        [sys.executable, "-m", "flows.watcher", "--folder", str(tmp_path / "nope")],
+        [sys.executable, "-m", "inbox.watch", "--folder", str(tmp_path / "nope")],
         cwd=PROJECT_ROOT, env=os.environ | {"PREFECT_API_URL": "http://127.0.0.1:9/api"},
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip

@@ -16,14 +16,15 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import SecretStr
 
-from blocks.clickhouse import ClickHouseSink
+from blocks.clickhouse import Batch, ClickHouseSink
+from blocks.clickhouse_outbox import flush
 from blocks.clickhouse_schema import HOURLY_SUMMARY_SQL, MIGRATIONS
-from blocks.isapi.parsing import Recording
+from core.segment import Segment
 from flows.classify import Classification, Detection
-from flows.persist import Batch, PersistResult, flush_files, persist_batches, segment_batches
-from flows.transcode import TranscodeResult
+from flows.persist import PersistResult, persist_batches, segment_batches
 from stack.simulator.spec import demo_window
 from tests.gateway_process import Gateway
+from video.transcode import TranscodeResult
 
 pytestmark = [
     pytest.mark.stack,  # the Prefect API of the stack records the task runs
@@ -52,20 +53,20 @@ def sink(gateway) -> ClickHouseSink:
     return sink
 
 
-def one_segment(now: datetime | None = None) -> list[Batch]:
+def one_segment(now: datetime | None = None, size: int = 4096, frames: int = FRAMES) -> list[Batch]:
     """The batches `persist_segment` sends for one 20 s segment across an hour boundary."""
-    rec = Recording(
-        "nvr-t", 1, 101, START, START + timedelta(seconds=FRAMES), "rtsp://x", "seg-1", 4096, "h264"
-    )
-    result = TranscodeResult(Path("/data/mp4/seg-1.mp4"), "remux", "h264", float(FRAMES), False)
+    segment = Segment.of_recording("nvr-t", 1, "seg-1", START, START + timedelta(seconds=frames), size)
+    key = f"transcode/v1/{segment.key}"
+    result = TranscodeResult(Path("/data/mp4/seg-1.mp4"), "remux", "h264", float(frames), False, key)
     detections = [
         Detection(
             START + timedelta(seconds=i), rank, "cat" if rank == 1 else f"other-{rank}", 0.9 - rank / 10
         )
-        for i in range(FRAMES)
+        for i in range(frames)
         for rank in range(1, 6)
     ]
-    return segment_batches(rec, result, Classification("m", 3, FRAMES, detections), "site", "run-1", now)
+    classification = Classification("m", 3, frames, detections, key=f"classify/v1/{segment.key}")
+    return segment_batches(segment, result, classification, "site", "run-1", now)
 
 
 # persist_batches logs through the run logger, as inside `persist_segment`.
@@ -109,14 +110,14 @@ def test_outage_goes_to_the_outbox_and_flush_sends_it_once(stack, gateway, sink,
     }
 
     # Still down: nothing is sent, nothing is deleted.
-    assert flush_files(sink, outbox) == (0, 2)
+    assert flush(sink, outbox) == (0, 2)
     assert sorted(outbox.iterdir()) == files
 
     gateway.start()
-    assert flush_files(sink, outbox) == (2, 0)
+    assert flush(sink, outbox) == (2, 0)
     assert list(outbox.iterdir()) == []
     assert counts(sink) == EXACT
-    assert flush_files(sink, outbox) == (0, 0)
+    assert flush(sink, outbox) == (0, 0)
     # The task's own retry, now that the server is back, adds nothing either.
     assert persist_task(sink, one_segment(), outbox) == PersistResult(inserted=1 + FRAMES * 5, outboxed=0)
     assert counts(sink) == EXACT
@@ -129,7 +130,7 @@ def test_retry_after_a_crash_between_insert_and_completion_adds_nothing(stack, s
     assert persist_task(sink, first, tmp_path) == PersistResult(inserted=1 + FRAMES * 5, outboxed=0)
     # A retried task builds its batches anew: same tokens, a later inserted_at.
     retry = one_segment(datetime(2024, 5, 6, 12, 5, tzinfo=UTC))
-    assert retry[1].rows[0]["inserted_at"] != first[1].rows[0]["inserted_at"]
+    assert retry[1].rows[0].inserted_at != first[1].rows[0].inserted_at
     for batches in (first, retry):
         persist_task(sink, batches, tmp_path)
     assert counts(sink) == EXACT
@@ -137,9 +138,29 @@ def test_retry_after_a_crash_between_insert_and_completion_adds_nothing(stack, s
     assert list(tmp_path.glob("*.json")) == []
 
 
+def test_a_new_version_of_a_segment_replaces_the_old_rows(stack, sink, tmp_path):
+    """Re-recorded under the same name with another size (and fewer frames): the old rows go, counted without FINAL."""
+    assert persist_task(sink, one_segment(), tmp_path) == PersistResult(inserted=1 + FRAMES * 5, outboxed=0)
+    assert counts(sink) == EXACT
+    shorter = FRAMES - 5
+    newer = one_segment(size=9999, frames=shorter)
+    persist_task(sink, newer, tmp_path)
+    assert counts(sink) == (1, shorter * 5)
+    with sink.connect() as ch:
+        assert ch.query("SELECT bytes FROM {db}.segments") == [(9999,)]
+    # The same write again (a retry) changes nothing; the old version coming back replaces the new.
+    persist_task(sink, newer, tmp_path)
+    assert counts(sink) == (1, shorter * 5)
+    persist_task(sink, one_segment(), tmp_path)
+    assert counts(sink) == EXACT
+    with sink.connect() as ch:
+        assert ch.query("SELECT bytes FROM {db}.segments") == [(4096,)]
+
+
 def test_pipeline_survives_a_clickhouse_outage(stack):
     """The gateway goes down while recorder_pipeline persists; the outbox and a flush make the counts exact."""
-    from flows.persist import flush_outbox, outbox_dir
+    from core.settings import outbox_dir
+    from flows.persist import flush_outbox
     from flows.pipeline import recorder_pipeline
     from stack.supervisor import start_service, stop_service
 

@@ -77,7 +77,7 @@ def test_pipeline_persists_every_segment(nvr01_run, stack):
 
 
 def test_outputs_are_web_playable_h264(nvr01_run, stack):
-    from flows.media import top_level_boxes
+    from video.mp4 import top_level_boxes
 
     with _sink() as ch:
         rows = ch.query(

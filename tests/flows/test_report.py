@@ -17,7 +17,7 @@ import httpx
 import pytest
 from websockets.sync.client import connect as ws_connect
 
-from flows.report import Channel, ReportData, render
+from reports.page import Channel, ReportData, render
 from stack.processes import terminate
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

@@ -108,7 +108,7 @@ def _run_ours(name: str, port: int, tz: str, channels: list[int], out: Path) -> 
     start, end = START_LOCAL.replace(tzinfo=zone), END_LOCAL.replace(tzinfo=zone)
     block = HikvisionRecorder(host="127.0.0.1", port=port, password=PASSWORD, read_timeout=20)
     files: dict[str, Path] = {}
-    with block.connect(name) as client:
+    with block.named(name).connect() as client:
         for channel in channels:
             for recording in client.search(channel, start, end):
                 files[recording.name] = client.download(recording, out).path

@@ -1,6 +1,6 @@
 """Watch a folder and announce every new, completely written video file as one Prefect event.
 
-`python -m flows.watcher --folder DIR [--source NAME] [--settle SECONDS] [--recursive]`
+`python -m inbox.watch --folder DIR [--source NAME] [--settle SECONDS] [--recursive]`
 
 Each file becomes one `nvrflow.video.arrived` event whose resource is
 `nvrflow.file.<sha256 of the content>` with the labels `nvrflow.path` (absolute),
@@ -39,7 +39,7 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 
-from flows.ingest import check_source, content_sha256
+from core.segment import check_source, content_sha256
 
 EVENT_NAME = "nvrflow.video.arrived"
 RESOURCE_PREFIX = "nvrflow.file."
@@ -300,7 +300,7 @@ def emit_to_prefect(arrival: Arrival) -> None:
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m flows.watcher", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m inbox.watch", description=__doc__.splitlines()[0])
     parser.add_argument("--folder", required=True, type=Path, help="folder to watch")
     parser.add_argument(
         "--source", default="upload", help="source name stored as `recorder` (default: upload)"

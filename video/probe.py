@@ -1,21 +1,23 @@
-"""Facts about media files: ffprobe for streams, a box walk for MP4 layout."""
+"""Facts about video files from ffprobe: codecs, duration, size; and how to open a Hikvision export."""
 
 from __future__ import annotations
 
 import json
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from flows.shell import CommandFailed, run_command
+from core.errors import ServiceError
+from video.command import CommandFailed, Runner, run_subprocess
 
 IMKH_MAGIC = b"IMKH"
 PS_PACK_START = b"\x00\x00\x01\xba"
 PROBE_TIMEOUT_S = 60
 
 
-class CorruptMedia(Exception):
+class CorruptMedia(ServiceError):
     """The file is not readable video: retrying will not help."""
+
+    retryable = False
 
 
 @dataclass(frozen=True)
@@ -40,7 +42,7 @@ def input_options(path: Path) -> list[str]:
     return []
 
 
-def probe(path: Path) -> Probe:
+def probe(path: Path, run: Runner = run_subprocess) -> Probe:
     argv = [
         "ffprobe",
         "-v",
@@ -53,7 +55,7 @@ def probe(path: Path) -> Probe:
         str(path),
     ]
     try:
-        out = run_command(argv, PROBE_TIMEOUT_S, f"ffprobe of {path.name}")
+        out = run(argv, PROBE_TIMEOUT_S, f"ffprobe of {path.name}")
     except CommandFailed as exc:
         raise CorruptMedia(f"{path.name}: not readable as video ({exc})") from None
     # Warnings (stderr is merged into the output) may come before the JSON document.
@@ -75,28 +77,3 @@ def probe(path: Path) -> Probe:
         width=int(video.get("width") or 0),
         height=int(video.get("height") or 0),
     )
-
-
-def top_level_boxes(path: Path) -> list[str]:
-    """Names of the MP4 top-level boxes, in file order."""
-    names = []
-    size_total = path.stat().st_size
-    with open(path, "rb") as fh:
-        offset = 0
-        while offset + 8 <= size_total:
-            fh.seek(offset)
-            size, kind = struct.unpack(">I4s", fh.read(8))
-            if size == 1:
-                size = struct.unpack(">Q", fh.read(8))[0]
-            elif size == 0:
-                size = size_total - offset
-            if size < 8:
-                break
-            names.append(kind.decode("latin-1"))
-            offset += size
-    return names
-
-
-def is_faststart(path: Path) -> bool:
-    boxes = top_level_boxes(path)
-    return "moov" in boxes and "mdat" in boxes and boxes.index("moov") < boxes.index("mdat")

@@ -10,10 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flows.frames import FrameSamplingError, sample_frames
-from flows.media import CorruptMedia, is_faststart, probe
-from flows.transcode import TranscodeOptions, transcode_file
+from core.errors import is_retryable
 from stack.simulator.footage import ensure_clip
+from video.command import CommandFailed
+from video.frames import FrameSamplingError, sample_frames
+from video.mp4 import is_faststart
+from video.probe import CorruptMedia, probe
+from video.transcode import TranscodeOptions, transcode_file
 
 HOSTILE = "cam 1 'quoted' \"dq\"; rm -rf ~ $(touch pwned) `id` Łódź 北京"
 
@@ -117,11 +120,10 @@ def test_frame_sampling_of_garbage_fails(tmp_path):
         list(sample_frames(bad, 224))
 
 
-def test_corrupt_input_is_not_retried_other_failures_are():
-    from prefect.states import Completed, Failed
-
-    from flows.transcode import retry_unless_corrupt
-
-    assert not retry_unless_corrupt(None, None, Failed(data=CorruptMedia("x.ps: no video stream")))
-    assert retry_unless_corrupt(None, None, Failed(data=OSError("disk full")))
-    assert not retry_unless_corrupt(None, None, Completed(data=1))
+def test_corrupt_input_is_not_retryable_a_killed_encoder_is():
+    assert not is_retryable(CorruptMedia("x.ps: no video stream"))
+    assert not is_retryable(CommandFailed("ffmpeg on x.ps", 1, ["Invalid data found"]))
+    assert is_retryable(CommandFailed("ffmpeg on x.ps", 124, []))
+    assert is_retryable(CommandFailed("ffmpeg on x.ps", -9, []))
+    assert not is_retryable(FrameSamplingError("x.mp4: ffmpeg exited with 1"))
+    assert not is_retryable(OSError("disk full"))  # not a service's error: the policy does not guess

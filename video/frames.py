@@ -20,14 +20,22 @@ from typing import IO
 
 import numpy as np
 
-from flows.media import input_options
+from core.errors import ServiceError
+from video.probe import input_options
 
 PREFETCH_BATCHES = 2
 PUT_POLL_S = 0.5
 
 
-class FrameSamplingError(RuntimeError):
-    pass
+class FrameSamplingError(ServiceError):
+    """ffmpeg could not give the frames: a decoding error stays (corrupt input), a stuck decoder may not."""
+
+    def __init__(self, message: str, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+    def __reduce__(self):  # Prefect pickles a failed task's exception
+        return (type(self), (str(self), self.retryable))
 
 
 def _read_batches(
@@ -97,7 +105,9 @@ def sample_frames(
         while True:
             buf = ready.get(timeout=timeout_s + 30)  # the watchdog ends the reader well before this
             if isinstance(buf, BaseException):
-                raise FrameSamplingError(f"{video.name}: reading frames failed: {buf}") from buf
+                raise FrameSamplingError(
+                    f"{video.name}: reading frames failed: {buf}", retryable=True
+                ) from buf
             count = len(buf) // frame_bytes
             if count:
                 frames = np.frombuffer(buf[: count * frame_bytes], dtype=np.uint8).reshape(
@@ -109,7 +119,9 @@ def sample_frames(
                 break
         rc = proc.wait(timeout=30)
         if not watchdog.is_alive():
-            raise FrameSamplingError(f"{video.name}: frame sampling took longer than {timeout_s:.0f} s")
+            raise FrameSamplingError(
+                f"{video.name}: frame sampling took longer than {timeout_s:.0f} s", retryable=True
+            )
         if rc != 0:
             err = proc.stderr.read().decode(errors="replace").strip().splitlines()[-5:]
             raise FrameSamplingError(f"{video.name}: ffmpeg exited with {rc}: {' | '.join(err)}")

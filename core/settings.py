@@ -24,3 +24,10 @@ def exports_dir() -> Path:
 def mp4_dir() -> Path:
     """Web-playable outputs, same layout as the exports."""
     return data_dir() / "mp4"
+
+
+def outbox_dir() -> Path:
+    """ClickHouse batches kept on this machine's disk while the server was unreachable."""
+    path = data_dir() / "outbox"
+    path.mkdir(parents=True, exist_ok=True)
+    return path

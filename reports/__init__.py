@@ -1,0 +1,1 @@
+"""Reports for people: the HTML page of a window's footage, labels and failures."""

@@ -1,0 +1,1 @@
+"""Plain libraries for video files, with no Prefect in them: probing, MP4 layout, frame sampling, transcode commands."""
