@@ -1,9 +1,14 @@
 """ISAPIClient: one recorder, one keep-alive HTTP connection pool, digest auth.
 
 Every failure leaves here as a RecorderError subclass naming the recorder (and channel and
-segment where relevant); retrying is the caller's job, except two firmware fallbacks that
-are remembered per client: `trackList` for devices that reject `trackIDList`, and GET for
-devices that refuse POST on `/ISAPI/ContentMgmt/download`.
+segment where relevant, and the device's own words); retrying is the caller's job, except two
+firmware fallbacks that are remembered per client: `trackList` for devices that reject
+`trackIDList`, and the other documented request forms (`download_forms`) for devices that
+refuse the POST form of `/ISAPI/ContentMgmt/download`.
+
+What a refusal means is read from the device's ResponseStatus (`refusals`), not from the
+HTTP status alone: a Hikvision 403 can be a missing right, a wrong password or a request
+form the firmware does not take.
 """
 
 from __future__ import annotations
@@ -28,8 +33,11 @@ from blocks.isapi.download import (
     is_complete,
     write_verified,
 )
+from blocks.isapi.download_forms import DOWNLOAD_FORMS, DOWNLOAD_PATH, DownloadForm
 from blocks.isapi.errors import (
     CorruptDownload,
+    DownloadRefused,
+    InsufficientPermissions,
     RecorderError,
     RecorderProtocolError,
     RecorderUnavailable,
@@ -39,7 +47,6 @@ from blocks.isapi.naming import UnsafeNameError, segment_path
 from blocks.isapi.parsing import (
     Recording,
     XmlFormatError,
-    download_request,
     new_search_id,
     parse_channels,
     parse_clock,
@@ -48,15 +55,13 @@ from blocks.isapi.parsing import (
     parse_search_page,
     search_request,
 )
+from blocks.isapi.refusals import DeviceRefusal, Refusal, read_refusal
 
 T = TypeVar("T")
 
 SEARCH_PATH = "/ISAPI/ContentMgmt/search"
-DOWNLOAD_PATH = "/ISAPI/ContentMgmt/download"
 MAX_SEARCH_PAGES = 5000
 ERROR_BODY_LIMIT = 64 * 1024
-# Answers to a POST download that mean "this firmware wants GET" rather than "bad request".
-DOWNLOAD_FALLBACK_STATUSES = {400, 404, 405}
 
 
 class ISAPIClient:
@@ -72,6 +77,8 @@ class ISAPIClient:
         verify_tls: bool = True,
     ) -> None:
         self.name = name
+        # For messages only ("user 'viewer' lacks the rights ..."); the password is never kept here.
+        self.username = username
         self._http = httpx.Client(
             base_url=base_url,
             auth=httpx.DigestAuth(username, password),
@@ -83,8 +90,8 @@ class ISAPIClient:
         self._clock: DeviceClock | None = None
         self._track_tag = "trackIDList"
         self._track_tag_settled = False
-        self._download_method = "POST"
-        self._download_method_settled = False
+        self._download_form: DownloadForm = DOWNLOAD_FORMS[0]
+        self._download_form_settled = False
 
     def __enter__(self) -> ISAPIClient:
         return self
@@ -140,21 +147,49 @@ class ISAPIClient:
         channel: int | None = None,
         segment: str | None = None,
     ) -> RecorderError:
-        code = response.status_code
-        if code in (401, 403):
-            return WrongCredentials(recorder=self.name, status_code=code, channel=channel, segment=segment)
-        status = parse_response_status(body)
-        detail = f": {status.describe()}" if status else ""
-        sub_status = status.sub_status_code if status else None
-        cls = RecorderUnavailable if code >= 500 else RecorderProtocolError
-        return cls(
-            f"HTTP {code} for {action}{detail}",
-            recorder=self.name,
-            status_code=code,
-            device_status=sub_status,
-            channel=channel,
-            segment=segment,
-        )
+        refusal = read_refusal(response.status_code, body, _answered_digest_challenge(response))
+        return self._refusal_error(refusal, response, action, channel=channel, segment=segment)
+
+    def _refusal_error(
+        self,
+        refusal: DeviceRefusal,
+        response: httpx.Response,
+        action: str,
+        channel: int | None = None,
+        segment: str | None = None,
+    ) -> RecorderError:
+        """The RecorderError for one refused request, keeping the device's words in the message."""
+        code, words, sub_status = refusal.http_status, refusal.words, refusal.sub_status or None
+        where = {"recorder": self.name, "channel": channel, "segment": segment}
+        if refusal.kind is Refusal.WRONG_CREDENTIALS:
+            return WrongCredentials(
+                username=self.username,
+                status_code=code,
+                device_words=words or None,
+                device_status=sub_status,
+                **where,
+            )
+        if refusal.kind is Refusal.LOW_PRIVILEGE:
+            return InsufficientPermissions(
+                username=self.username,
+                action=action,
+                device_words=words,
+                status_code=code,
+                device_status=sub_status,
+                **where,
+            )
+        detail = f": {words}" if words else ""
+        if refusal.kind is Refusal.NO_DIGEST_CHALLENGE:
+            offered = response.headers.get("www-authenticate") or "none"
+            return RecorderProtocolError(
+                f"HTTP 401 for {action} without a digest challenge to answer "
+                f"(WWW-Authenticate: {offered}){detail}",
+                status_code=code,
+                device_status=sub_status,
+                **where,
+            )
+        cls = RecorderUnavailable if refusal.kind is Refusal.UNAVAILABLE else RecorderProtocolError
+        return cls(f"HTTP {code} for {action}{detail}", status_code=code, device_status=sub_status, **where)
 
     def _call(
         self,
@@ -273,32 +308,43 @@ class ISAPIClient:
 
     # -- download ---------------------------------------------------------------------------
 
+    def _download_forms_to_try(self) -> tuple[DownloadForm, ...]:
+        """The settled form alone once one worked; every documented form, in order, before."""
+        return (self._download_form,) if self._download_form_settled else DOWNLOAD_FORMS
+
     @contextmanager
     def _download_stream(self, rec: Recording) -> Iterator[httpx.Response]:
+        """The accepted download answer, trying the other documented forms while the device
+        refuses a form; any other refusal (401, lowPrivilege, 5xx, noRecord ...) ends it at once."""
         channel, segment = rec.channel, rec.name
-        body = download_request(rec.playback_uri)
-        methods = [self._download_method]
-        if not self._download_method_settled:
-            methods.append("GET")
-        for attempt, method in enumerate(methods):
-            action = f"{method} {DOWNLOAD_PATH}"
+        refused: list[str] = []
+        last: DeviceRefusal | None = None
+        for form in self._download_forms_to_try():
             try:
-                with self._http.stream(
-                    method, DOWNLOAD_PATH, content=body, headers=_xml_headers(body)
-                ) as response:
+                options = form.request_options(rec.playback_uri)
+                with self._http.stream(form.method, DOWNLOAD_PATH, **options) as response:
                     if response.is_success:
-                        self._download_method = method
-                        self._download_method_settled = True
+                        self._download_form = form
+                        self._download_form_settled = True
                         yield response
                         return
-                    error_body = _read_limited(response)
-                    last_try = attempt == len(methods) - 1
-                    if last_try or response.status_code not in DOWNLOAD_FALLBACK_STATUSES:
-                        raise self._status_error(
-                            response, error_body, action, channel=channel, segment=segment
+                    body = _read_limited(response)
+                    last = read_refusal(response.status_code, body, _answered_digest_challenge(response))
+                    if last.kind is not Refusal.REQUEST_FORM:
+                        raise self._refusal_error(
+                            last, response, form.action, channel=channel, segment=segment
                         )
+                    refused.append(f"{form.label}: {last.summary()}")
             except httpx.HTTPError as exc:
-                raise self._transport_error(exc, action, channel=channel, segment=segment) from exc
+                raise self._transport_error(exc, form.action, channel=channel, segment=segment) from exc
+        raise DownloadRefused(
+            recorder=self.name,
+            refusals=refused,
+            status_code=last.http_status if last else None,
+            device_status=(last.sub_status or None) if last else None,
+            channel=channel,
+            segment=segment,
+        )
 
     def download(self, rec: Recording, data_dir: Path) -> DownloadResult:
         """Fetch one segment to `data_dir/<recorder>/<channel>/<day>/<name>.ps`, or reuse a verified copy."""
@@ -325,7 +371,7 @@ class ISAPIClient:
                     return write_verified(response.iter_bytes(CHUNK_SIZE), final, rec.size)
                 except httpx.HTTPError as exc:
                     raise self._transport_error(
-                        exc, f"{self._download_method} {DOWNLOAD_PATH}", channel=channel, segment=segment
+                        exc, self._download_form.action, channel=channel, segment=segment
                     ) from exc
         except BadMagic as exc:
             if exc.head.lstrip()[:1] == b"<":
@@ -351,6 +397,17 @@ class ISAPIClient:
 
 def _xml_headers(content: bytes | None) -> dict[str, str]:
     return {"Content-Type": "application/xml; charset=UTF-8"} if content else {}
+
+
+def _answered_digest_challenge(response: httpx.Response) -> bool:
+    """True when httpx's DigestAuth answered a fresh 401 challenge for this request.
+
+    DigestAuth answers one challenge per request and hands on whatever comes back, so a 401
+    reaching us after an answered challenge (it sits in `response.history`) means the
+    device refused the credentials themselves. A 401 with no history offered no digest
+    challenge at all (Basic only, or none), which is a protocol mismatch, not a wrong password.
+    """
+    return any(earlier.status_code == 401 for earlier in response.history)
 
 
 def _read_limited(response: httpx.Response) -> bytes:

@@ -1,16 +1,23 @@
 """Recorder errors: each names the recorder (and channel/segment where known), never the password.
 
-The split between retryable and final faults is what Prefect task retries key on
-(`is_retryable`): a wrong password or an answer we cannot understand will not heal by
-waiting, a timeout, a 5xx or a truncated body usually will.
+Every recorder error is a `core.errors.ServiceError`, so the one retry policy
+(`core.errors.is_retryable`) reads its `retryable` flag: a wrong password, missing rights
+or an answer we cannot understand will not heal by waiting, a timeout, a 5xx or a
+truncated body usually will. Messages keep the device's own words (the ResponseStatus
+`subStatusCode`/`statusString`) so an operator can tell "wrong password" from "this
+account may not download" without a packet capture.
 """
 
 from __future__ import annotations
 
+from core.errors import ServiceError
 
-class RecorderError(Exception):
-    retryable: bool = False
+# Kept only while blocks/recorder.py still imports is_retryable from here: the retry policy
+# lives in core.errors, and this is the very same function, not a copy.
+from core.errors import is_retryable as is_retryable
 
+
+class RecorderError(ServiceError):
     def __init__(
         self,
         message: str,
@@ -49,20 +56,65 @@ def _rebuild(cls: type[RecorderError], args: tuple[object, ...], state: dict[str
 
 
 class WrongCredentials(RecorderError):
-    """401/403: the block's username or password is wrong or lacks rights."""
+    """The device refused the username/password itself.
+
+    Raised for a 401 that follows a digest challenge httpx already answered, and for a
+    refusal whose subStatusCode speaks of authorization (e.g. 403 badAuthorization).
+    """
 
     def __init__(
         self,
         *,
         recorder: str,
+        username: str | None = None,
         status_code: int | None = None,
+        device_words: str | None = None,
+        device_status: str | None = None,
         channel: int | None = None,
         segment: str | None = None,
     ) -> None:
+        self.username = username
+        message = f"wrong credentials for recorder {recorder}"
+        if username:
+            message += f" (user {username!r})"
+        if device_words:
+            message += f": {device_words}"
         super().__init__(
-            f"wrong credentials for recorder {recorder}",
+            message,
             recorder=recorder,
             status_code=status_code,
+            device_status=device_status,
+            channel=channel,
+            segment=segment,
+        )
+
+
+class InsufficientPermissions(RecorderError):
+    """403 lowPrivilege: the account logged in, but its user rights forbid this request.
+
+    Not retryable: only an administrator granting the right (e.g. playback/download for
+    the channel) changes the answer.
+    """
+
+    def __init__(
+        self,
+        *,
+        recorder: str,
+        username: str,
+        action: str,
+        device_words: str,
+        status_code: int | None = 403,
+        device_status: str | None = None,
+        channel: int | None = None,
+        segment: str | None = None,
+    ) -> None:
+        self.username = username
+        self.action = action
+        super().__init__(
+            f"user {username!r} lacks the rights for {action} on recorder {recorder}: {device_words}",
+            recorder=recorder,
+            status_code=status_code,
+            device_status=device_status,
             channel=channel,
             segment=segment,
         )
@@ -84,8 +136,28 @@ class RecorderProtocolError(RecorderError):
     """An answer we cannot parse or did not expect; retrying sends the same request again."""
 
 
-def is_retryable(exc: BaseException) -> bool:
-    """True for faults that can heal by themselves; used as the Prefect task retry condition."""
-    if isinstance(exc, RecorderError):
-        return exc.retryable
-    return False
+class DownloadRefused(RecorderProtocolError):
+    """The device refused every documented form of the download request.
+
+    `refusals` holds one line per form tried, with the device's own words, in the order tried.
+    """
+
+    def __init__(
+        self,
+        *,
+        recorder: str,
+        refusals: list[str],
+        status_code: int | None = None,
+        device_status: str | None = None,
+        channel: int | None = None,
+        segment: str | None = None,
+    ) -> None:
+        self.refusals = list(refusals)
+        super().__init__(
+            f"recorder {recorder} refused every download form tried: {'; '.join(refusals)}",
+            recorder=recorder,
+            status_code=status_code,
+            device_status=device_status,
+            channel=channel,
+            segment=segment,
+        )

@@ -55,8 +55,29 @@ class ResponseStatus:
     sub_status_code: str
 
     def describe(self) -> str:
-        parts = [p for p in (self.status_string, self.sub_status_code) if p]
-        return " / ".join(parts) or f"statusCode {self.status_code}"
+        """The device's words, sub status first: `lowPrivilege (Invalid Operation)`."""
+        if self.sub_status_code and self.status_string:
+            return f"{self.sub_status_code} ({self.status_string})"
+        return self.sub_status_code or self.status_string or f"statusCode {self.status_code}"
+
+
+@dataclass(frozen=True)
+class UserCheck:
+    """The `userCheck` body Hikvision firmware sends with a 401: login result and lockout state."""
+
+    status_value: str
+    status_string: str
+    lock_status: str
+    unlock_time: str
+    retry_login_time: str
+
+    def describe(self) -> str:
+        words = [self.status_string or f"statusValue {self.status_value}"]
+        if self.lock_status.lower() == "lock":
+            words.append(f"account locked for {self.unlock_time} s" if self.unlock_time else "account locked")
+        elif self.retry_login_time:
+            words.append(f"{self.retry_login_time} login attempts left")
+        return ", ".join(words)
 
 
 def local_name(tag: str) -> str:
@@ -108,6 +129,23 @@ def parse_response_status(body: bytes | str) -> ResponseStatus | None:
         status_code=text_of(root, "statusCode"),
         status_string=text_of(root, "statusString"),
         sub_status_code=text_of(root, "subStatusCode"),
+    )
+
+
+def parse_user_check(body: bytes | str) -> UserCheck | None:
+    """The device's userCheck (its answer to a refused login), if the body is one."""
+    try:
+        root = parse_xml(body)
+    except XmlFormatError:
+        return None
+    if local_name(root.tag) != "userCheck":
+        return None
+    return UserCheck(
+        status_value=text_of(root, "statusValue"),
+        status_string=text_of(root, "statusString"),
+        lock_status=text_of(root, "lockStatus"),
+        unlock_time=text_of(root, "unlockTime"),
+        retry_login_time=text_of(root, "retryLoginTime"),
     )
 
 

@@ -32,7 +32,11 @@ def _call(port: int, method: str, path: str, payload: dict | None = None) -> dic
 
 def set_faults(port: int, **faults) -> dict:
     """Change some faults (latency_ms, bandwidth_bps, error_rate, error_status, drop_after_bytes,
-    wrong_size, offline, wrong_password, fail_next); returns the whole fault state."""
+    wrong_size, offline, wrong_password, fail_next, low_privilege, refuse_download_forms,
+    download_refusal_status, download_refusal_sub_status); returns the whole fault state.
+
+    e.g. `low_privilege="download"` answers downloads with 403 lowPrivilege;
+    `refuse_download_forms="post_xml,get_xml"` accepts only the query-string GET."""
     return _call(port, "PUT", "/_sim/faults", faults)
 
 

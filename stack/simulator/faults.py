@@ -1,10 +1,18 @@
-"""Per-recorder fault settings and counters, changed at run time through `/_sim/faults`."""
+"""Per-recorder fault settings and counters, changed at run time through `/_sim/faults`.
+
+Besides transport faults, a recorder can refuse requests the way real Hikvision firmware
+does, with a ResponseStatus body: `low_privilege` answers 403 lowPrivilege (an account
+without the playback/download right), `refuse_download_forms` turns down chosen forms of
+the download request (firmware that takes only some of the documented forms).
+"""
 
 from __future__ import annotations
 
 import threading
 from collections import Counter
 from dataclasses import asdict, dataclass, fields
+
+from stack.simulator.isapi_xml import SUB_STATUSES
 
 
 @dataclass
@@ -18,9 +26,35 @@ class Faults:
     offline: bool = False
     wrong_password: bool = False
     fail_next: int = 0
+    # Which requests answer 403 lowPrivilege: "" (none), "download", "search", or
+    # "all_but_device_info" (the account can log in and read deviceInfo, nothing else).
+    low_privilege: str = ""
+    # Comma-separated download forms to refuse: post_xml, get_xml, get_query.
+    refuse_download_forms: str = ""
+    # How a refused download form is answered: HTTP status and ResponseStatus subStatusCode.
+    download_refusal_status: int = 403
+    download_refusal_sub_status: str = "methodNotAllowed"
 
 
 _TYPES = {f.name: f.type for f in fields(Faults)}
+LOW_PRIVILEGE_SCOPES = ("", "download", "search", "all_but_device_info")
+DOWNLOAD_FORMS = ("post_xml", "get_xml", "get_query")
+
+
+def _text_fault(key: str, value: object) -> str:
+    """Validate a text fault, so a typo fails the PUT instead of silently injecting nothing."""
+    text = str(value).strip()
+    if key == "low_privilege" and text not in LOW_PRIVILEGE_SCOPES:
+        raise ValueError(f"low_privilege must be one of {LOW_PRIVILEGE_SCOPES}")
+    if key == "refuse_download_forms":
+        forms = [form.strip() for form in text.split(",") if form.strip()]
+        unknown = sorted(set(forms) - set(DOWNLOAD_FORMS))
+        if unknown:
+            raise ValueError(f"unknown download forms {unknown}; known: {DOWNLOAD_FORMS}")
+        text = ",".join(forms)
+    if key == "download_refusal_sub_status" and text not in SUB_STATUSES:
+        raise ValueError(f"download_refusal_sub_status must be one of {sorted(SUB_STATUSES)}")
+    return text
 
 
 class FaultState:
@@ -37,6 +71,9 @@ class FaultState:
         self.downloads_failed = 0
         self.bytes_sent = 0
         self.errors_injected = 0
+        # Refusals answered with a ResponseStatus, by subStatusCode; download requests by form.
+        self.refusals: Counter[str] = Counter()
+        self.downloads_by_form: Counter[str] = Counter()
 
     def update(self, changes: dict) -> dict:
         unknown = set(changes) - set(_TYPES)
@@ -47,6 +84,8 @@ class FaultState:
                 kind = _TYPES[key]
                 if kind == "bool":
                     value = bool(value)
+                elif kind == "str":
+                    value = _text_fault(key, value)
                 elif kind == "float":
                     value = float(value)
                     if not 0.0 <= value <= 1.0:
@@ -55,6 +94,8 @@ class FaultState:
                     value = int(value)
                     if value < 0:
                         raise ValueError(f"{key} must not be negative")
+                    if key == "download_refusal_status" and not 400 <= value <= 599:
+                        raise ValueError("download_refusal_status must be an HTTP error status (400..599)")
                 setattr(self.faults, key, value)
             self._error_counter = 0
             return asdict(self.faults)
@@ -88,6 +129,30 @@ class FaultState:
                     return f.error_status
             return None
 
+    def low_privilege_for(self, path: str) -> bool:
+        """Whether the current faults make this account too weak for `path`."""
+        with self._lock:
+            scope = self.faults.low_privilege
+        if scope == "all_but_device_info":
+            return path != "/ISAPI/System/deviceInfo"
+        return bool(scope) and path == f"/ISAPI/ContentMgmt/{scope}"
+
+    def download_refusal(self, form: str) -> tuple[int, str] | None:
+        """(HTTP status, subStatusCode) to refuse this download form with, or None to serve it."""
+        with self._lock:
+            f = self.faults
+            if form in f.refuse_download_forms.split(","):
+                return f.download_refusal_status, f.download_refusal_sub_status
+            return None
+
+    def count_refusal(self, sub_status: str) -> None:
+        with self._lock:
+            self.refusals[sub_status] += 1
+
+    def count_download_form(self, form: str) -> None:
+        with self._lock:
+            self.downloads_by_form[form] += 1
+
     def count_request(self, path: str) -> None:
         with self._lock:
             self.requests_by_path[path] += 1
@@ -116,11 +181,15 @@ class FaultState:
                 "downloads_failed": self.downloads_failed,
                 "bytes_sent": self.bytes_sent,
                 "errors_injected": self.errors_injected,
+                "refusals": dict(self.refusals),
+                "downloads_by_form": dict(self.downloads_by_form),
             }
 
     def reset_stats(self) -> None:
         with self._lock:
             self.requests_by_path.clear()
+            self.refusals.clear()
+            self.downloads_by_form.clear()
             self.max_active_downloads = self.active_downloads
             self.downloads_completed = self.downloads_failed = 0
             self.bytes_sent = self.errors_injected = 0

@@ -33,6 +33,25 @@ def response_status(url: str, status_code: int, status_string: str, sub_status: 
     )
 
 
+# subStatusCode -> (statusCode, statusString), paired as Hikvision's ResponseStatus pairs them.
+SUB_STATUSES = {
+    "methodNotAllowed": (4, "Invalid Operation"),
+    "notSupport": (4, "Invalid Operation"),
+    "invalidOperation": (4, "Invalid Operation"),
+    "lowPrivilege": (4, "Invalid Operation"),
+    "badAuthorization": (4, "Invalid Operation"),
+    "badXmlFormat": (5, "Invalid XML Format"),
+    "badXmlContent": (6, "Invalid XML Content"),
+    "badParameters": (6, "Invalid XML Content"),
+}
+
+
+def refusal(url: str, sub_status: str) -> bytes:
+    """The ResponseStatus a device sends with a refusal named by its subStatusCode."""
+    code, text = SUB_STATUSES[sub_status]
+    return response_status(url, code, text, sub_status)
+
+
 def user_check_401() -> bytes:
     return (
         f'{DECL}<userCheck version="2.0" xmlns="{NS}">\n<statusValue>401</statusValue>\n'

@@ -106,6 +106,11 @@ class RecorderHandler(BaseHTTPRequestHandler):
     def _status(self, status: int, code: int, text: str, sub: str) -> None:
         self._send(status, isapi_xml.response_status(self.path, code, text, sub))
 
+    def _refuse(self, status: int, sub_status: str) -> None:
+        """Refuse as firmware does: the HTTP status plus a ResponseStatus naming the reason."""
+        self.rec.faults.count_refusal(sub_status)
+        self._send(status, isapi_xml.refusal(self.path, sub_status))
+
     def _drop(self) -> None:
         """Close the socket without a word, like a device that went away."""
         self.close_connection = True
@@ -162,6 +167,10 @@ class RecorderHandler(BaseHTTPRequestHandler):
                 401, isapi_xml.user_check_401(), headers={"WWW-Authenticate": self.rec.auth.challenge()}
             )
             return
+        if self.rec.faults.low_privilege_for(path):
+            # Authenticated but not authorised: real firmware checks user rights after the login.
+            self._refuse(403, "lowPrivilege")
+            return
         if not allowed:
             self._send(
                 405,
@@ -209,7 +218,17 @@ class RecorderHandler(BaseHTTPRequestHandler):
         matches = find_overlapping(self.rec.segments, request.tracks, request.spans)
         self._send(200, isapi_xml.search_result(request, matches))
 
+    def _download_form(self, body: bytes) -> str:
+        """post_xml, get_xml or get_query: which documented request form this download uses."""
+        return f"{self.command.lower()}_{'xml' if body.strip() else 'query'}"
+
     def _download(self, body: bytes, faults: dict) -> None:
+        form = self._download_form(body)
+        self.rec.faults.count_download_form(form)
+        refusal = self.rec.faults.download_refusal(form)
+        if refusal is not None:
+            self._refuse(*refusal)
+            return
         try:
             if body.strip():
                 uri = isapi_xml.parse_download(body)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import threading
 import tracemalloc
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ from urllib.parse import quote
 
 import pytest
 
+from blocks.isapi.errors import DownloadRefused, InsufficientPermissions, RecorderProtocolError
 from blocks.recorder import (
     CorruptDownload,
     HikvisionRecorder,
@@ -19,8 +21,8 @@ from blocks.recorder import (
     RecorderUnavailable,
     Recording,
     WrongCredentials,
-    is_retryable,
 )
+from core.errors import is_retryable
 from stack.ports import free_port
 from stack.simulator import control
 
@@ -28,18 +30,26 @@ SAMPLES = Path(__file__).parent / "isapi_samples"
 PASSWORD = "s3cret-Pa55word"
 SEGMENT_SECONDS = 2
 PAGED_SEGMENTS = 45  # more than one 40-match page
-# nvr-east8: UTC+8, SHA-256 digest, wants <trackList>; nvr-west5: UTC-5, MD5, <trackIDList>.
+# nvr-east8: UTC+8, SHA-256 digest, wants <trackList>; nvr-west5: UTC-5, MD5, <trackIDList>;
+# nvr-viewer: like nvr-west5, with a non-admin account for the permission tests.
 EAST_START_LOCAL = datetime(2026, 3, 1, 9, 0, 0)
 WEST_START_LOCAL = datetime(2026, 3, 1, 19, 0, 0)
 
 
 def _recorder_spec(
-    name: str, port: int, tz: str, algorithm: str, track_element: str, start: datetime, n: int
+    name: str,
+    port: int,
+    tz: str,
+    algorithm: str,
+    track_element: str,
+    start: datetime,
+    n: int,
+    username: str = "admin",
 ):
     return {
         "name": name,
         "port": port,
-        "username": "admin",
+        "username": username,
         "password": PASSWORD,
         "timezone": tz,
         "digest_algorithm": algorithm,
@@ -53,7 +63,7 @@ def _recorder_spec(
 
 @pytest.fixture(scope="module")
 def simulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, int]]:
-    ports = {"nvr-east8": free_port(), "nvr-west5": free_port()}
+    ports = {"nvr-east8": free_port(), "nvr-west5": free_port(), "nvr-viewer": free_port()}
     spec = {
         "width": 160,
         "height": 96,
@@ -70,6 +80,16 @@ def simulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, in
             ),
             _recorder_spec(
                 "nvr-west5", ports["nvr-west5"], "EST5:00:00", "MD5", "trackIDList", WEST_START_LOCAL, 3
+            ),
+            _recorder_spec(
+                "nvr-viewer",
+                ports["nvr-viewer"],
+                "EST5:00:00",
+                "MD5",
+                "trackIDList",
+                WEST_START_LOCAL,
+                2,
+                username="viewer",
             ),
         ],
     }
@@ -92,14 +112,30 @@ def clean_faults(request: pytest.FixtureRequest) -> Iterator[None]:
         control.reset_faults(port)
 
 
-def block_for(port: int, password: str = PASSWORD, read_timeout: float = 10.0) -> HikvisionRecorder:
+def block_for(
+    port: int, password: str = PASSWORD, read_timeout: float = 10.0, username: str = "admin"
+) -> HikvisionRecorder:
     return HikvisionRecorder(
-        host="127.0.0.1", port=port, password=password, connect_timeout=2.0, read_timeout=read_timeout
+        host="127.0.0.1",
+        port=port,
+        username=username,
+        password=password,
+        connect_timeout=2.0,
+        read_timeout=read_timeout,
     )
 
 
 def connect(ports: dict[str, int], name: str, **kwargs) -> ISAPIClient:
     return block_for(ports[name], **kwargs).connect(name)
+
+
+def west_recordings(client: ISAPIClient) -> list[Recording]:
+    """Every recording of channel 1; searching first also leaves the client's digest challenge cached."""
+    return client.search(1, datetime(2026, 3, 1, 0, 0, tzinfo=UTC), datetime(2026, 3, 3, tzinfo=UTC))
+
+
+def download_requests(port: int) -> int:
+    return control.stats(port)["requests_by_path"].get("/ISAPI/ContentMgmt/download", 0)
 
 
 def first_west_recording(ports: dict[str, int]) -> Recording:
@@ -211,9 +247,27 @@ def test_wrong_password_fails_at_once(simulator: dict[str, int]) -> None:
     with connect(simulator, "nvr-west5", password="not-the-password") as client:
         with pytest.raises(WrongCredentials) as caught:
             client.device_info()
-    assert "wrong credentials for recorder nvr-west5" in str(caught.value)
+    assert "wrong credentials for recorder nvr-west5 (user 'admin'): Unauthorized" in str(caught.value)
+    assert caught.value.status_code == 401
     assert not is_retryable(caught.value)
+    # One challenge, one answer refused: DigestAuth does not try again, nor does the client.
     assert control.stats(simulator["nvr-west5"])["requests_by_path"]["/ISAPI/System/deviceInfo"] == 2
+
+
+def test_wrong_password_on_download_tries_no_other_form(simulator: dict[str, int], tmp_path: Path) -> None:
+    port = simulator["nvr-west5"]
+    with connect(simulator, "nvr-west5") as client:
+        rec = west_recordings(client)[0]
+        control.reset_stats(port)
+        control.set_faults(port, wrong_password=True)
+        with pytest.raises(WrongCredentials) as caught:
+            client.download(rec, tmp_path)
+    assert not is_retryable(caught.value)
+    assert PASSWORD not in str(caught.value)
+    # The cached challenge's answer, refused with a fresh challenge, that one answered and refused.
+    assert download_requests(port) == 2
+    assert control.stats(port)["downloads_by_form"] == {}
+    assert files_under(tmp_path) == []
 
 
 def test_wrong_password_fault_on_search(simulator: dict[str, int]) -> None:
@@ -287,6 +341,123 @@ def test_nothing_listening_is_unavailable() -> None:
     assert "recorder nvr-gone" in str(caught.value)
 
 
+# -- permissions and download forms: 403 read from the device's words --------------------------------
+
+
+def test_low_privilege_download_names_the_user_and_is_asked_once(
+    simulator: dict[str, int], tmp_path: Path
+) -> None:
+    port = simulator["nvr-viewer"]
+    control.set_faults(port, low_privilege="download")
+    with connect(simulator, "nvr-viewer", username="viewer") as client:
+        rec = west_recordings(client)[0]  # searching is allowed; downloading is not
+        control.reset_stats(port)
+        with pytest.raises(InsufficientPermissions) as caught:
+            client.download(rec, tmp_path)
+    error = caught.value
+    assert str(error).startswith(
+        "user 'viewer' lacks the rights for POST /ISAPI/ContentMgmt/download on recorder nvr-viewer: "
+        "lowPrivilege (Invalid Operation)"
+    )
+    assert PASSWORD not in str(error)
+    assert (error.username, error.status_code, error.device_status) == ("viewer", 403, "lowPrivilege")
+    assert (error.channel, error.segment) == (1, rec.name)
+    assert not is_retryable(error)
+    assert str(pickle.loads(pickle.dumps(error))) == str(error)
+    # Exactly one request, refused once: no fallback form, no retry inside the client.
+    assert download_requests(port) == 1
+    assert control.stats(port)["refusals"] == {"lowPrivilege": 1}
+    assert files_under(tmp_path) == []
+
+
+def test_low_privilege_for_everything_but_device_info(simulator: dict[str, int]) -> None:
+    port = simulator["nvr-viewer"]
+    control.set_faults(port, low_privilege="all_but_device_info")
+    with connect(simulator, "nvr-viewer", username="viewer") as client:
+        assert client.device_info()["deviceName"] == "nvr-viewer"
+        with pytest.raises(
+            InsufficientPermissions, match="user 'viewer' lacks the rights for GET /ISAPI/System/time"
+        ):
+            west_recordings(client)
+    assert control.stats(port)["refusals"] == {"lowPrivilege": 1}
+
+
+@pytest.mark.parametrize(
+    ("refused", "status", "sub_status", "expected_forms"),
+    [
+        # POST refused for its method: the same XML body by GET.
+        ("post_xml", 403, "methodNotAllowed", {"post_xml": 1, "get_xml": 2}),
+        ("post_xml", 405, "methodNotAllowed", {"post_xml": 1, "get_xml": 2}),
+        # Only the query-string GET accepted.
+        ("post_xml,get_xml", 403, "notSupport", {"post_xml": 1, "get_xml": 1, "get_query": 2}),
+        ("post_xml,get_xml", 400, "badXmlContent", {"post_xml": 1, "get_xml": 1, "get_query": 2}),
+    ],
+)
+def test_refused_download_form_falls_back_and_is_remembered(
+    simulator: dict[str, int],
+    tmp_path: Path,
+    refused: str,
+    status: int,
+    sub_status: str,
+    expected_forms: dict[str, int],
+) -> None:
+    port = simulator["nvr-west5"]
+    control.set_faults(
+        port,
+        refuse_download_forms=refused,
+        download_refusal_status=status,
+        download_refusal_sub_status=sub_status,
+    )
+    with connect(simulator, "nvr-west5") as client:
+        first, second = west_recordings(client)[:2]
+        results = [client.download(first, tmp_path), client.download(second, tmp_path)]
+    for rec, result in zip((first, second), results, strict=True):
+        assert not result.reused and result.bytes == rec.size == result.path.stat().st_size
+        assert result.path.read_bytes()[:4] == b"IMKH"
+    # The refused forms were asked once, for the first segment; the second went straight to the one that worked.
+    assert control.stats(port)["downloads_by_form"] == expected_forms
+    assert control.stats(port)["downloads_completed"] == 2
+
+
+def test_every_download_form_refused_names_forms_and_device_words(
+    simulator: dict[str, int], tmp_path: Path
+) -> None:
+    port = simulator["nvr-west5"]
+    control.set_faults(
+        port, refuse_download_forms="post_xml,get_xml,get_query", download_refusal_sub_status="notSupport"
+    )
+    with connect(simulator, "nvr-west5") as client:
+        rec = west_recordings(client)[0]
+        with pytest.raises(DownloadRefused) as caught:
+            client.download(rec, tmp_path)
+    message = str(caught.value)
+    assert isinstance(caught.value, RecorderProtocolError)
+    for form in ("POST with XML body", "GET with XML body", "GET with playbackURI query"):
+        assert f"{form}: HTTP 403 notSupport (Invalid Operation)" in message
+    assert message.startswith("recorder nvr-west5 refused every download form tried: ")
+    assert (caught.value.channel, caught.value.segment) == (1, rec.name)
+    assert not is_retryable(caught.value)
+    assert control.stats(port)["downloads_by_form"] == {"post_xml": 1, "get_xml": 1, "get_query": 1}
+    assert files_under(tmp_path) == []
+
+
+def test_a_server_error_on_download_is_not_taken_for_a_form_refusal(
+    simulator: dict[str, int], tmp_path: Path
+) -> None:
+    port = simulator["nvr-west5"]
+    with connect(simulator, "nvr-west5") as client:
+        rec = west_recordings(client)[0]
+        control.reset_stats(port)
+        control.set_faults(port, fail_next=1, error_status=503)
+        with pytest.raises(
+            RecorderUnavailable, match="HTTP 503 for POST /ISAPI/ContentMgmt/download"
+        ) as caught:
+            client.download(rec, tmp_path)
+    assert "deviceBusy (Device Error)" in str(caught.value)
+    assert is_retryable(caught.value)
+    assert download_requests(port) == 1  # retrying a 5xx is the task's job, not a reason to change form
+
+
 # -- an older firmware: <trackList> only, GET-only downloads, overlapping pages ---------------------
 
 OLD_FIRMWARE_SEGMENTS = 85
@@ -316,7 +487,13 @@ class OldFirmwareHandler(BaseHTTPRequestHandler):
     def _handle(self) -> None:
         body = self._body()
         self.requests_seen.append((self.command, self.path, body))
-        if self.path == "/ISAPI/System/time":
+        if self.path == "/ISAPI/System/deviceInfo":
+            # This firmware has digest switched off: it offers Basic only.
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="DS-7104HGHI"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        elif self.path == "/ISAPI/System/time":
             self._reply(
                 200,
                 b"<Time><localTime>2026-03-01T12:00:00Z</localTime><timeZone>CST-5:30:00</timeZone></Time>",
@@ -409,6 +586,19 @@ def test_old_firmware_fallbacks_are_found_and_remembered(
     assert downloaded.path == tmp_path.resolve() / "nvr-old" / "1" / "2026-03-01" / "_.._etc_passwd.ps"
     assert downloaded.path.read_bytes() == OLD_FIRMWARE_MEDIA
     assert not list(tmp_path.rglob("*.part"))
+
+
+def test_a_401_without_a_digest_challenge_is_not_wrong_credentials(
+    old_firmware: tuple[int, list[tuple[str, str, str]]],
+) -> None:
+    port, seen = old_firmware
+    with block_for(port).connect("nvr-old") as client:
+        with pytest.raises(RecorderProtocolError, match="without a digest challenge") as caught:
+            client.device_info()
+    assert not isinstance(caught.value, WrongCredentials)
+    assert 'Basic realm="DS-7104HGHI"' in str(caught.value)
+    assert not is_retryable(caught.value)
+    assert len(seen) == 1  # nothing httpx could answer, so nothing answered
 
 
 def test_download_memory_does_not_grow_with_size(

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from prefect.states import Completed, Failed
 
+from blocks.isapi import errors as recorder_errors
 from blocks.isapi.clock import (
     DeviceClock,
     TimeZoneFormatError,
@@ -22,6 +23,9 @@ from blocks.isapi.clock import (
 from blocks.isapi.download import BadMagic, DownloadBusy, WrongSize, is_complete, write_verified
 from blocks.isapi.errors import (
     CorruptDownload,
+    DownloadRefused,
+    InsufficientPermissions,
+    RecorderError,
     RecorderProtocolError,
     RecorderUnavailable,
     WrongCredentials,
@@ -35,10 +39,13 @@ from blocks.isapi.parsing import (
     parse_device_info,
     parse_response_status,
     parse_search_page,
+    parse_user_check,
     parse_xml,
     search_request,
 )
-from blocks.recorder import HikvisionRecorder, is_retryable
+from blocks.isapi.refusals import Refusal, classify, read_refusal
+from blocks.recorder import HikvisionRecorder
+from core.errors import ServiceError, is_retryable
 from flows.retries import retry_when
 
 SAMPLES = Path(__file__).parent / "isapi_samples"
@@ -171,8 +178,108 @@ def test_response_status() -> None:
     status = parse_response_status(sample("response_status_bad_xml.xml"))
     assert status is not None
     assert status.sub_status_code == "badXmlContent"
-    assert "Invalid XML Content" in status.describe()
+    assert status.describe() == "badXmlContent (Invalid XML Content)"
     assert parse_response_status(sample("device_info.xml")) is None
+
+
+# -- refusals: what a non-2xx answer means, read from the device's words --------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "http_status", "kind", "words"),
+    [
+        (
+            "response_status_403_low_privilege.xml",
+            403,
+            Refusal.LOW_PRIVILEGE,
+            "lowPrivilege (Invalid Operation)",
+        ),
+        (
+            "response_status_403_method_not_allowed.xml",
+            403,
+            Refusal.REQUEST_FORM,
+            "methodNotAllowed (Invalid Operation)",
+        ),
+        ("response_status_403_not_support.xml", 403, Refusal.REQUEST_FORM, "notSupport (Invalid Operation)"),
+        (
+            "response_status_400_bad_xml_content.xml",
+            400,
+            Refusal.REQUEST_FORM,
+            "badXmlContent (Invalid XML Content)",
+        ),
+        (
+            "response_status_401_bad_authorization.xml",
+            401,
+            Refusal.WRONG_CREDENTIALS,
+            "badAuthorization (Invalid Operation)",
+        ),
+        (
+            "user_check_401_attempts_left.xml",
+            401,
+            Refusal.WRONG_CREDENTIALS,
+            "Unauthorized, 4 login attempts left",
+        ),
+        (
+            "user_check_401_locked.xml",
+            401,
+            Refusal.WRONG_CREDENTIALS,
+            "Unauthorized, account locked for 1800 s",
+        ),
+    ],
+)
+def test_stored_refusals_are_read_in_the_devices_words(
+    name: str, http_status: int, kind: Refusal, words: str
+) -> None:
+    refusal = read_refusal(http_status, sample(name), challenge_answered=True)
+    assert refusal.kind is kind
+    assert refusal.words == words
+    assert refusal.summary() == f"HTTP {http_status} {words}"
+
+
+def test_a_403_bad_authorization_is_wrong_credentials_not_a_form_refusal() -> None:
+    # Some firmware answers a refused login with 403 and an auth sub status instead of a 401.
+    refusal = read_refusal(403, sample("response_status_401_bad_authorization.xml"), challenge_answered=False)
+    assert refusal.kind is Refusal.WRONG_CREDENTIALS
+    assert refusal.sub_status == "badAuthorization"
+
+
+def test_a_401_is_wrong_credentials_only_after_an_answered_digest_challenge() -> None:
+    body = sample("user_check_401_attempts_left.xml")
+    assert read_refusal(401, body, challenge_answered=True).kind is Refusal.WRONG_CREDENTIALS
+    assert read_refusal(401, body, challenge_answered=False).kind is Refusal.NO_DIGEST_CHALLENGE
+
+
+def test_user_check_is_not_a_response_status() -> None:
+    check = parse_user_check(sample("user_check_401_locked.xml"))
+    assert check is not None and check.lock_status == "lock" and check.unlock_time == "1800"
+    assert parse_response_status(sample("user_check_401_locked.xml")) is None
+    assert parse_user_check(sample("response_status_403_low_privilege.xml")) is None
+
+
+@pytest.mark.parametrize(
+    ("http_status", "sub_status", "kind"),
+    [
+        (405, "", Refusal.REQUEST_FORM),  # HTTP's own "not this method"
+        (501, "", Refusal.REQUEST_FORM),
+        (400, "", Refusal.REQUEST_FORM),  # old firmware: a bare 400/404 for a POST it does not know
+        (404, "", Refusal.REQUEST_FORM),
+        (404, "noRecord", Refusal.OTHER),  # the form was fine, the recording is not there
+        (403, "", Refusal.OTHER),  # forbidden without a reason: no guessing at another form
+        (403, "someFutureCode", Refusal.OTHER),
+        (403, "noPrivilege", Refusal.LOW_PRIVILEGE),
+        (400, "badParameters", Refusal.REQUEST_FORM),
+        (503, "deviceBusy", Refusal.UNAVAILABLE),
+        (500, "", Refusal.UNAVAILABLE),
+    ],
+)
+def test_refusal_classification(http_status: int, sub_status: str, kind: Refusal) -> None:
+    assert classify(http_status, sub_status, challenge_answered=True) is kind
+
+
+def test_answers_without_device_words_say_so() -> None:
+    refusal = read_refusal(405, b"", challenge_answered=False)
+    assert (refusal.words, refusal.sub_status) == ("", "")
+    assert refusal.summary() == "HTTP 405 (no explanation)"
 
 
 # -- requests ----------------------------------------------------------------------------------
@@ -414,11 +521,60 @@ def test_errors_name_the_recorder_and_classify() -> None:
     assert not is_retryable(ValueError("x"))
 
 
+def test_recorder_errors_share_the_service_error_base() -> None:
+    assert issubclass(RecorderError, ServiceError)
+    assert issubclass(InsufficientPermissions, RecorderError)
+    assert issubclass(DownloadRefused, RecorderProtocolError)
+    # No second retry policy: the name left in blocks.isapi.errors is core's own function.
+    assert recorder_errors.is_retryable is is_retryable
+
+
+def test_new_errors_name_user_action_and_device_words_never_the_password() -> None:
+    denied = InsufficientPermissions(
+        recorder="nvr-01",
+        username="viewer",
+        action="POST /ISAPI/ContentMgmt/download",
+        device_words="lowPrivilege (Invalid Operation)",
+        device_status="lowPrivilege",
+        channel=1,
+        segment="s1",
+    )
+    assert str(denied) == (
+        "user 'viewer' lacks the rights for POST /ISAPI/ContentMgmt/download on recorder nvr-01: "
+        "lowPrivilege (Invalid Operation) (channel 1, segment s1)"
+    )
+    assert not is_retryable(denied)
+    wrong = WrongCredentials(
+        recorder="nvr-01", username="admin", status_code=401, device_words="Unauthorized"
+    )
+    assert str(wrong) == "wrong credentials for recorder nvr-01 (user 'admin'): Unauthorized"
+    refused = DownloadRefused(
+        recorder="nvr-01",
+        refusals=[
+            "POST with XML body: HTTP 403 notSupport (Invalid Operation)",
+            "GET with XML body: HTTP 405",
+        ],
+    )
+    assert str(refused) == (
+        "recorder nvr-01 refused every download form tried: "
+        "POST with XML body: HTTP 403 notSupport (Invalid Operation); GET with XML body: HTTP 405"
+    )
+    assert not is_retryable(refused)
+
+
 def test_errors_survive_pickling() -> None:
     for error in (
         WrongCredentials(recorder="nvr-7", status_code=401),
         CorruptDownload("short", recorder="nvr-7", channel=3, segment="s9"),
         RecorderProtocolError("bad", recorder="nvr-7", status_code=400, device_status="badXmlContent"),
+        InsufficientPermissions(
+            recorder="nvr-7",
+            username="viewer",
+            action="GET /ISAPI/System/time",
+            device_words="lowPrivilege (Invalid Operation)",
+            device_status="lowPrivilege",
+        ),
+        DownloadRefused(recorder="nvr-7", refusals=["POST with XML body: HTTP 405"], status_code=405),
     ):
         copy = pickle.loads(pickle.dumps(error))
         assert type(copy) is type(error)
@@ -430,6 +586,8 @@ def test_errors_survive_pickling() -> None:
             error.status_code,
             error.device_status,
         )
+        assert copy.__dict__ == error.__dict__
+        assert is_retryable(copy) == is_retryable(error)
 
 
 def test_retry_condition_reads_the_failed_state() -> None:

@@ -409,6 +409,74 @@ def test_unknown_fault_is_refused(sim):
         control.set_faults(sim.ports[0], no_such_fault=1)
 
 
+def test_low_privilege_on_downloads_answers_403_with_the_reason(sim, client):
+    uri = _first_uri(client, sim.md5)
+    control.reset_stats(sim.ports[0])
+    control.set_faults(sim.ports[0], low_privilege="download")
+    r = client.post(f"{sim.md5}/ISAPI/ContentMgmt/download", content=_download_body(uri))
+    assert r.status_code == 403
+    assert _tag(r.text, "subStatusCode") == "lowPrivilege"
+    assert (_tag(r.text, "statusCode"), _tag(r.text, "statusString")) == ("4", "Invalid Operation")
+    assert _tag(r.text, "requestURL") == "/ISAPI/ContentMgmt/download"
+    assert client.get(f"{sim.md5}/ISAPI/System/time").status_code == 200  # everything else still served
+    assert control.stats(sim.ports[0])["refusals"] == {"lowPrivilege": 1}
+
+
+def test_low_privilege_for_all_but_device_info(sim, client):
+    control.set_faults(sim.ports[0], low_privilege="all_but_device_info")
+    assert client.get(f"{sim.md5}/ISAPI/System/deviceInfo").status_code == 200
+    r = client.get(f"{sim.md5}/ISAPI/System/time")
+    assert r.status_code == 403 and _tag(r.text, "subStatusCode") == "lowPrivilege"
+    # Rights are checked only after the login: a wrong password is still a 401.
+    control.set_faults(sim.ports[0], wrong_password=True)
+    assert client.get(f"{sim.md5}/ISAPI/System/time").status_code == 401
+
+
+def test_refused_download_forms_leave_the_query_string_get(sim, client):
+    uri = _first_uri(client, sim.md5, track=201)
+    size = int(re.search(r"size=(\d+)", uri).group(1))
+    control.reset_stats(sim.ports[0])
+    control.set_faults(sim.ports[0], refuse_download_forms="post_xml, get_xml")
+    for method in ("POST", "GET"):
+        r = client.request(method, f"{sim.md5}/ISAPI/ContentMgmt/download", content=_download_body(uri))
+        assert r.status_code == 403 and _tag(r.text, "subStatusCode") == "methodNotAllowed", method
+    r = client.get(f"{sim.md5}/ISAPI/ContentMgmt/download", params={"playbackURI": uri})
+    assert r.status_code == 200 and len(r.content) == size and r.content[:4] == b"IMKH"
+    stats = control.stats(sim.ports[0])
+    assert stats["downloads_by_form"] == {"post_xml": 1, "get_xml": 1, "get_query": 1}
+    assert stats["refusals"] == {"methodNotAllowed": 2}
+
+
+def test_download_refusal_status_and_reason_are_chosen(sim, client):
+    uri = _first_uri(client, sim.md5)
+    control.set_faults(
+        sim.ports[0],
+        refuse_download_forms="post_xml",
+        download_refusal_status=400,
+        download_refusal_sub_status="badXmlContent",
+    )
+    r = client.post(f"{sim.md5}/ISAPI/ContentMgmt/download", content=_download_body(uri))
+    assert r.status_code == 400
+    assert (_tag(r.text, "statusCode"), _tag(r.text, "subStatusCode")) == ("6", "badXmlContent")
+    r = client.request("GET", f"{sim.md5}/ISAPI/ContentMgmt/download", content=_download_body(uri))
+    assert r.status_code == 200
+
+
+@pytest.mark.parametrize(
+    "faults",
+    [
+        {"low_privilege": "everything"},
+        {"refuse_download_forms": "post_json"},
+        {"download_refusal_sub_status": "noSuchReason"},
+        {"download_refusal_status": 200},
+    ],
+)
+def test_mistyped_refusal_faults_are_refused(sim, faults):
+    with pytest.raises(Exception, match="400"):
+        control.set_faults(sim.ports[0], **faults)
+    assert control.get_faults(sim.ports[0])["refuse_download_forms"] == ""
+
+
 def test_stats_count_concurrent_downloads(sim, client):
     uri = _first_uri(client, sim.md5, track=201)
     size = int(re.search(r"size=(\d+)", uri).group(1))
