@@ -11,6 +11,7 @@ import os
 import sys
 import time
 from collections import Counter
+from typing import cast
 
 from stack import supervisor
 from stack.simulator.spec import demo_window, load_spec
@@ -60,7 +61,9 @@ def main() -> int:
     states = wait_for_runs(runs, TIMEOUT_S, finished)
     cached = _cached_tasks(runs)
 
-    sink = ClickHouseSink.load(DEFAULT_SINK_BLOCK)
+    # Outside an event loop Block.load runs synchronously; Prefect types it as "the block or a
+    # coroutine" for both cases (PrefectHQ/prefect#16825).
+    sink = cast(ClickHouseSink, ClickHouseSink.load(DEFAULT_SINK_BLOCK))
     with sink.connect() as ch:
         segs = dict(
             (r[0], r[1:])
