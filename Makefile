@@ -16,6 +16,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED = false
 help:
 	@echo "make demo    run the whole chain on the embedded stack (installs everything first)"
 	@echo "make test    run the test suite"
+	@echo "make lint    ruff (lint and format) and mypy"
 	@echo "make up / make down / make status   start, stop, inspect the embedded stack"
 
 system-packages:
@@ -60,8 +61,9 @@ demo: model
 test: model browser
 	$(PY) -m pytest
 
+# mypy checks the packages listed under [tool.mypy] in pyproject.toml.
 lint: deps
-	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/mypy
 
 bench-export: model
 	$(PY) -m bench.export

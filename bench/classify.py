@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         runs: list[int | str] = [*sizes, "seeds"]
         for rep in range(args.repeats):
             for b in runs[rep % len(runs) :] + runs[: rep % len(runs)]:
-                if b == "seeds":
+                if isinstance(b, str):  # "seeds"
                     fps, _ = seeds_fps(video, blocks[1], args.sample_fps, expected)
                     seeds.append(fps)
                     print(f"  rep {rep + 1}/{args.repeats} seeds' way: {fps:6.2f} frames/s", flush=True)
@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     seeds_med = statistics.median(seeds)
     best = max(stage_med.values())
     chosen = min(b for b in sizes if stage_med[b] >= NEAR_BEST * best)
-    limit_batch = max(limit_med, key=limit_med.get)
+    limit_batch = max(limit_med, key=limit_med.__getitem__)
     reps = f"median of {args.repeats}"
     rows: list[dict] = []
     for b in sizes:

@@ -29,7 +29,7 @@ ROWS = [
 
 def write(path: Path) -> Path:
     book = Workbook()
-    sheet = book.active
+    sheet = book.worksheets[0]  # a new workbook's only sheet, the active one
     sheet.title = "recorders"
     sheet.append(HEADER)
     for row in ROWS:

@@ -20,11 +20,11 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "down":
             supervisor.stop()
         else:
-            state = load_state()
+            current = load_state()
             for name, st in supervisor.status().items():
                 print(f"{name:20} {st}")
-            if state:
-                print(f"Prefect UI: {state.ui_url}")
+            if current:
+                print(f"Prefect UI: {current.ui_url}")
     except RuntimeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

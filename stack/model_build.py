@@ -239,7 +239,7 @@ def _load_zip(blob: bytes) -> dict[str, np.ndarray]:
         prefix = pkl[: -len("data.pkl")]
         unpickler = _StateDictUnpickler(io.BytesIO(archive.read(pkl)))
         refs = unpickler.load()
-        storages = {
+        storages: dict[str, np.ndarray] = {
             key: np.frombuffer(archive.read(f"{prefix}data/{key}"), dtype=dtype)
             for key, dtype in unpickler.storage_dtypes.items()
         }

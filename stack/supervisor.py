@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeGuard
 
 from stack.paths import PROJECT_ROOT
 from stack.ports import is_listening, wait_for_port
@@ -92,8 +93,8 @@ def _run(state: StackState, argv: list[str], what: str, timeout: float = 120) ->
     return done.stdout
 
 
-def is_running(state: StackState | None) -> bool:
-    return bool(state and state.pids) and all(_alive(pid) for pid in state.pids.values())
+def is_running(state: StackState | None) -> TypeGuard[StackState]:
+    return state is not None and bool(state.pids) and all(_alive(pid) for pid in state.pids.values())
 
 
 def _services(state: StackState, model_base: Path) -> dict[str, tuple[list[str], dict[str, str], int]]:

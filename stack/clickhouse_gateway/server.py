@@ -127,16 +127,17 @@ class Handler(BaseHTTPRequestHandler):
             content = iter(())
         query = params.get("query", "")
         # ClickHouse reads the statement from the `query` parameter followed by the body.
-        statement, fmt, data = wire.split_insert(chain([query.encode() + b"\n"] if query else [], content))
+        split = wire.split_insert(chain([query.encode() + b"\n"] if query else [], content))
         settings = {
             k: v for k, v in params.items() if k not in TRANSPORT_PARAMS and not k.startswith("param_")
         }
         database = params.get("database") or self.headers.get("X-ClickHouse-Database")
         session_timeout = float(params.get("session_timeout") or 60)
         with self.engine.slot(params.get("session_id", ""), session_timeout) as slot:
-            if statement is not None:
+            if split[0] is not None:
+                statement, fmt, data = split
                 return b"", self.engine.insert(slot, statement, fmt, data, database, settings), None
-            sql = data.decode(errors="replace").strip()
+            sql = split[2].decode(errors="replace").strip()
             if not sql:
                 raise GatewayError.of(62, "SYNTAX_ERROR", "Empty query")
             default_fmt = (
@@ -171,7 +172,12 @@ def _drain(body: Iterator[bytes]) -> None:
 
 def serve(port: int, data_dir: str, user: str, password: str, stop: threading.Event) -> None:
     """Serve until `stop` is set, then let running requests finish and release the data folder."""
-    handler = type("BoundHandler", (Handler,), {"user": user, "password": password})
+
+    class BoundHandler(Handler):
+        """This server's handler: its credentials and engine are class attributes of its own."""
+
+    BoundHandler.user, BoundHandler.password = user, password
+    handler = BoundHandler
     try:
         server = ThreadingHTTPServer((HOST, port), handler)
     except OSError as exc:

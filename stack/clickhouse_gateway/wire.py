@@ -7,15 +7,16 @@ import zlib
 from collections.abc import Callable, Iterator
 from email.message import Message
 from email.parser import BytesParser
+from io import BufferedIOBase
 from itertools import chain
-from typing import Any, BinaryIO
+from typing import Any
 
 import lz4.frame
 
 try:
     from compression import zstd  # type: ignore[import-not-found]  # Python 3.14+
 except ImportError:
-    from backports import zstd  # type: ignore[no-redef]
+    from backports import zstd
 
 from stack.clickhouse_gateway.errors import GatewayError
 
@@ -37,7 +38,7 @@ _INSERT_HEAD = re.compile(
 _HEAD_LIMIT = 1 << 20  # a statement longer than this is not looked at for inline data
 
 
-def read_body(rfile: BinaryIO, headers: Message) -> Iterator[bytes]:
+def read_body(rfile: BufferedIOBase, headers: Message) -> Iterator[bytes]:
     """The request body as it arrives, sized or chunked (clickhouse-connect streams inserts chunked)."""
     if headers.get("Transfer-Encoding", "").lower() == "chunked":
         while size := int(rfile.readline().split(b";")[0].strip() or b"0", 16):
@@ -107,10 +108,13 @@ def form_fields(content_type: str, raw: bytes) -> dict[str, str]:
     """Plain fields of a multipart/form-data body (the client sends long bind parameters this way)."""
     message = BytesParser().parsebytes(f"Content-Type: {content_type}\r\n\r\n".encode() + raw)
     fields: dict[str, str] = {}
-    for part in message.get_payload() if message.is_multipart() else []:
+    payload = message.get_payload()  # a list of the parts' messages exactly when the body is multipart
+    parts = [part for part in payload if isinstance(part, Message)] if isinstance(payload, list) else []
+    for part in parts:
         if part.get_filename():
             raise GatewayError.of(48, "NOT_IMPLEMENTED", "External data is not supported by the gateway")
         name = part.get_param("name", header="content-disposition")
         if isinstance(name, str):
-            fields[name] = (part.get_payload(decode=True) or b"").decode()
+            value = part.get_payload(decode=True)  # bytes, or None for a nested multipart part
+            fields[name] = value.decode() if isinstance(value, bytes) else ""
     return fields

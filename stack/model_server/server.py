@@ -116,7 +116,7 @@ class ModelRepository:
         return name, servable.signatures[name], servable.signature_defs[name]
 
 
-def _dtype_string(dtype: int) -> str:
+def _dtype_string(dtype: types_pb2.DataType.ValueType) -> str:
     """TF's own spelling (DT_FLOAT -> "float"), as in TF Serving's messages."""
     return types_pb2.DataType.Name(dtype).removeprefix("DT_").lower()
 
@@ -154,7 +154,8 @@ def _check_inputs(
             raise ServingError(
                 grpc.StatusCode.INVALID_ARGUMENT, f"input '{alias}' is malformed: {exc}"
             ) from exc
-        want = tf.TensorShape(info.tensor_shape)
+        # TensorShape takes a TensorShapeProto too; types-tensorflow's stub leaves that out.
+        want = tf.TensorShape(info.tensor_shape)  # type: ignore[arg-type]
         if not want.is_compatible_with(array.shape):
             raise ServingError(
                 grpc.StatusCode.INVALID_ARGUMENT,
@@ -203,7 +204,9 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         self.repository = repository
         self.batching = batching
 
-    def Predict(self, request, context):
+    def Predict(
+        self, request: predict_pb2.PredictRequest, context: grpc.ServicerContext
+    ) -> predict_pb2.PredictResponse:
         try:
             with self.batching.receiving() as intake:
                 servable = self.repository.find(request.model_spec)
@@ -236,12 +239,14 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         except ServingError as exc:
             log.warning("Predict %s: %s %s", request.model_spec.name, exc.code.name, exc.message)
             context.abort(exc.code, exc.message)
+        outputs = job.outputs
+        assert outputs is not None, "a job finishes with outputs or with an error"
         response = predict_pb2.PredictResponse()
         response.model_spec.name = self.repository.name
         response.model_spec.version.value = servable.version
         response.model_spec.signature_name = name
         for alias in wanted:
-            response.outputs[alias].CopyFrom(tf.make_tensor_proto(job.outputs[alias]))
+            response.outputs[alias].CopyFrom(tf.make_tensor_proto(outputs[alias]))
         log.debug(
             "Predict %s v%d: %s",
             self.repository.name,
@@ -250,7 +255,9 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         )
         return response
 
-    def GetModelMetadata(self, request, context):
+    def GetModelMetadata(
+        self, request: get_model_metadata_pb2.GetModelMetadataRequest, context: grpc.ServicerContext
+    ) -> get_model_metadata_pb2.GetModelMetadataResponse:
         try:
             servable = self.repository.find(request.model_spec)
             if not request.metadata_field:
@@ -279,7 +286,9 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
     def __init__(self, repository: ModelRepository) -> None:
         self.repository = repository
 
-    def GetModelStatus(self, request, context):
+    def GetModelStatus(
+        self, request: get_model_status_pb2.GetModelStatusRequest, context: grpc.ServicerContext
+    ) -> get_model_status_pb2.GetModelStatusResponse:
         spec = request.model_spec
         name = self.repository.name
         if spec.name != name:

@@ -13,10 +13,14 @@ import zlib
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 DEMO_WINDOW_START = datetime(2026, 11, 1, 2, 0, 0, tzinfo=UTC)
 DEMO_SEGMENT_SECONDS = 20
 DEMO_SEGMENTS = 4
+
+# `RecorderSpec.timezone` (the POSIX string) hides the class inside RecorderSpec's body.
+FixedOffset = timezone
 
 _POSIX_TZ = re.compile(r"^(?:<[^>]+>|[A-Za-z]{3,})([+-]?)(\d{1,2})(?::(\d{1,2}))?(?::(\d{1,2}))?")
 
@@ -62,7 +66,8 @@ class RecorderSpec:
     firmware: str = "V4.61.025"
 
     def __post_init__(self) -> None:
-        self.channels = [c if isinstance(c, ChannelSpec) else ChannelSpec(**c) for c in self.channels]
+        given: list[ChannelSpec | dict[str, Any]] = list(self.channels)  # dicts when read from JSON
+        self.channels = [c if isinstance(c, ChannelSpec) else ChannelSpec(**c) for c in given]
         if self.digest_algorithm not in ("MD5", "SHA-256"):
             raise ValueError(f"{self.name}: digest_algorithm must be MD5 or SHA-256")
         if self.track_element not in ("trackIDList", "trackList"):
@@ -75,7 +80,7 @@ class RecorderSpec:
             raise ValueError(f"{self.name}: recording_start must be before recording_end")
 
     @property
-    def tz(self) -> timezone:
+    def tz(self) -> FixedOffset:
         return parse_posix_tz(self.timezone)
 
     @property
@@ -96,7 +101,8 @@ class SimulatorSpec:
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.recorders = [r if isinstance(r, RecorderSpec) else RecorderSpec(**r) for r in self.recorders]
+        given: list[RecorderSpec | dict[str, Any]] = list(self.recorders)  # dicts when read from JSON
+        self.recorders = [r if isinstance(r, RecorderSpec) else RecorderSpec(**r) for r in given]
         ports = [r.port for r in self.recorders]
         if len(set(ports)) != len(ports):
             raise ValueError("two recorders share a port")
