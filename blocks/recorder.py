@@ -18,6 +18,8 @@ from blocks.isapi.clock import DeviceClock
 from blocks.isapi.download import DownloadResult
 from blocks.isapi.errors import (
     CorruptDownload,
+    DownloadRefused,
+    InsufficientPermissions,
     RecorderError,
     RecorderProtocolError,
     RecorderUnavailable,
@@ -28,9 +30,11 @@ from blocks.isapi.parsing import Recording
 __all__ = [
     "CorruptDownload",
     "DeviceClock",
+    "DownloadRefused",
     "DownloadResult",
     "HikvisionRecorder",
     "ISAPIClient",
+    "InsufficientPermissions",
     "Recording",
     "RecorderError",
     "RecorderProtocolError",

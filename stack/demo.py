@@ -11,7 +11,6 @@ import os
 import sys
 import time
 from collections import Counter
-from typing import cast
 
 from stack import supervisor
 from stack.simulator.spec import demo_window, load_spec

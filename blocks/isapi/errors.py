@@ -12,10 +12,6 @@ from __future__ import annotations
 
 from core.errors import ServiceError
 
-# Kept only while blocks/recorder.py still imports is_retryable from here: the retry policy
-# lives in core.errors, and this is the very same function, not a copy.
-from core.errors import is_retryable as is_retryable
-
 
 class RecorderError(ServiceError):
     def __init__(

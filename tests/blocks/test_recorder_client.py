@@ -126,7 +126,7 @@ def block_for(
 
 
 def connect(ports: dict[str, int], name: str, **kwargs) -> ISAPIClient:
-    return block_for(ports[name], **kwargs).connect(name)
+    return block_for(ports[name], **kwargs).named(name).connect()
 
 
 def west_recordings(client: ISAPIClient) -> list[Recording]:
@@ -335,7 +335,7 @@ def test_download_latency_beyond_read_timeout_leaves_no_file(
 
 def test_nothing_listening_is_unavailable() -> None:
     block = block_for(free_port())
-    with block.connect("nvr-gone") as client:
+    with block.named("nvr-gone").connect() as client:
         with pytest.raises(RecorderUnavailable, match="cannot connect") as caught:
             client.device_info()
     assert "recorder nvr-gone" in str(caught.value)
@@ -565,7 +565,7 @@ def test_old_firmware_fallbacks_are_found_and_remembered(
 ) -> None:
     port, seen = old_firmware
     window = (datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 3, 2, tzinfo=UTC))
-    with block_for(port).connect("nvr-old") as client:
+    with block_for(port).named("nvr-old").connect() as client:
         found = client.search(1, *window)
         searches_first = sum(1 for m, p, _ in seen if p.endswith("/search"))
         client.search(1, *window)
@@ -592,7 +592,7 @@ def test_a_401_without_a_digest_challenge_is_not_wrong_credentials(
     old_firmware: tuple[int, list[tuple[str, str, str]]],
 ) -> None:
     port, seen = old_firmware
-    with block_for(port).connect("nvr-old") as client:
+    with block_for(port).named("nvr-old").connect() as client:
         with pytest.raises(RecorderProtocolError, match="without a digest challenge") as caught:
             client.device_info()
     assert not isinstance(caught.value, WrongCredentials)
@@ -617,7 +617,7 @@ def test_download_memory_does_not_grow_with_size(
         size=BIG_SIZE,
         codec="H.264",
     )
-    with block_for(port).connect("nvr-old") as client:
+    with block_for(port).named("nvr-old").connect() as client:
         tracemalloc.start()
         try:
             result = client.download(rec, tmp_path)

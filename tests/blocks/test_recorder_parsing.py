@@ -9,9 +9,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from prefect.states import Completed, Failed
 
-from blocks.isapi import errors as recorder_errors
 from blocks.isapi.clock import (
     DeviceClock,
     TimeZoneFormatError,
@@ -46,7 +44,6 @@ from blocks.isapi.parsing import (
 from blocks.isapi.refusals import Refusal, classify, read_refusal
 from blocks.recorder import HikvisionRecorder
 from core.errors import ServiceError, is_retryable
-from flows.retries import retry_when
 
 SAMPLES = Path(__file__).parent / "isapi_samples"
 UTC8 = DeviceClock(
@@ -525,8 +522,6 @@ def test_recorder_errors_share_the_service_error_base() -> None:
     assert issubclass(RecorderError, ServiceError)
     assert issubclass(InsufficientPermissions, RecorderError)
     assert issubclass(DownloadRefused, RecorderProtocolError)
-    # No second retry policy: the name left in blocks.isapi.errors is core's own function.
-    assert recorder_errors.is_retryable is is_retryable
 
 
 def test_new_errors_name_user_action_and_device_words_never_the_password() -> None:
@@ -588,13 +583,6 @@ def test_errors_survive_pickling() -> None:
         )
         assert copy.__dict__ == error.__dict__
         assert is_retryable(copy) == is_retryable(error)
-
-
-def test_retry_condition_reads_the_failed_state() -> None:
-    retry_condition = retry_when(is_retryable)
-    assert retry_condition(None, None, Failed(data=RecorderUnavailable("down", recorder="r")))
-    assert not retry_condition(None, None, Failed(data=WrongCredentials(recorder="r")))
-    assert not retry_condition(None, None, Completed(data=1))
 
 
 def test_block_keeps_the_password_secret() -> None:

@@ -1,0 +1,55 @@
+"""The one retry policy: every service's errors, read through the task retry condition."""
+
+from __future__ import annotations
+
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+from prefect.states import Completed, Failed
+
+from blocks.clickhouse import ClickHouseRefused, ClickHouseUnavailable
+from blocks.model_server import ModelMismatch, ModelServerError
+from blocks.recorder import InsufficientPermissions, RecorderUnavailable, WrongCredentials
+from flows import retry_policy
+from video.probe import CorruptMedia
+
+
+def test_the_condition_follows_each_services_flag():
+    heal = retry_policy.retry_when_retryable
+    assert heal(None, None, Failed(data=RecorderUnavailable("down", recorder="r")))
+    assert heal(None, None, Failed(data=ClickHouseUnavailable("down")))
+    assert heal(None, None, Failed(data=ModelServerError("m: Predict failed", "UNAVAILABLE")))
+    assert not heal(None, None, Failed(data=ModelServerError("m: Predict failed", "INVALID_ARGUMENT")))
+    assert not heal(None, None, Failed(data=ModelMismatch("input_size")))
+    assert not heal(None, None, Failed(data=WrongCredentials(recorder="r")))
+    assert not heal(None, None, Failed(data=ClickHouseRefused("auth")))
+    assert not heal(None, None, Failed(data=CorruptMedia("x.ps: no video stream")))
+    assert not heal(None, None, Failed(data=ValueError("a bug")))
+    assert not heal(None, None, Completed(data=1))
+    permissions = InsufficientPermissions(
+        recorder="r",
+        username="viewer",
+        action="POST /x",
+        device_words="lowPrivilege",
+        device_status="lowPrivilege",
+    )
+    assert not heal(None, None, Failed(data=permissions))
+
+
+def test_the_last_attempt_is_known_inside_the_task():
+    seen: list[bool] = []
+
+    @task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=0,
+          retry_condition_fn=retry_policy.retry_when_retryable)  # fmt: skip
+    def flaky() -> int:
+        seen.append(retry_policy.is_last_attempt())
+        if len(seen) < 3:
+            raise ClickHouseUnavailable("down")
+        return len(seen)
+
+    @flow
+    def run() -> int:
+        return flaky()
+
+    assert run() == 3
+    assert seen == [False, False, True]
+    assert retry_policy.is_last_attempt()  # outside a task run: a direct call is its own last attempt
