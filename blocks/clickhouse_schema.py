@@ -184,7 +184,6 @@ def row_from_json(table: str, data: dict[str, Any]) -> Row:
     row_type = ROW_TYPES[table]
     times = datetime_columns(row_type)
     # Rows kept before migration 3 have no version_key.
-    values = {"version_key": ""} | {
-        k: datetime.fromisoformat(v) if k in times else v for k, v in data.items()
-    }
+    values: dict[str, Any] = {"version_key": ""}
+    values |= {k: datetime.fromisoformat(v) if k in times else v for k, v in data.items()}
     return row_type(**values)

@@ -145,7 +145,7 @@ class ModelClient:
         try:
             return rpc(request, timeout=self.model.timeout_seconds)
         except self._grpc.RpcError as exc:
-            code = exc.code().name if exc.code() else "UNKNOWN"
+            code = getattr(exc.code(), "name", "UNKNOWN")  # a closed channel may give no code
             raise ModelServerError(
                 f"model {self.model.model_name} at {self.model.target}: {method} failed: {code}: {exc.details() or ''}",
                 code,

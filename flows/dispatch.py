@@ -14,6 +14,7 @@ from uuid import UUID
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 
 from flows.pipeline import previous_hour
@@ -29,7 +30,7 @@ def start_pipeline_runs(
     """One flow run of the pipeline deployment per recorder ({name: site}); returns their ids."""
     runs = {}
     for name, site in recorders.items():
-        run = run_deployment(
+        run: FlowRun = run_deployment(  # type: ignore[assignment]  # sync call: the flow run
             deployment,
             parameters={"recorder": name, "start": start.isoformat(), "end": end.isoformat()},
             timeout=0,
@@ -51,8 +52,8 @@ def wait_for_runs(
             for name, run_id in runs.items():
                 state = None if name in final else client.read_flow_run(run_id).state
                 if state is not None and state.is_final():
-                    final[name] = state.name
-                    on_final(name, state.name)
+                    final[name] = state.name or state.type.value
+                    on_final(name, final[name])
             if len(final) < len(runs):
                 time.sleep(POLL_SECONDS)
     return {name: final.get(name, "still running") for name in runs}
@@ -82,7 +83,9 @@ def dispatch(
     if not wait:
         return {name: "scheduled" for name in runs}
 
-    progress = create_progress_artifact(0.0, key="dispatch-progress", description="recorder runs finished")
+    progress: UUID = create_progress_artifact(  # type: ignore[assignment]  # sync call: the id
+        0.0, key="dispatch-progress", description="recorder runs finished"
+    )
     done = []
 
     def finished(name: str, state: str) -> None:

@@ -20,6 +20,7 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
 from blocks.clickhouse import ClickHouseSink
+from blocks.loading import load_block
 from blocks.model_server import TFServingModel
 from core.segment import Segment, check_source
 from core.settings import DEFAULT_MODEL_BLOCK, DEFAULT_SINK_BLOCK
@@ -59,8 +60,8 @@ def ingest_video(
     segment: Segment | None = None
     try:
         segment = describe_file(working, source, start)
-        model = TFServingModel.load(model_block)
-        sink = ClickHouseSink.load(sink_block)
+        model = load_block(TFServingModel, model_block)
+        sink = load_block(ClickHouseSink, sink_block)
         version = check_model(model)
         options = transcode or TranscodeOptions()
         transcoded = transcode_segment(segment, working, options, output=mp4_path(segment))

@@ -33,6 +33,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 from pydantic import SecretStr
 
+from blocks.loading import load_block
 from blocks.recorder import HikvisionRecorder
 from flows.recorders import upsert_recorder
 
@@ -205,7 +206,7 @@ def _block_for(row: InventoryRow) -> HikvisionRecorder:
     password = row.password
     if password is None:
         try:
-            password = HikvisionRecorder.load(row.name).password.get_secret_value()
+            password = load_block(HikvisionRecorder, row.name).password.get_secret_value()
         except ValueError:
             raise InventoryError(
                 f"row {row.row}, column password: empty, and recorder {row.name} has no stored password yet"

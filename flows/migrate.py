@@ -15,13 +15,14 @@ import sys
 from prefect import flow, get_run_logger
 
 from blocks.clickhouse import ClickHouseSink, ClickHouseUnavailable
+from blocks.loading import load_block
 from core.settings import DEFAULT_SINK_BLOCK
 
 
 @flow(name="migrate")
 def migrate(sink_block: str = DEFAULT_SINK_BLOCK) -> list[str]:
     """Apply the pending migrations to the sink block's database; returns the names applied."""
-    sink = ClickHouseSink.load(sink_block)
+    sink = load_block(ClickHouseSink, sink_block)
     with sink.connect() as writer:
         applied = writer.migrate()
     logger = get_run_logger()

@@ -25,6 +25,7 @@ from prefect.logging import get_logger
 from blocks import clickhouse_outbox
 from blocks.clickhouse import Batch, ClickHouseSink, ClickHouseUnavailable
 from blocks.clickhouse_schema import DetectionRow, SegmentRow
+from blocks.loading import load_block
 from core.segment import Segment
 from core.settings import DEFAULT_SINK_BLOCK, outbox_dir
 from flows import retry_policy
@@ -129,7 +130,7 @@ def flush_outbox(sink_block: str = DEFAULT_SINK_BLOCK) -> dict[str, int]:
     Args:
         sink_block: Name of the ClickHouseSink block to send them to.
     """
-    sent, remaining = clickhouse_outbox.flush(ClickHouseSink.load(sink_block), outbox_dir())
+    sent, remaining = clickhouse_outbox.flush(load_block(ClickHouseSink, sink_block), outbox_dir())
     get_run_logger().info(f"outbox: {sent} batches sent, {remaining} still waiting")
     if remaining:
         raise ClickHouseUnavailable(f"{remaining} outbox batches could not be sent; they stay on disk")

@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import (
@@ -23,6 +25,7 @@ from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from blocks.clickhouse import ClickHouseSink
+from blocks.loading import load_block
 from blocks.model_server import TFServingModel
 from blocks.recorder import HikvisionRecorder
 from core.segment import Segment
@@ -79,7 +82,13 @@ def _error_text(state) -> str:
     return state.message or state.name
 
 
-@flow(name="recorder-pipeline", task_runner=ThreadPoolTaskRunner(max_workers=4), log_prints=True)
+# Four segments' stages at a time: downloads wait on the recorder's limit, the rest on the CPU.
+_TASK_RUNNER: ThreadPoolTaskRunner[Any] = ThreadPoolTaskRunner(max_workers=4)
+
+
+# The flow decorator's type wants TaskRunner[PrefectFuture], which the thread-pool runner's
+# concurrent futures are at run time but not for mypy (the type parameter is invariant).
+@flow(name="recorder-pipeline", task_runner=_TASK_RUNNER, log_prints=True)  # type: ignore[arg-type]
 def recorder_pipeline(
     recorder: str,
     start: datetime | None = None,
@@ -103,21 +112,21 @@ def recorder_pipeline(
         raise ValueError(f"empty window: end {end} is not after start {start}")
     options = transcode or TranscodeOptions()
     try:
-        block = HikvisionRecorder.load(recorder)
+        block = load_block(HikvisionRecorder, recorder)
     except ValueError as exc:
         raise PipelineFailed(
             f"recorder {recorder!r} has no HikvisionRecorder block; sync the inventory first"
         ) from exc
     # Each block is loaded once per run and handed to the tasks as an object.
-    model = TFServingModel.load(model_block)
-    sink = ClickHouseSink.load(sink_block)
+    model = load_block(TFServingModel, model_block)
+    sink = load_block(ClickHouseSink, sink_block)
     chosen = channels or block.channels
 
     searches = [search_recordings.submit(block, ch, start, end) for ch in chosen]
     recordings = [rec for s in searches for rec in s.result()]
     segments = [segment_of(rec) for rec in recordings]
     logger.info(f"{recorder}: {len(recordings)} segments on channels {chosen} in {start} .. {end}")
-    progress = create_progress_artifact(
+    progress: UUID = create_progress_artifact(  # type: ignore[assignment]  # sync call: the id
         0.0,
         key=_artifact_key("progress", recorder),
         description=f"{recorder}: segments done of {len(recordings)}",
@@ -132,15 +141,17 @@ def recorder_pipeline(
         downloads = [
             download_recording.submit(block, seg, rec) for seg, rec in zip(segments, recordings, strict=True)
         ]
+        # return_state=False picks the overload that admits futures in place of values.
         transcodes = [
-            transcode_segment.submit(seg, d, options) for seg, d in zip(segments, downloads, strict=True)
+            transcode_segment.submit(seg, d, options, return_state=False)
+            for seg, d in zip(segments, downloads, strict=True)
         ]
         classified = [
-            classify_segment.submit(seg, t, model, model_version, sample_fps)
+            classify_segment.submit(seg, t, model, model_version, sample_fps, return_state=False)
             for seg, t in zip(segments, transcodes, strict=True)
         ]
         chains = {
-            persist_segment.submit(seg, t, c, sink, block.site, run_id): (seg, d, t, c)
+            persist_segment.submit(seg, t, c, sink, block.site, run_id, return_state=False): (seg, d, t, c)
             for seg, d, t, c in zip(segments, downloads, transcodes, classified, strict=True)
         }
         for done, p in enumerate(as_completed(list(chains)), start=1):
@@ -151,17 +162,17 @@ def recorder_pipeline(
 
     failed = [o for o in outcomes if o.state != "ok"]
     _publish(recorder, start, end, outcomes)
+    failures = [f"{o.segment.label}: {o.error}" for o in failed]
     summary = {
         "recorder": recorder,
         "segments": len(recordings),
         "persisted": len(outcomes) - len(failed),
-        "failed": [f"{o.segment.label}: {o.error}" for o in failed],
+        "failed": failures,
         "reused": {stage: sum(stage in o.reused for o in outcomes) for stage in CACHED_STAGES},
     }
     if failed:
         raise PipelineFailed(
-            f"{recorder}: {len(failed)} of {len(recordings)} segments failed:\n"
-            + "\n".join(summary["failed"])
+            f"{recorder}: {len(failed)} of {len(recordings)} segments failed:\n" + "\n".join(failures)
         )
     return summary
 

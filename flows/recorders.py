@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prefect.client.orchestration import get_client
 
+from blocks.loading import load_block
 from blocks.recorder import HikvisionRecorder
 from flows.export import limit_name
 
@@ -12,7 +13,7 @@ def upsert_recorder(name: str, recorder: HikvisionRecorder) -> list[str]:
     """Create or update the block `name` and the limit `recorder:<name>`; returns what changed."""
     changes = []
     try:
-        current = HikvisionRecorder.load(name)
+        current = load_block(HikvisionRecorder, name)
     except ValueError:
         current = None
     if current is None:
@@ -46,4 +47,4 @@ def registered_recorders() -> dict[str, HikvisionRecorder]:
         docs = client.read_block_documents_by_type(
             HikvisionRecorder.get_block_type_slug(), include_secrets=False
         )
-    return {doc.name: HikvisionRecorder.load(doc.name) for doc in docs if doc.name}
+    return {doc.name: load_block(HikvisionRecorder, doc.name) for doc in docs if doc.name}

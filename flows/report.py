@@ -19,6 +19,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 
 from blocks.clickhouse import ClickHouseSink
+from blocks.loading import load_block
 from core.settings import DEFAULT_SINK_BLOCK, data_dir
 from reports.page import Channel, ReportData, utc, write_report
 
@@ -104,7 +105,7 @@ def report(
         raise ValueError(f"empty window: end {end} is not after start {start}")
     start, end = start.astimezone(UTC), end.astimezone(UTC)
     logger = get_run_logger()
-    channels = gather(ClickHouseSink.load(sink_block), start, end)
+    channels = gather(load_block(ClickHouseSink, sink_block), start, end)
     note = ""
     try:
         runs = failed_pipeline_runs(start, end)

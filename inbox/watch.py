@@ -281,10 +281,10 @@ def event_id(arrival: Arrival) -> UUID:
 
 
 async def _send(arrival: Arrival) -> None:
-    from prefect.events import Event
+    from prefect.events import Event, Resource
     from prefect.events.clients import get_events_client
 
-    event = Event(event=EVENT_NAME, resource=event_resource(arrival), id=event_id(arrival))
+    event = Event(event=EVENT_NAME, resource=Resource(event_resource(arrival)), id=event_id(arrival))
     async with get_events_client(reconnection_attempts=2) as client:
         await client.emit(event)
 

@@ -121,13 +121,13 @@ def timeline_svg(
             f'<text x="{left - 6}" y="{y + lane_h - 5}" text-anchor="end" font-size="11">{_e(lane[:24])}</text>'
         )
     for first, last, label, n, best in _runs(channel.frames):
-        lane = lanes.index(label) if label in labels else len(lanes) - 1
+        row = lanes.index(label) if label in labels else len(lanes) - 1
         x0 = x(first)
         x1 = max(x(last + timedelta(seconds=step)), x0 + 2)
         colour = colours.get(label, OTHER_COLOUR)
         tip = f"{label}: {n} frame(s) from {first:%H:%M:%S} to {last:%H:%M:%S}, best score {best:.2f}"
         parts.append(
-            f'<rect class="mark" x="{x0:.1f}" y="{top + lane * lane_h + 2}" width="{x1 - x0:.1f}" '
+            f'<rect class="mark" x="{x0:.1f}" y="{top + row * lane_h + 2}" width="{x1 - x0:.1f}" '
             f'height="{lane_h - 4}" fill="{colour}"><title>{_e(tip)}</title></rect>'
         )
     axis_y = top + lane_h * max(len(lanes), 1) + 14

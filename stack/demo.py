@@ -44,6 +44,7 @@ def main() -> int:
     # Prefect reads its settings on import: the stack's environment must be in place first.
     os.environ.update(state.env())
     from blocks.clickhouse import ClickHouseSink, SegmentSummary
+    from blocks.loading import load_block
     from core.settings import DEFAULT_SINK_BLOCK
     from flows.dispatch import start_pipeline_runs, wait_for_runs
 
@@ -60,7 +61,7 @@ def main() -> int:
     states = wait_for_runs(runs, TIMEOUT_S, finished)
     cached = _cached_tasks(runs)
 
-    with ClickHouseSink.load(DEFAULT_SINK_BLOCK).connect() as ch:
+    with load_block(ClickHouseSink, DEFAULT_SINK_BLOCK).connect() as ch:
         summaries = ch.summary_between(start, end)
     print()
     print(f"{'recorder':10} {'state':10} {'segments':>8} {'video s':>8} {'remuxed':>8}  top labels (frames)")

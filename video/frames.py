@@ -88,6 +88,8 @@ def sample_frames(
             "-pix_fmt", "rgb24", "-f", "rawvideo", "pipe:1"]  # fmt: skip
     frame_bytes = size * size * 3
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    stdout, stderr = proc.stdout, proc.stderr
+    assert stdout is not None and stderr is not None  # both are pipes
     # A stuck decoder is killed; the read loop then ends and the timeout is reported.
     watchdog = threading.Timer(timeout_s, proc.kill)
     watchdog.start()
@@ -97,7 +99,7 @@ def sample_frames(
     ready: queue.Queue[bytes | BaseException] = queue.Queue(maxsize=PREFETCH_BATCHES)
     stop = threading.Event()
     reader = threading.Thread(
-        target=_read_batches, args=(proc.stdout, frame_bytes * batch, ready, stop), name="frames", daemon=True
+        target=_read_batches, args=(stdout, frame_bytes * batch, ready, stop), name="frames", daemon=True
     )
     reader.start()
     index = 0
@@ -123,7 +125,7 @@ def sample_frames(
                 f"{video.name}: frame sampling took longer than {timeout_s:.0f} s", retryable=True
             )
         if rc != 0:
-            err = proc.stderr.read().decode(errors="replace").strip().splitlines()[-5:]
+            err = stderr.read().decode(errors="replace").strip().splitlines()[-5:]
             raise FrameSamplingError(f"{video.name}: ffmpeg exited with {rc}: {' | '.join(err)}")
     finally:
         stop.set()
@@ -132,5 +134,5 @@ def sample_frames(
             proc.kill()
             proc.wait()
         reader.join(timeout=30)
-        proc.stdout.close()
-        proc.stderr.close()
+        stdout.close()
+        stderr.close()

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from types import TracebackType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
 
@@ -160,7 +160,7 @@ class ISAPIClient:
     ) -> RecorderError:
         """The RecorderError for one refused request, keeping the device's words in the message."""
         code, words, sub_status = refusal.http_status, refusal.words, refusal.sub_status or None
-        where = {"recorder": self.name, "channel": channel, "segment": segment}
+        where: dict[str, Any] = {"recorder": self.name, "channel": channel, "segment": segment}
         if refusal.kind is Refusal.WRONG_CREDENTIALS:
             return WrongCredentials(
                 username=self.username,

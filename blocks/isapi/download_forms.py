@@ -10,10 +10,17 @@ and then keeps to that one for the rest of its life.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypedDict
 
 from blocks.isapi.parsing import download_request
 
 DOWNLOAD_PATH = "/ISAPI/ContentMgmt/download"
+
+
+class StreamOptions(TypedDict, total=False):
+    content: bytes
+    headers: dict[str, str]
+    params: dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -26,7 +33,7 @@ class DownloadForm:
     def action(self) -> str:
         return f"{self.method} {DOWNLOAD_PATH}"
 
-    def request_options(self, playback_uri: str) -> dict[str, object]:
+    def request_options(self, playback_uri: str) -> StreamOptions:
         """Keyword arguments for `httpx.Client.stream` that ask for `playback_uri` in this form."""
         if self.in_query:
             return {"params": {"playbackURI": playback_uri}}

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from blocks.clickhouse import ClickHouseSink, ClickHouseUnavailable
-from blocks.clickhouse_schema import HOURLY_SUMMARY_SQL, MIGRATIONS
+from blocks.clickhouse_schema import HOURLY_SUMMARY_SQL, MIGRATIONS, DetectionRow, columns, row_values
 from tests.gateway_process import Gateway
 
 PASSWORD = "sink-" + uuid.uuid4().hex
@@ -40,30 +40,30 @@ def sink(gateway) -> ClickHouseSink:
     return sink
 
 
-def detection_rows(segment: str, start: datetime, frames: int, labels: list[str]) -> list[dict]:
+def detection_rows(segment: str, start: datetime, frames: int, labels: list[str]) -> list[DetectionRow]:
     """Five ranks per frame, rank 1 cycling through `labels`; scores known for the max check."""
     now = datetime.now(UTC)
     rows = []
     for i in range(frames):
         for rank in range(1, 6):
             label = labels[i % len(labels)] if rank == 1 else f"other-{rank}"
-            rows.append({
-                "recorder": "nvr-t", "channel": 1, "segment": segment, "frame_time": start + timedelta(seconds=i),
-                "model": "m", "model_version": 1, "rank": rank, "label": label,
-                "score": round(0.9 - rank / 10 + i / 1000, 3), "inserted_at": now,
-            })  # fmt: skip
+            rows.append(DetectionRow(
+                recorder="nvr-t", channel=1, segment=segment, frame_time=start + timedelta(seconds=i),
+                model="m", model_version=1, rank=rank, label=label,
+                score=round(0.9 - rank / 10 + i / 1000, 3), inserted_at=now, version_key="",
+            ))  # fmt: skip
     return rows
 
 
-def expected_summary(rows: list[dict]) -> dict[tuple, tuple[int, float]]:
+def expected_summary(rows: list[DetectionRow]) -> dict[tuple, tuple[int, float]]:
     out: dict[tuple, tuple[int, float]] = {}
     for r in rows:
-        if r["rank"] != 1:
+        if r.rank != 1:
             continue
-        hour = r["frame_time"].replace(minute=0, second=0, microsecond=0)
-        key = (r["recorder"], r["channel"], hour.replace(tzinfo=None), r["label"])
+        hour = r.frame_time.replace(minute=0, second=0, microsecond=0)
+        key = (r.recorder, r.channel, hour.replace(tzinfo=None), r.label)
         n, best = out.get(key, (0, 0.0))
-        out[key] = (n + 1, max(best, r["score"]))
+        out[key] = (n + 1, max(best, r.score))
     return out
 
 
@@ -111,7 +111,13 @@ def test_migration_2_summarises_rows_stored_before_it_once(gateway):
         writer._client.insert(
             f"{sink.database}.schema_migrations", [[1, MIGRATIONS[0].name]], column_names=["version", "name"]
         )
-        writer.insert("detections", old, "old")
+        # Rows as version 1 stored them: without the version_key column of migration 3.
+        old_columns = [c for c in columns(DetectionRow) if c != "version_key"]
+        writer._client.insert(
+            f"{sink.database}.detections",
+            [row_values(r)[: len(old_columns)] for r in old],
+            column_names=old_columns,
+        )
         assert writer.migrate() == [m.name for m in MIGRATIONS[1:]]
         assert writer.migrate() == []
     assert summary(sink) == expected_summary(old)
