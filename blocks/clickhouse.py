@@ -177,8 +177,10 @@ class ClickHouseWriter:
         """Insert a batch so that its segment's rows are exactly its rows, whatever came before.
 
         1. insert under the batch's token (a retry of the same batch is deduplicated);
-        2. if the batch's rows are not all there, an earlier write under this token was
-           deduplicated after its rows had been replaced: insert again under a fresh token;
+        2. if the batch's rows are not all there (nor under another segment name of the same
+           source: an ingested file renamed), an earlier write under this token was
+           deduplicated after a newer version had replaced its rows: insert again under a
+           fresh token;
         3. delete the rows of the same segment written under any other token (an older
            version of the segment).
         Each step is safe to repeat, so a task retried after a crash anywhere ends the same.
@@ -186,23 +188,25 @@ class ClickHouseWriter:
         self.insert(batch.table, batch.rows, batch.token)
         if batch.scope is None:
             return len(batch.rows)
-        where = "recorder = {recorder:String} AND channel = {channel:UInt16} AND segment = {segment:String}"
         recorder, channel, segment = batch.scope
         params = {"recorder": recorder, "channel": channel, "segment": segment, "token": batch.token}
+        source = "recorder = {recorder:String} AND channel = {channel:UInt16}"
+        scope = source + " AND segment = {segment:String}"
         table = f"{{db}}.{batch.table}"
-        if batch.rows:
-            stored = self.query(
-                f"SELECT count() FROM {table} WHERE {where} AND version_key = {{token:String}}", params
-            )
-            if stored[0][0] < len(batch.rows):
-                self.command(f"DELETE FROM {table} WHERE {where} AND version_key = {{token:String}}", params)
+        # The wider count runs only when the narrow one comes up short, which a first write or a
+        # retry never does.
+        if batch.rows and self._count(table, scope, "=", params) < len(batch.rows):
+            if self._count(table, source, "=", params) < len(batch.rows):
+                self.command(f"DELETE FROM {table} WHERE {scope} AND version_key = {{token:String}}", params)
                 self.insert(batch.table, batch.rows, f"{batch.token}/again/{uuid.uuid4().hex}")
-        stale = self.query(
-            f"SELECT count() FROM {table} WHERE {where} AND version_key != {{token:String}}", params
-        )
-        if stale[0][0]:
-            self.command(f"DELETE FROM {table} WHERE {where} AND version_key != {{token:String}}", params)
+        if self._count(table, scope, "!=", params):
+            self.command(f"DELETE FROM {table} WHERE {scope} AND version_key != {{token:String}}", params)
         return len(batch.rows)
+
+    def _count(self, table: str, where: str, token_is: str, params: dict[str, Any]) -> int:
+        """Rows of `table` matching `where` whose version_key is (`=`) or is not (`!=`) the token."""
+        sql = f"SELECT count() FROM {table} WHERE {where} AND version_key {token_is} {{token:String}}"
+        return int(self.query(sql, params)[0][0])
 
     # -- reading -------------------------------------------------------------------------------
 

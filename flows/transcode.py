@@ -81,5 +81,6 @@ def transcode_segment(
     if output is None:
         raise ValueError(f"{segment.label}: a file source needs an output path")
     expected = (segment.end - segment.start).total_seconds() if segment.end else None
-    result = transcode_file(src, output, options, expected, run=run_in_shell_operation)
-    return dataclasses.replace(result, key=transcode_key(segment, options))
+    key = transcode_key(segment, options)
+    result = transcode_file(src, output, options, expected, run=run_in_shell_operation, made_from=key)
+    return dataclasses.replace(result, key=key)

@@ -27,6 +27,7 @@ class Probe:
     duration_s: float | None
     width: int
     height: int
+    comment: str = ""  # the container's comment tag: nvrflow writes what made an MP4 there
 
 
 def input_options(path: Path) -> list[str]:
@@ -49,7 +50,7 @@ def probe(path: Path, run: Runner = run_subprocess) -> Probe:
         "error",
         *input_options(path),
         "-show_entries",
-        "stream=codec_type,codec_name,width,height:format=duration",
+        "stream=codec_type,codec_name,width,height:format=duration:format_tags=comment",
         "-of",
         "json",
         str(path),
@@ -76,4 +77,5 @@ def probe(path: Path, run: Runner = run_subprocess) -> Probe:
         duration_s=float(duration) if duration not in (None, "N/A") else None,
         width=int(video.get("width") or 0),
         height=int(video.get("height") or 0),
+        comment=str(info.get("format", {}).get("tags", {}).get("comment", "")),
     )

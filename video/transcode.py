@@ -54,7 +54,7 @@ def plan(source: Probe, options: TranscodeOptions) -> str:
     return "remux" if source.video_codec == "h264" else "x264"
 
 
-def ffmpeg_argv(src: Path, dst: Path, mode: str, options: TranscodeOptions) -> list[str]:
+def ffmpeg_argv(src: Path, dst: Path, mode: str, options: TranscodeOptions, made_from: str = "") -> list[str]:
     argv = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y"]
     argv += ["-fflags", "+genpts", *input_options(src), "-i", str(src), "-map", "0:v:0"]
     if mode == "remux":
@@ -75,6 +75,8 @@ def ffmpeg_argv(src: Path, dst: Path, mode: str, options: TranscodeOptions) -> l
         argv += ["-map", "0:a:0?", "-c:a", "aac", "-aac_coder", "fast", "-b:a", f"{options.audio_bitrate_k}k"]
     else:
         argv += ["-an"]
+    if made_from:  # read back by the next run to tell whether the file on disk is this output
+        argv += ["-metadata", f"comment={made_from}"]
     argv += ["-movflags", "+faststart", "-f", "mp4", str(dst)]
     return argv
 
@@ -106,8 +108,11 @@ def transcode_file(
     options: TranscodeOptions,
     expected_duration_s: float | None = None,
     run: Runner = run_subprocess,
+    made_from: str = "",
 ) -> TranscodeResult:
-    """Make `dst` from `src`; an existing verified `dst` is kept as it is.
+    """Make `dst` from `src`. An existing `dst` is kept only if it verifies and its comment tag
+    says it was made from `made_from` (the caller's key for this footage and these options):
+    a file left by other footage under the same name, or by other options, is made again.
 
     Most recorder video is H.264, so with the ffmpeg engine the remux starts at once, while
     ffprobe looks at the source, and is kept only if ffprobe says H.264: the two programs'
@@ -119,7 +124,7 @@ def transcode_file(
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="remux") as pool:
             early = None
             if options.engine == "ffmpeg" and not dst.exists():
-                remux = ffmpeg_argv(src, tmp, "remux", options)
+                remux = ffmpeg_argv(src, tmp, "remux", options, made_from)
                 in_context = contextvars.copy_context().run  # its output goes to the task run's log
                 early = pool.submit(in_context, run, remux, options.timeout_s, f"ffmpeg on {src.name}")
             source = probe(src, run)
@@ -127,10 +132,11 @@ def transcode_file(
             mode = plan(source, options)
             if early is None and dst.exists():
                 try:
-                    verify_output(dst, expected, run)
-                    return TranscodeResult(dst, mode, source.video_codec, expected or 0.0, reused=True)
+                    if made_from and verify_output(dst, expected, run).comment == made_from:
+                        return TranscodeResult(dst, mode, source.video_codec, expected or 0.0, reused=True)
                 except CorruptMedia:
-                    dst.unlink()
+                    pass
+                dst.unlink()  # broken, or made from other footage or with other options
             if early is not None and mode == "remux":
                 early.result()
             else:
@@ -139,7 +145,7 @@ def transcode_file(
                 argv = (
                     handbrake_argv(src, tmp, options)
                     if mode == "handbrake"
-                    else ffmpeg_argv(src, tmp, mode, options)
+                    else ffmpeg_argv(src, tmp, mode, options, made_from)
                 )
                 run(argv, options.timeout_s, f"{argv[0]} on {src.name}")
             out = verify_output(tmp, expected, run)

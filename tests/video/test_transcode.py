@@ -51,12 +51,17 @@ def test_h265_is_reencoded_and_audio_can_be_dropped(clips, tmp_path):
     assert out.video_codec == "h264" and out.audio_codec is None
 
 
-def test_existing_verified_output_is_reused(clips, tmp_path):
+def test_existing_output_is_reused_only_when_made_from_the_same_key(clips, tmp_path):
     dst = tmp_path / "out.mp4"
-    transcode_file(clips["h264"], dst, TranscodeOptions())
+    transcode_file(clips["h264"], dst, TranscodeOptions(), made_from="seg/1000/opts-a")
+    assert probe(dst).comment == "seg/1000/opts-a"
     mtime = dst.stat().st_mtime_ns
-    again = transcode_file(clips["h264"], dst, TranscodeOptions())
+    again = transcode_file(clips["h264"], dst, TranscodeOptions(), made_from="seg/1000/opts-a")
     assert again.reused and dst.stat().st_mtime_ns == mtime
+    # Other footage under the same name (or other options): the file on disk is not this output.
+    other = transcode_file(clips["h265"], dst, TranscodeOptions(), made_from="seg/2000/opts-a")
+    assert not other.reused and other.source_codec == "hevc"
+    assert probe(dst).comment == "seg/2000/opts-a"
 
 
 def test_handbrake_command_is_available(clips, tmp_path):
