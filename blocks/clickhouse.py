@@ -149,11 +149,6 @@ class ClickHouseWriter:
             applied.append(migration.name)
         return applied
 
-    def schema_version(self) -> int:
-        """The highest migration applied (0 on an empty database)."""
-        rows = self.query("SELECT max(version) FROM {db}.schema_migrations")
-        return int(rows[0][0]) if rows and rows[0][0] is not None else 0
-
     # -- writing -------------------------------------------------------------------------------
 
     def insert(self, table: str, rows: Sequence[Row], token: str) -> int:

@@ -3,7 +3,9 @@
 A batch is written so that it survives a crash (temp file, fsync, atomic rename, fsync
 of the folder), under a name made from its table and token, so keeping the same batch
 twice leaves one file. `flush` sends each file with `ClickHouseWriter.write` and deletes
-it only after the server acknowledged it; the batch's token makes a repeat harmless.
+it only after the server acknowledged it; the batch's token makes a repeat harmless, so
+workers on several machines may share one outbox folder (`NVRFLOW_OUTBOX`) and flush it
+at the same time.
 """
 
 from __future__ import annotations
@@ -77,6 +79,8 @@ def flush(sink: ClickHouseSink, folder: Path) -> tuple[int, int]:
             except ClickHouseUnavailable:
                 remaining += 1
                 continue
-            path.unlink()
+            except FileNotFoundError:
+                continue  # a flush on another machine sharing the folder sent it first
+            path.unlink(missing_ok=True)
             sent += 1
     return sent, remaining

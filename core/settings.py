@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
+
+FOLDER_ID_FILE = ".nvrflow-folder-id"
 
 DEFAULT_SINK_BLOCK = "nvrflow"
 DEFAULT_MODEL_BLOCK = "nvrflow"
@@ -27,7 +30,33 @@ def mp4_dir() -> Path:
 
 
 def outbox_dir() -> Path:
-    """ClickHouse batches kept on this machine's disk while the server was unreachable."""
-    path = data_dir() / "outbox"
+    """ClickHouse batches kept while the server was unreachable: `$NVRFLOW_OUTBOX`, else the data folder's.
+
+    With several machines, point `NVRFLOW_OUTBOX` of every worker at one shared folder, so that
+    the scheduled flush sends what any of them kept, wherever it runs.
+    """
+    path = Path(os.environ["NVRFLOW_OUTBOX"]) if os.environ.get("NVRFLOW_OUTBOX") else data_dir() / "outbox"
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def data_folder_id() -> str:
+    """An id made once per data folder: machines that share a folder share it, others do not.
+
+    Cached results that name a file (an export, an MP4) are keyed by it, so a worker never takes
+    another data folder's path for its own.
+    """
+    marker = data_dir() / FOLDER_ID_FILE
+    try:
+        return marker.read_text().strip()
+    except FileNotFoundError:
+        pass
+    tmp = marker.with_name(f"{FOLDER_ID_FILE}.{os.getpid()}.tmp")
+    tmp.write_text(uuid.uuid4().hex)
+    try:
+        os.link(tmp, marker)  # the first writer wins; everyone then reads its id
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink(missing_ok=True)
+    return marker.read_text().strip()

@@ -3,24 +3,29 @@
 Every call to a recorder holds a slot of its global concurrency limit
 `recorder:<name>` (strict: a missing limit is an error, not unlimited).
 
-Cache key of a download: the segment's identity (recorder, channel, segment name, size)
-and DOWNLOAD_VERSION; it expires after DOWNLOAD_CACHE_DAYS, the retention of exports
-on disk. A re-recorded segment (same name, new size) is another key: downloaded again.
+Cache key of a download: the segment's identity (recorder, channel, segment name, size),
+DOWNLOAD_VERSION and the data folder; it expires after DOWNLOAD_CACHE_DAYS, the retention
+of exports on disk. A re-recorded segment (same name, new size) is another key:
+downloaded again. A cached download is used only where its file exists and verifies
+(`download_task_for`).
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from pathlib import Path
 
-from prefect import get_run_logger, task
+from prefect import Task, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.concurrency.sync import concurrency
 
+from blocks.isapi.download import is_complete
+from blocks.isapi.naming import UnsafeNameError, segment_path
 from blocks.recorder import DownloadResult, HikvisionRecorder, Recording
 from core.segment import Segment, stage_key
 from core.settings import exports_dir
 from flows import retry_policy
-from flows.caching import StageKey
+from flows.caching import StageKey, trusting_files
 
 DOWNLOAD_VERSION = 1
 DOWNLOAD_CACHE_DAYS = 14
@@ -50,7 +55,7 @@ def download_key(segment: Segment) -> str:
 
 
 @task(name="download", task_run_name="download {segment.label}",
-      cache_policy=StageKey(key_of=lambda inputs: download_key(inputs["segment"])),
+      cache_policy=StageKey(key_of=lambda inputs: download_key(inputs["segment"]), per_data_folder=True),
       cache_expiration=timedelta(days=DOWNLOAD_CACHE_DAYS), **retry_policy.RECORDER)  # fmt: skip
 def download_recording(recorder: HikvisionRecorder, segment: Segment, rec: Recording) -> DownloadResult:
     with concurrency(limit_name(recorder.name), occupy=1, strict=True), recorder.connect() as client:
@@ -60,3 +65,17 @@ def download_recording(recorder: HikvisionRecorder, segment: Segment, rec: Recor
     else:
         get_run_logger().info(f"{segment.label}: {result.bytes} bytes downloaded")
     return result
+
+
+def export_path(rec: Recording) -> Path | None:
+    """Where this data folder keeps the recording's export; None for a name no path can take."""
+    try:
+        return segment_path(exports_dir(), rec.recorder, rec.channel, rec.start, rec.name)
+    except UnsafeNameError:
+        return None  # the download task itself fails with the recorder's error
+
+
+def download_task_for(rec: Recording) -> Task[..., DownloadResult]:
+    """The download task, running again unless this data folder holds the verified export."""
+    path = export_path(rec)
+    return trusting_files(download_recording, path is not None and is_complete(path, rec.size))

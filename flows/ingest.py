@@ -26,7 +26,7 @@ from core.segment import Segment, check_source
 from core.settings import DEFAULT_MODEL_BLOCK, DEFAULT_SINK_BLOCK
 from flows.classify import check_model, classify_segment
 from flows.persist import persist_segment
-from flows.transcode import transcode_segment
+from flows.transcode import transcode_task_for
 from inbox.folders import claim, describe_file, failure_reason, ingest_dir, move_into, mp4_path, set_aside
 from video.transcode import TranscodeOptions
 
@@ -64,7 +64,8 @@ def ingest_video(
         sink = load_block(ClickHouseSink, sink_block)
         version = check_model(model)
         options = transcode or TranscodeOptions()
-        transcoded = transcode_segment(segment, working, options, output=mp4_path(segment))
+        output = mp4_path(segment)
+        transcoded = transcode_task_for(output)(segment, working, options, output=output)
         classification = classify_segment(segment, transcoded, model, version, sample_fps)
         persisted = persist_segment(segment, transcoded, classification, sink, segment.source, run_id)
     except BaseException as exc:

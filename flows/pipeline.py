@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -27,13 +28,13 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from blocks.clickhouse import ClickHouseSink
 from blocks.loading import load_block
 from blocks.model_server import TFServingModel
-from blocks.recorder import HikvisionRecorder
+from blocks.recorder import HikvisionRecorder, Recording
 from core.segment import Segment
-from core.settings import DEFAULT_MODEL_BLOCK, DEFAULT_SINK_BLOCK
+from core.settings import DEFAULT_MODEL_BLOCK, DEFAULT_SINK_BLOCK, exports_dir, mp4_dir
 from flows.classify import check_model, classify_segment
-from flows.export import download_recording, search_recordings, segment_of
+from flows.export import download_task_for, export_path, search_recordings, segment_of
 from flows.persist import persist_segment
-from flows.transcode import transcode_segment
+from flows.transcode import mp4_path_for, transcode_task_for
 from video.transcode import TranscodeOptions
 
 CACHED_STAGES = ("download", "transcode", "classify")
@@ -72,6 +73,11 @@ def _top_labels(classification, k: int = 3) -> str:
             counts[d.label] = counts.get(d.label, 0) + 1
     best = sorted(counts.items(), key=lambda kv: -kv[1])[:k]
     return ", ".join(f"{label} ({n})" for label, n in best)
+
+
+def _mp4_of(rec: Recording) -> Path | None:
+    export = export_path(rec)
+    return mp4_path_for(export, exports_dir(), mp4_dir()) if export else None
 
 
 def _error_text(state) -> str:
@@ -139,12 +145,13 @@ def recorder_pipeline(
         # Submitted stage by stage: a task waiting for its upstream holds a worker thread,
         # so segment-by-segment submission would run the segments one after another.
         downloads = [
-            download_recording.submit(block, seg, rec) for seg, rec in zip(segments, recordings, strict=True)
+            download_task_for(rec).submit(block, seg, rec)
+            for seg, rec in zip(segments, recordings, strict=True)
         ]
         # return_state=False picks the overload that admits futures in place of values.
         transcodes = [
-            transcode_segment.submit(seg, d, options, return_state=False)
-            for seg, d in zip(segments, downloads, strict=True)
+            transcode_task_for(_mp4_of(rec)).submit(seg, d, options, return_state=False)
+            for seg, rec, d in zip(segments, recordings, downloads, strict=True)
         ]
         classified = [
             classify_segment.submit(seg, t, model, model_version, sample_fps, return_state=False)

@@ -5,7 +5,9 @@ prefect-shell, so the encoder's output lands in the task run's log.
 
 Cache key of a transcode: the segment's identity, TRANSCODE_VERSION and the options that
 shape the MP4 (`TranscodeOptions.output_settings`: engine, preset, CRF, audio; not the
-timeout). It expires after TRANSCODE_CACHE_DAYS, the retention of MP4s on disk.
+timeout), and the data folder. It expires after TRANSCODE_CACHE_DAYS, the retention of
+MP4s on disk. A cached MP4 is used only where its file exists with moov before mdat
+(`transcode_task_for`).
 """
 
 from __future__ import annotations
@@ -15,15 +17,16 @@ from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 
-from prefect import task
+from prefect import Task, task
 from prefect_shell import ShellOperation
 
 from blocks.recorder import DownloadResult
 from core.segment import Segment, stage_key
 from core.settings import exports_dir, mp4_dir
 from flows import retry_policy
-from flows.caching import StageKey
+from flows.caching import StageKey, trusting_files
 from video.command import TAIL_LINES, CommandFailed
+from video.mp4 import is_faststart
 from video.transcode import TranscodeOptions, TranscodeResult, transcode_file
 
 TRANSCODE_VERSION = 1
@@ -67,7 +70,8 @@ def mp4_path_for(export: Path, exports_root: Path, mp4_root: Path) -> Path:
 
 
 @task(name="transcode", task_run_name="transcode {segment.label}",
-      cache_policy=StageKey(key_of=lambda inputs: transcode_key(inputs["segment"], inputs["options"])),
+      cache_policy=StageKey(key_of=lambda inputs: transcode_key(inputs["segment"], inputs["options"]),
+                            per_data_folder=True),
       cache_expiration=timedelta(days=TRANSCODE_CACHE_DAYS), **retry_policy.MEDIA)  # fmt: skip
 def transcode_segment(
     segment: Segment, source: DownloadResult | Path, options: TranscodeOptions, output: Path | None = None
@@ -84,3 +88,8 @@ def transcode_segment(
     key = transcode_key(segment, options)
     result = transcode_file(src, output, options, expected, run=run_in_shell_operation, made_from=key)
     return dataclasses.replace(result, key=key)
+
+
+def transcode_task_for(output: Path | None) -> Task[..., TranscodeResult]:
+    """The transcode task, running again unless this data folder holds the MP4 at `output`."""
+    return trusting_files(transcode_segment, output is not None and output.is_file() and is_faststart(output))

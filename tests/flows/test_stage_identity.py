@@ -1,7 +1,8 @@
 """One segment identity through every stage, and the retry policy seen from a running pipeline.
 
 - a segment re-recorded under the same name with another size is downloaded, transcoded and
-  classified again, and its rows replace the old ones (counted without FINAL);
+  classified again, and its rows replace the old ones (counted without FINAL); a cached
+  download or MP4 is used only where its file is (another data folder runs those stages again);
 - a model that does not match its block fails the run after one attempt, naming the setting;
 - a recorder account without the download right fails with a permissions error, no retry;
 - a recorder that refuses the download's method gets the request in another documented form.
@@ -56,7 +57,7 @@ def _share(labels: list[str], expected: tuple[str, ...]) -> float:
     return sum(any(e in label.lower() for e in expected) for label in labels) / max(len(labels), 1)
 
 
-def test_a_re_recorded_segment_runs_every_stage_again_and_replaces_its_rows(stack, tmp_path):
+def test_a_re_recorded_segment_runs_every_stage_again_and_replaces_its_rows(stack, tmp_path, monkeypatch):
     from blocks.recorder import HikvisionRecorder
     from flows.pipeline import recorder_pipeline
     from flows.recorders import upsert_recorder
@@ -91,6 +92,18 @@ def test_a_re_recorded_segment_runs_every_stage_again_and_replaces_its_rows(stac
         assert [s["name"] for s in control.segments(recorder["port"])] == names
         second = recorder_pipeline("rerec-01", START, end)
         third = recorder_pipeline("rerec-01", START, end)
+        # A cached result names a file: without the file here, the stage runs again.
+        export = next((stack.data_dir / "exports" / "rerec-01").rglob(f"{names[0]}.ps"))
+        mp4 = next((stack.data_dir / "mp4" / "rerec-01").rglob(f"{names[0]}.mp4"))
+        export.unlink()
+        mp4.unlink()
+        fourth = recorder_pipeline("rerec-01", START, end)
+        assert export.is_file() and mp4.is_file()
+        # Another data folder (another machine's): its own exports and MP4s, the same labels.
+        with monkeypatch.context() as elsewhere:
+            elsewhere.setenv("NVRFLOW_DATA", str(tmp_path / "other-host"))
+            fifth = recorder_pipeline("rerec-01", START, end)
+        assert list((tmp_path / "other-host" / "mp4" / "rerec-01").rglob("*.mp4"))
     assert second["persisted"] == SEGMENTS
     assert second["reused"] == {"download": 0, "transcode": 0, "classify": 0}, second
     segments, detections, sizes, labels = _rows("rerec-01")
@@ -98,6 +111,10 @@ def test_a_re_recorded_segment_runs_every_stage_again_and_replaces_its_rows(stac
     assert _share(labels, COFFEE) >= 0.8, labels
     # The new version is cached under its own keys like any other.
     assert third["reused"] == {"download": SEGMENTS, "transcode": SEGMENTS, "classify": SEGMENTS}, third
+    assert fourth["reused"] == {"download": SEGMENTS - 1, "transcode": SEGMENTS - 1, "classify": SEGMENTS}, (
+        fourth
+    )
+    assert fifth["reused"] == {"download": 0, "transcode": 0, "classify": SEGMENTS}, fifth
     assert _rows("rerec-01")[:2] == (segments, detections)
 
 
