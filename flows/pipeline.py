@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -31,6 +31,7 @@ from blocks.model_server import TFServingModel
 from blocks.recorder import HikvisionRecorder, Recording
 from core.segment import Segment
 from core.settings import DEFAULT_MODEL_BLOCK, DEFAULT_SINK_BLOCK, exports_dir, mp4_dir
+from core.windows import check_window, hour_before
 from flows.classify import check_model, classify_segment
 from flows.export import download_task_for, export_path, search_recordings, segment_of
 from flows.persist import persist_segment
@@ -54,11 +55,6 @@ class SegmentOutcome:
     duration_s: float = 0.0
     top_labels: str = ""
     reused: tuple[str, ...] = ()  # stages answered from the cache of an earlier run
-
-
-def previous_hour(now: datetime | None = None) -> tuple[datetime, datetime]:
-    end = (now or datetime.now(UTC)).replace(minute=0, second=0, microsecond=0)
-    return end - timedelta(hours=1), end
 
 
 def _artifact_key(kind: str, recorder: str) -> str:
@@ -107,15 +103,23 @@ def recorder_pipeline(
 ) -> dict:
     """Export, transcode, classify and persist one recorder's recordings of [start, end) (UTC).
 
-    Without a window, the previous full hour. Without channels, the recorder block's channels.
+    Args:
+        recorder: Name of the recorder (its HikvisionRecorder block, as in the inventory).
+        start: Window start, with a time zone (e.g. 2026-11-01T10:00:00Z). Leave start and end
+            empty for the whole hour before the run's scheduled start time (a 10:05 run does
+            09:00-10:00, even when it starts late).
+        end: Window end (exclusive), with a time zone; empty: see start.
+        channels: Channels (cameras) to export; empty: every channel of the recorder block.
+        transcode: How MP4s are made; empty: H.264 remuxed, anything else x264 veryfast CRF 23,
+            audio as AAC 96 kb/s.
+        sample_fps: Frames classified per second of video.
+        model_block: Name of the TFServingModel block to classify with.
+        sink_block: Name of the ClickHouseSink block to store the rows in.
     """
     logger = get_run_logger()
     if start is None or end is None:
-        start, end = previous_hour()
-    if start.tzinfo is None or end.tzinfo is None:
-        raise ValueError("start and end need a time zone (e.g. 2026-11-01T10:00:00Z)")
-    if end <= start:
-        raise ValueError(f"empty window: end {end} is not after start {start}")
+        start, end = hour_before(flow_run.scheduled_start_time)
+    start, end = check_window(start, end)
     options = transcode or TranscodeOptions()
     try:
         block = load_block(HikvisionRecorder, recorder)
@@ -172,6 +176,8 @@ def recorder_pipeline(
     failures = [f"{o.segment.label}: {o.error}" for o in failed]
     summary = {
         "recorder": recorder,
+        "start": start.isoformat(),
+        "end": end.isoformat(),
         "segments": len(recordings),
         "persisted": len(outcomes) - len(failed),
         "failed": failures,

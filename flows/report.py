@@ -21,6 +21,7 @@ from prefect import flow, get_run_logger
 from blocks.clickhouse import ClickHouseSink
 from blocks.loading import load_block
 from core.settings import DEFAULT_SINK_BLOCK, data_dir
+from core.windows import hour_before
 from reports.page import Channel, ReportData, utc, write_report
 
 PIPELINE_FLOW = "recorder-pipeline"
@@ -55,8 +56,6 @@ def failed_pipeline_runs(start: datetime, end: datetime, limit: int = 200) -> li
     )
     from prefect.client.schemas.objects import StateType
 
-    from flows.pipeline import previous_hour
-
     with get_client(sync_client=True) as client:
         runs = client.read_flow_runs(
             flow_filter=FlowFilter(name=FlowFilterName(any_=[PIPELINE_FLOW])),
@@ -73,8 +72,11 @@ def failed_pipeline_runs(start: datetime, end: datetime, limit: int = 200) -> li
         try:
             run_start, run_end = (utc(_parse_time(params[k])) for k in ("start", "end"))
         except (KeyError, TypeError, ValueError):
-            # Without a window the run covered the hour before it started.
-            run_start, run_end = previous_hour(run.start_time or run.expected_start_time)
+            # Without a window the run covered the hour before its scheduled start.
+            when = run.expected_start_time or run.start_time
+            if when is None:
+                continue
+            run_start, run_end = hour_before(when)
         if run_start < end and run_end > start:
             found.append({
                 "name": run.name, "id": str(run.id), "recorder": str(params.get("recorder", "")),
