@@ -235,6 +235,15 @@ class ClickHouseWriter:
             _utc_naive(start=start, end=end),
         )
 
+    def complete_windows(self, start: datetime, end: datetime) -> set[tuple[str, int, datetime]]:
+        """(recorder, channel, hour) of every ledger row with an hour in [start, end)."""
+        rows = self.query(
+            "SELECT DISTINCT recorder, channel, hour FROM {db}.windows "
+            "WHERE hour >= {start:DateTime('UTC')} AND hour < {end:DateTime('UTC')}",
+            _utc_naive(start=start, end=end),
+        )
+        return {(recorder, int(channel), _as_utc(hour)) for recorder, channel, hour in rows}
+
     def summary_between(self, start: datetime, end: datetime, top: int = 3) -> dict[str, SegmentSummary]:
         """Per recorder: segments, seconds of video, remuxed segments and its `top` rank-1 labels."""
         window = {"s": start, "e": end}
@@ -261,6 +270,10 @@ class ClickHouseWriter:
 def _utc_naive(**times: datetime) -> dict[str, datetime]:
     """Query parameters for DateTime64(3, 'UTC') columns: clickhouse-connect sends naive values as they are."""
     return {k: v.astimezone(UTC).replace(tzinfo=None) for k, v in times.items()}
+
+
+def _as_utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -107,6 +107,24 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE {db}.detections ADD COLUMN IF NOT EXISTS version_key String DEFAULT ''",
         ),
     ),
+    # The ledger: one row per recorder, channel and hour whose every segment was persisted.
+    # `backfill` runs the hours that have no row.
+    Migration(
+        4,
+        "windows ledger",
+        (
+            """CREATE TABLE IF NOT EXISTS {db}.windows (
+                recorder LowCardinality(String),
+                channel UInt16,
+                hour DateTime('UTC'),
+                segments UInt32,
+                flow_run_id String,
+                completed_at DateTime64(3, 'UTC')
+            ) ENGINE = ReplacingMergeTree(completed_at)
+            ORDER BY (recorder, channel, hour) """
+            + _DEDUP,
+        ),
+    ),
 )
 
 # How to read the summary: partial rows of one key are folded by merges, so always aggregate.
@@ -157,8 +175,21 @@ class DetectionRow:
     version_key: str
 
 
-Row = SegmentRow | DetectionRow
-ROW_TYPES: dict[str, type[SegmentRow] | type[DetectionRow]] = {t.TABLE: t for t in (SegmentRow, DetectionRow)}
+@dataclass(frozen=True)
+class WindowRow:
+    """One row of `windows`, the ledger: a recorder's channel over an hour, complete."""
+
+    TABLE: ClassVar[str] = "windows"
+    recorder: str
+    channel: int
+    hour: datetime
+    segments: int
+    flow_run_id: str
+    completed_at: datetime
+
+
+Row = SegmentRow | DetectionRow | WindowRow
+ROW_TYPES: dict[str, type[Row]] = {t.TABLE: t for t in (SegmentRow, DetectionRow, WindowRow)}
 
 
 def columns(row_type: type[Row]) -> list[str]:
@@ -184,6 +215,6 @@ def row_from_json(table: str, data: dict[str, Any]) -> Row:
     row_type = ROW_TYPES[table]
     times = datetime_columns(row_type)
     # Rows kept before migration 3 have no version_key.
-    values: dict[str, Any] = {"version_key": ""}
+    values: dict[str, Any] = {"version_key": ""} if "version_key" in columns(row_type) else {}
     values |= {k: datetime.fromisoformat(v) if k in times else v for k, v in data.items()}
     return row_type(**values)

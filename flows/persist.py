@@ -24,7 +24,7 @@ from prefect.logging import get_logger
 
 from blocks import clickhouse_outbox
 from blocks.clickhouse import Batch, ClickHouseSink, ClickHouseUnavailable
-from blocks.clickhouse_schema import DetectionRow, SegmentRow
+from blocks.clickhouse_schema import DetectionRow, SegmentRow, WindowRow
 from blocks.loading import load_block
 from core.segment import Segment
 from core.settings import DEFAULT_SINK_BLOCK, outbox_dir
@@ -121,6 +121,34 @@ def persist_segment(
 ) -> PersistResult:
     batches = segment_batches(segment, transcoded, classification, site, flow_run_id)
     return persist_batches(sink, batches)
+
+
+def window_batches(
+    recorder: str, complete: dict[tuple[int, datetime], int], flow_run_id: str, now: datetime | None = None
+) -> list[Batch]:
+    """Ledger rows for the (channel, hour) windows found complete, with their segment counts.
+
+    The token is the window itself: the first run that completes a window is the one the
+    ledger keeps, and a later run of the same window adds nothing.
+    """
+    now = now or datetime.now(UTC)
+    return [
+        Batch(
+            WindowRow.TABLE,
+            f"windows/{recorder}/{channel}/{hour.isoformat()}",
+            (WindowRow(recorder, channel, hour, segments, flow_run_id, now),),
+        )
+        for (channel, hour), segments in sorted(complete.items())
+    ]
+
+
+@task(name="record windows", task_run_name="record windows {recorder}", cache_policy=NO_CACHE,
+      **retry_policy.CLICKHOUSE)  # fmt: skip
+def record_windows(
+    recorder: str, complete: dict[tuple[int, datetime], int], sink: ClickHouseSink, flow_run_id: str
+) -> PersistResult:
+    """Mark the windows complete in the ledger (through the outbox when ClickHouse is down)."""
+    return persist_batches(sink, window_batches(recorder, complete, flow_run_id))
 
 
 @flow(name="flush-outbox")

@@ -31,10 +31,10 @@ from blocks.model_server import TFServingModel
 from blocks.recorder import HikvisionRecorder, Recording
 from core.segment import Segment
 from core.settings import DEFAULT_MODEL_BLOCK, DEFAULT_SINK_BLOCK, exports_dir, mp4_dir
-from core.windows import check_window, hour_before
+from core.windows import HOUR, check_window, hour_before, whole_hours
 from flows.classify import check_model, classify_segment
 from flows.export import download_task_for, export_path, search_recordings, segment_of
-from flows.persist import persist_segment
+from flows.persist import persist_segment, record_windows
 from flows.transcode import mp4_path_for, transcode_task_for
 from video.transcode import TranscodeOptions
 
@@ -172,6 +172,9 @@ def recorder_pipeline(
         update_progress_artifact(progress, 100.0)
 
     failed = [o for o in outcomes if o.state != "ok"]
+    complete = complete_windows(chosen, start, end, outcomes)
+    if complete:
+        record_windows(recorder, complete, sink, str(flow_run.id or ""))
     _publish(recorder, start, end, outcomes)
     failures = [f"{o.segment.label}: {o.error}" for o in failed]
     summary = {
@@ -182,12 +185,30 @@ def recorder_pipeline(
         "persisted": len(outcomes) - len(failed),
         "failed": failures,
         "reused": {stage: sum(stage in o.reused for o in outcomes) for stage in CACHED_STAGES},
+        "complete_hours": len(complete),
     }
     if failed:
         raise PipelineFailed(
             f"{recorder}: {len(failed)} of {len(recordings)} segments failed:\n" + "\n".join(failures)
         )
     return summary
+
+
+def complete_windows(
+    channels: list[int], start: datetime, end: datetime, outcomes: list[SegmentOutcome]
+) -> dict[tuple[int, datetime], int]:
+    """{(channel, hour): segments} for each whole hour of the window in which no segment failed."""
+    complete = {}
+    for channel in channels:
+        for hour in whole_hours(start, end):
+            touching = [
+                o for o in outcomes
+                if o.segment.channel == channel and o.segment.start < hour + HOUR
+                and (o.segment.end or o.segment.start) > hour
+            ]  # fmt: skip
+            if all(o.state == "ok" for o in touching):
+                complete[(channel, hour)] = len(touching)
+    return complete
 
 
 def _outcome(chain, persisted) -> SegmentOutcome:

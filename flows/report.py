@@ -21,7 +21,8 @@ from prefect import flow, get_run_logger
 from blocks.clickhouse import ClickHouseSink
 from blocks.loading import load_block
 from core.settings import DEFAULT_SINK_BLOCK, data_dir
-from core.windows import hour_before
+from core.windows import HOUR, gap_rows, hour_before, hours_touching, missing_windows
+from flows.recorders import registered_recorders
 from reports.page import Channel, ReportData, utc, write_report
 
 PIPELINE_FLOW = "recorder-pipeline"
@@ -92,6 +93,17 @@ def _parse_time(value: object) -> datetime:
     return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
 
 
+def gaps_between(sink: ClickHouseSink, start: datetime, end: datetime) -> list[dict]:
+    """The gap view of the window's past hours: recorders with hours the ledger does not hold."""
+    hours = [h for h in hours_touching(start, end) if h + HOUR <= datetime.now(UTC)]
+    if not hours:
+        return []
+    channels = {name: block.channels for name, block in registered_recorders().items() if block.enabled}
+    with sink.connect() as ch:
+        complete = ch.complete_windows(hours[0], hours[-1] + HOUR)
+    return gap_rows(missing_windows(channels, hours, complete))
+
+
 def default_path(start: datetime, end: datetime) -> Path:
     return data_dir() / "reports" / f"report-{start:%Y%m%dT%H%M%S}-{end:%Y%m%dT%H%M%S}.html"
 
@@ -107,15 +119,18 @@ def report(
         raise ValueError(f"empty window: end {end} is not after start {start}")
     start, end = start.astimezone(UTC), end.astimezone(UTC)
     logger = get_run_logger()
-    channels = gather(load_block(ClickHouseSink, sink_block), start, end)
+    sink = load_block(ClickHouseSink, sink_block)
+    channels = gather(sink, start, end)
     note = ""
+    gaps: list[dict] = []
     try:
         runs = failed_pipeline_runs(start, end)
+        gaps = gaps_between(sink, start, end)
     except Exception as exc:  # the report is still useful without the run history
-        runs, note = [], f"Prefect API not reachable, failed runs not listed: {type(exc).__name__}"
+        runs, note = [], f"Prefect API not reachable, failed runs and gaps not listed: {type(exc).__name__}"
         logger.warning(note)
     path = write_report(
-        ReportData(start, end, channels, runs, note), Path(out) if out else default_path(start, end)
+        ReportData(start, end, channels, runs, note, gaps), Path(out) if out else default_path(start, end)
     )
     logger.info(f"report: {path} ({len(channels)} channels, {len(runs)} failed runs)")
     return str(path)

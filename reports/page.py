@@ -39,6 +39,8 @@ class ReportData:
     channels: list[Channel]
     failed_runs: list[dict]
     prefect_note: str = ""
+    # One row per recorder with hours the ledger does not hold as complete (core.windows.gap_rows).
+    gaps: list[dict] = field(default_factory=list)
 
     def missing_outputs(self) -> list[dict]:
         return [s for c in self.channels for s in c.segments if not _has_output(s["output_path"])]
@@ -162,6 +164,7 @@ def render(data: ReportData, page_dir: Path) -> str:
         f"<p>{len(data.channels)} channel(s), {n_segments} segment(s), "
         f"{sum(len(c.frames) for c in data.channels)} classified frame(s).</p>"
     )
+    body.append(_gaps_html(data))
     body.append(_failures_html(data))
     recorder = None
     for channel in data.channels:
@@ -196,6 +199,24 @@ def render(data: ReportData, page_dir: Path) -> str:
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{_e(title)}</title><style>{CSS}</style></head><body>" + "\n".join(body) + "</body></html>\n"
     )
+
+
+def _gaps_html(data: ReportData) -> str:
+    parts = ['<section class="gaps-section"><h2>Gaps</h2>']
+    if not data.gaps:
+        parts.append('<p class="ok">every recorder-hour of the window is complete</p>')
+    else:
+        parts.append(
+            '<table class="failures"><tr><th>recorder</th><th>hours missing</th><th>first</th><th>last</th></tr>'
+        )
+        parts += [
+            f"<tr><td>{_e(g['recorder'])}</td><td>{_e(g['hours missing'])}</td><td>{_e(g['first'])}</td>"
+            f"<td>{_e(g['last'])}</td></tr>"
+            for g in data.gaps
+        ]
+        parts.append("</table><p>Run them with <code>python -m flows.backfill</code>.</p>")
+    parts.append("</section>")
+    return "".join(parts)
 
 
 def _failures_html(data: ReportData) -> str:

@@ -1,0 +1,122 @@
+"""Recorder-hours as partitions: scheduled runs that start late each do their own hour, the ledger
+records every complete hour once, and backfill starts exactly the hours that are missing."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from uuid import UUID
+
+import pytest
+from pydantic import SecretStr
+
+from stack.ports import free_port
+from stack.simulator import control
+
+pytestmark = pytest.mark.stack
+
+DAY = datetime(2026, 11, 4, tzinfo=UTC)
+# Four 4 s segments across the 03:00 -> 04:00 boundary: two in hour 03, two in hour 04.
+RECORDING_START = DAY.replace(hour=3, minute=59, second=52)
+RECORDING_END = DAY.replace(hour=4, minute=0, second=8)
+PASSWORD = "ledger-Pa55"
+
+
+def _sink():
+    from blocks.clickhouse import ClickHouseSink
+
+    return ClickHouseSink.load("nvrflow").connect()
+
+
+def _ledger(recorder: str) -> list[tuple[datetime, int]]:
+    with _sink() as ch:
+        rows = ch.query(
+            "SELECT hour, segments FROM {db}.windows WHERE recorder = {r:String} ORDER BY hour",
+            {"r": recorder},
+        )
+    return [(hour.replace(tzinfo=UTC), n) for hour, n in rows]
+
+
+def _counts(recorder: str) -> tuple[int, int]:
+    with _sink() as ch:
+        where = {"r": recorder}
+        return (
+            ch.query("SELECT count() FROM {db}.segments WHERE recorder = {r:String}", where)[0][0],
+            ch.query("SELECT count() FROM {db}.detections WHERE recorder = {r:String}", where)[0][0],
+        )
+
+
+@pytest.fixture
+def paused_pool():
+    """The work pool paused: no worker takes a run, as if every worker were down."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolUpdate
+
+    from stack.supervisor import POOL_NAME
+
+    def pause(paused: bool) -> None:
+        with get_client(sync_client=True) as client:
+            client.update_work_pool(POOL_NAME, WorkPoolUpdate(is_paused=paused))
+
+    pause(True)
+    try:
+        yield pause
+    finally:
+        pause(False)
+
+
+def test_three_late_hours_are_each_done_once_and_backfill_runs_only_the_missing_one(
+    stack, tmp_path, paused_pool
+):
+    from prefect.client.orchestration import get_client
+    from prefect.states import Scheduled
+
+    from blocks.recorder import HikvisionRecorder
+    from flows.backfill import backfill
+    from flows.dispatch import wait_for_runs
+    from flows.recorders import upsert_recorder
+
+    recorder = {
+        "name": "ledger-01", "port": free_port(), "username": "admin", "password": PASSWORD,
+        "segment_seconds": 4, "recording_start": RECORDING_START.replace(tzinfo=None).isoformat(),
+        "recording_end": RECORDING_END.replace(tzinfo=None).isoformat(),
+        "channels": [{"id": 1, "scene": "coffee", "codec": "h264", "audio": "none"}],
+    }  # fmt: skip
+    spec = {"width": 320, "height": 240, "fps": 10, "recorders": [recorder]}
+    block = HikvisionRecorder(
+        host="127.0.0.1", port=recorder["port"], password=SecretStr(PASSWORD), channels=[1]
+    )
+    upsert_recorder("ledger-01", block)
+
+    with control.running(spec, tmp_path):
+        # The hourly runs for 02:00, 03:00 and 04:00, scheduled at 03:05, 04:05, 05:05 while no
+        # worker takes runs; they all start late, once the pool is back.
+        with get_client(sync_client=True) as client:
+            deployment = client.read_deployment_by_name("recorder-pipeline/recorder")
+            runs = {
+                f"{hour:02d}": client.create_flow_run_from_deployment(
+                    deployment.id,
+                    parameters={"recorder": "ledger-01"},
+                    state=Scheduled(scheduled_time=DAY.replace(hour=hour + 1, minute=5)),
+                ).id
+                for hour in (2, 3, 4)
+            }
+        paused_pool(False)
+        assert wait_for_runs(runs, timeout_s=600) == {name: "Completed" for name in runs}
+        hours = [DAY.replace(hour=h) for h in (2, 3, 4)]
+        assert _ledger("ledger-01") == [(hours[0], 0), (hours[1], 2), (hours[2], 2)]
+        # Every segment once, counted without FINAL: no hour was done twice.
+        assert _counts("ledger-01") == (4, 4 * 4 * 5)
+
+        # Hour 05:00 was never scheduled: backfill over 02:00-06:00 starts that one alone.
+        result = backfill(DAY.replace(hour=2), DAY.replace(hour=6), recorders=["ledger-01"])
+        assert result["missing"] == 1 and list(result["runs"]) == [
+            f"ledger-01 {DAY.replace(hour=5).isoformat()}"
+        ]
+        started = {name: UUID(run_id) for name, run_id in result["runs"].items()}
+        assert wait_for_runs(started, timeout_s=600) == {name: "Completed" for name in started}
+        with get_client(sync_client=True) as client:
+            (backfill_run,) = [client.read_flow_run(run_id) for run_id in started.values()]
+        assert backfill_run.work_queue_name == "backfill"
+        assert _ledger("ledger-01")[-1] == (DAY.replace(hour=5), 0)
+        assert backfill(DAY.replace(hour=2), DAY.replace(hour=6), recorders=["ledger-01"])["missing"] == 0
+    assert _counts("ledger-01") == (4, 4 * 4 * 5)
