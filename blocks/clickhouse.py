@@ -80,7 +80,7 @@ class ClickHouseWriter:
 
     def __init__(self, sink: ClickHouseSink):
         import clickhouse_connect
-        from clickhouse_connect.driver.exceptions import OperationalError
+        from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 
         parts = urlsplit(sink.url)
         self.database = sink.database
@@ -99,6 +99,8 @@ class ClickHouseWriter:
             )
         except OperationalError as exc:
             raise ClickHouseUnavailable(f"ClickHouse at {sink.url} unreachable: {_first_line(exc)}") from exc
+        except DatabaseError as exc:  # the server answered: a wrong password, a missing database
+            raise ClickHouseRefused(f"ClickHouse at {sink.url} refused: {_first_line(exc)}") from exc
 
     def __enter__(self) -> ClickHouseWriter:
         return self
@@ -148,6 +150,11 @@ class ClickHouseWriter:
             )
             applied.append(migration.name)
         return applied
+
+    def schema_version(self) -> int:
+        """The highest migration applied (0 on a database never migrated)."""
+        rows = self.query("SELECT max(version) FROM {db}.schema_migrations")
+        return int(rows[0][0] or 0)
 
     # -- writing -------------------------------------------------------------------------------
 

@@ -1,0 +1,77 @@
+"""`python -m doctor` against the stack: all ok, then each fault named with how to fix it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from pydantic import SecretStr
+
+from stack.paths import PROJECT_ROOT
+from stack.simulator import control
+from stack.simulator.spec import load_spec
+
+pytestmark = pytest.mark.stack
+
+RECORDERS = ["--recorder", "nvr-01", "--recorder", "nvr-02", "--recorder", "nvr-03"]
+
+
+def doctor(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "doctor", "--min-free-gib", "0", *RECORDERS, *args],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+
+
+def line(output: str, name: str) -> str:
+    return next(text for text in output.splitlines() if f"  {name}:" in text)
+
+
+def test_a_healthy_stack_passes_every_check(stack):
+    done = doctor()
+    assert done.returncode == 0, done.stdout + done.stderr
+    for name in (
+        "Prefect API",
+        "work pool nvrflow-local",
+        "recorder nvr-01",
+        "ClickHouse",
+        "model server",
+        "ffprobe",
+    ):
+        assert line(done.stdout, name).startswith("ok"), done.stdout
+    assert "schema version" in line(done.stdout, "ClickHouse")
+
+
+def test_each_fault_is_named_with_its_fix_and_no_secret(stack):
+    from blocks.clickhouse import ClickHouseSink
+    from blocks.model_server import TFServingModel
+
+    spec = load_spec(stack.data_dir / "stack" / "simulator.json")
+    ports = {r.name: r.port for r in spec.recorders}
+    ClickHouseSink(url=stack.clickhouse_url, password=SecretStr("not-the-Pa55word")).save(
+        "doctor-bad-pw", overwrite=True
+    )
+    TFServingModel.load("nvrflow").model_copy(update={"input_size": 160}).save(
+        "doctor-mismatch", overwrite=True
+    )
+    control.set_faults(ports["nvr-02"], wrong_password=True)
+    control.set_faults(ports["nvr-03"], offline=True)
+    try:
+        done = doctor("--sink-block", "doctor-bad-pw", "--model-block", "doctor-mismatch")
+    finally:
+        control.reset_faults(ports["nvr-02"])
+        control.reset_faults(ports["nvr-03"])
+    out = done.stdout
+    assert done.returncode == 1, out + done.stderr
+    assert line(out, "recorder nvr-01").startswith("ok"), out
+    assert line(out, "recorder nvr-02").startswith("FAIL") and "wrong credentials" in line(
+        out, "recorder nvr-02"
+    )
+    assert line(out, "recorder nvr-03").startswith("FAIL"), out
+    assert line(out, "ClickHouse").startswith("FAIL") and "refused" in line(out, "ClickHouse"), out
+    assert line(out, "model server").startswith("FAIL") and "input_size 160" in line(out, "model server"), out
+    assert out.count("fix:") >= 4, out
+    assert "not-the-Pa55word" not in out + done.stderr
+    assert stack.recorder_password not in out + done.stderr
+    assert out.strip().splitlines()[-1].endswith("failed")
