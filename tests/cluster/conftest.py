@@ -43,6 +43,7 @@ SEGMENTS = 3
 SEGMENT_SECONDS = 4
 WINDOW_START = datetime(2026, 11, 3, 0, 0, 0, tzinfo=UTC)
 ROLES = ["server", "services", *WORKERS, *RECORDER_HOSTS]
+OUTAGES = ["prefect", "postgres"]
 START_TIMEOUT_S = 180
 CALL_TIMEOUT_S = 300
 
@@ -79,6 +80,7 @@ class Cluster:
     clickhouse_password: Secret = field(repr=False)
     recorder_password: Secret = field(repr=False)
     recorders: list[Recorder] = field(default_factory=list)
+    slow_recorders: dict[str, Recorder] = field(default_factory=dict)
     processes: dict[str, subprocess.Popen] = field(default_factory=dict, repr=False)
 
     # addresses
@@ -206,7 +208,7 @@ class Cluster:
 
     def pg_ctl(self, action: str, timeout: float = 90) -> None:
         argv = [str(PG_BIN / "pg_ctl"), "-D", str(self.pg_dir / "data"), "-w", "-t", str(int(timeout))]
-        if action == "start":
+        if action in ("start", "restart"):
             argv += ["-l", str(self.pg_dir / "postgres.log")]
         if action in ("stop", "restart"):
             argv += ["-m", "fast"]
@@ -226,12 +228,19 @@ class Cluster:
             PREFECT_API_DATABASE_CONNECTION_URL=self.database_url,
             PREFECT_SERVER_API_AUTH_STRING=str(self.auth_string),
             PREFECT_UI_ENABLED="false",
+            # Leases kept on the server host's disk: the default, in memory, forgets every lease
+            # when the server restarts, and a slot held then is never given back.
+            PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE="prefect.server.concurrency.lease_storage.filesystem",
             PREFECT_SERVER_LOGGING_LEVEL="WARNING",
         )
 
     def start_prefect_server(self) -> None:
         self.spawn("server", "prefect-server", self.prefect_server_argv(), self.prefect_server_env())
         self.wait_healthy()
+
+    def restart_prefect_server(self) -> None:
+        self.stop("prefect-server")
+        self.start_prefect_server()
 
     def wait_healthy(self, timeout: float = START_TIMEOUT_S) -> None:
         process = self.processes["prefect-server"]
@@ -282,25 +291,36 @@ def _setup_postgres(cluster: Cluster) -> None:
     )
 
 
+def _recorder_spec(cluster: Cluster, rec: Recorder, segments: int) -> dict:
+    start, _end = cluster.window
+    return {
+        "name": rec.name,
+        "port": rec.port,
+        "username": "admin",
+        "password": str(cluster.recorder_password),
+        "segment_seconds": SEGMENT_SECONDS,
+        "recording_start": start.replace(tzinfo=None).isoformat(),
+        "recording_end": (start + timedelta(seconds=SEGMENT_SECONDS * segments))
+        .replace(tzinfo=None)
+        .isoformat(),
+        "channels": [{"id": 1, "scene": "coffee", "codec": "h264", "audio": "none"}],
+    }
+
+
 def _spec(cluster: Cluster, role: str, first_index: int) -> dict:
-    start, end = cluster.window
     recorders = []
     for i in range(RECORDERS_PER_HOST):
-        index = first_index + i
-        rec = Recorder(f"fleet-{role[-1]}{i + 1}", cluster.address(role), 8001 + i, recorder_limit(index))
-        cluster.recorders.append(rec)
-        recorders.append(
-            {
-                "name": rec.name,
-                "port": rec.port,
-                "username": "admin",
-                "password": str(cluster.recorder_password),
-                "segment_seconds": SEGMENT_SECONDS,
-                "recording_start": start.replace(tzinfo=None).isoformat(),
-                "recording_end": end.replace(tzinfo=None).isoformat(),
-                "channels": [{"id": 1, "scene": "coffee", "codec": "h264", "audio": "none"}],
-            }
+        rec = Recorder(
+            f"fleet-{role[-1]}{i + 1}", cluster.address(role), 8001 + i, recorder_limit(first_index + i)
         )
+        cluster.recorders.append(rec)
+        recorders.append(_recorder_spec(cluster, rec, SEGMENTS))
+    if role == RECORDER_HOSTS[-1]:
+        # One segment each, for the outage tests: a download made slow enough to outlast a restart.
+        for i, outage in enumerate(OUTAGES):
+            rec = Recorder(f"slow-{outage}", cluster.address(role), 8101 + i, 1)
+            cluster.slow_recorders[outage] = rec
+            recorders.append(_recorder_spec(cluster, rec, 1))
     return {"host": cluster.address(role), "width": 320, "height": 240, "fps": 10, "recorders": recorders}
 
 
@@ -342,7 +362,7 @@ def _wait_services(cluster: Cluster) -> None:
     cluster.wait_port("clickhouse-gateway", "services", GATEWAY_PORT)
     cluster.wait_port("model-server", "services", MODEL_PORT)
     for role in RECORDER_HOSTS:
-        for rec in cluster.recorders:
+        for rec in [*cluster.recorders, *cluster.slow_recorders.values()]:
             if rec.host == cluster.address(role):
                 cluster.wait_port(f"simulator-{role}", role, rec.port)
 
@@ -373,7 +393,7 @@ def _register(cluster: Cluster) -> None:
     sheet = book.active
     assert sheet is not None
     sheet.append(HEADER)
-    for rec in cluster.recorders:
+    for rec in [*cluster.recorders, *cluster.slow_recorders.values()]:
         sheet.append(
             [
                 rec.name,
@@ -465,13 +485,22 @@ def _teardown(cluster: Cluster) -> None:
         cluster.stop(name)
 
 
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 @pytest.fixture(scope="session")
 def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
     if os.geteuid() != 0:
         pytest.fail("the cluster tests need root (network namespaces, the postgres user)")
     removed = hosts.remove_leftovers()
+    for prefix in removed:
+        for folder in Path(tempfile.gettempdir()).glob(f"{prefix}-cluster-*"):
+            shutil.rmtree(folder, ignore_errors=True)
     if removed:
         print(f"removed leftovers of earlier runs: {removed}")
+    # A CI timeout sends SIGTERM: raise in the test so that the cleanup below still runs.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     network = hosts.Network.create(ROLES)
     base = Path(tempfile.mkdtemp(prefix=f"{network.prefix}-cluster-"))
     base.chmod(0o711)  # postgres must reach its folder inside
@@ -492,6 +521,7 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
             try:
                 _teardown(cluster)
             finally:
+                signal.signal(signal.SIGTERM, previous)
                 network.destroy()
                 if ok:
                     shutil.rmtree(base, ignore_errors=True)
