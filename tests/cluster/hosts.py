@@ -38,13 +38,11 @@ def run_prefix(pid: int) -> str:
 
 
 def _pid_alive(pid: int) -> bool:
+    """True while the run's process exists and is not a zombie (killed, not yet reaped)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
         return False
-    except PermissionError:
-        return True
-    return True
 
 
 def namespaces() -> list[str]:
