@@ -11,11 +11,12 @@ MODEL_STAMP := $(VENV)/.model-ready
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PREFECT_SERVER_ANALYTICS_ENABLED = false
 
-.PHONY: help deps system-packages browser model up down status demo test lint bench-export bench-transcode bench-classify report
+.PHONY: help deps system-packages browser model up down status demo test lint bench-export bench-transcode bench-classify report cluster-packages test-cluster
 
 help:
 	@echo "make demo    run the whole chain on the embedded stack (installs everything first)"
 	@echo "make test    run the test suite"
+	@echo "make test-cluster   the fleet on hosts made of network namespaces (root; PostgreSQL)"
 	@echo "make lint    ruff (lint and format) and mypy"
 	@echo "make up / make down / make status   start, stop, inspect the embedded stack"
 
@@ -60,6 +61,19 @@ demo: model
 
 test: model browser
 	$(PY) -m pytest
+
+# The cluster tests: Prefect on PostgreSQL and two workers, each host a network namespace.
+cluster-packages:
+	@missing=""; \
+	[ -x /usr/lib/postgresql/15/bin/initdb ] || missing="$$missing postgresql"; \
+	command -v ip >/dev/null || missing="$$missing iproute2"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	fi
+
+test-cluster: model cluster-packages
+	$(PY) -m pytest -m cluster tests/cluster
 
 # mypy checks the packages listed under [tool.mypy] in pyproject.toml.
 lint: deps

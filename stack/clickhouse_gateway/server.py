@@ -170,7 +170,9 @@ def _drain(body: Iterator[bytes]) -> None:
         pass
 
 
-def serve(port: int, data_dir: str, user: str, password: str, stop: threading.Event) -> None:
+def serve(
+    port: int, data_dir: str, user: str, password: str, stop: threading.Event, host: str = HOST
+) -> None:
     """Serve until `stop` is set, then let running requests finish and release the data folder."""
 
     class BoundHandler(Handler):
@@ -179,9 +181,9 @@ def serve(port: int, data_dir: str, user: str, password: str, stop: threading.Ev
     BoundHandler.user, BoundHandler.password = user, password
     handler = BoundHandler
     try:
-        server = ThreadingHTTPServer((HOST, port), handler)
+        server = ThreadingHTTPServer((host, port), handler)
     except OSError as exc:
-        raise SystemExit(f"clickhouse gateway: cannot listen on {HOST}:{port}: {exc.strerror}") from None
+        raise SystemExit(f"clickhouse gateway: cannot listen on {host}:{port}: {exc.strerror}") from None
     server.daemon_threads = True
     try:
         os.makedirs(data_dir, exist_ok=True)
@@ -193,7 +195,7 @@ def serve(port: int, data_dir: str, user: str, password: str, stop: threading.Ev
             ) from None
         thread = threading.Thread(target=server.serve_forever, name="http", daemon=True)
         thread.start()
-        log.info("ClickHouse %s on http://%s:%d, data in %s", handler.engine.version, HOST, port, data_dir)
+        log.info("ClickHouse %s on http://%s:%d, data in %s", handler.engine.version, host, port, data_dir)
         stop.wait()
         log.info("stopping")
         server.shutdown()
@@ -208,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         description="Serve ClickHouse's HTTP interface (the part clickhouse-connect uses) from chdb.",
     )
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--host", default=HOST, help="address to listen on (default %(default)s)")
     parser.add_argument("--data-dir", required=True, help="chdb data folder, kept across restarts")
     parser.add_argument("--user", default="default")
     parser.add_argument("--password-env", required=True, help="variable holding the password (empty: none)")
@@ -218,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    serve(args.port, args.data_dir, args.user, os.environ[args.password_env], stop)
+    serve(args.port, args.data_dir, args.user, os.environ[args.password_env], stop, args.host)
     return 0
 
 

@@ -17,12 +17,12 @@ from stack.ports import HOST
 log = logging.getLogger("model_server")
 
 
-def port_is_free(port: int) -> bool:
+def port_is_free(port: int, host: str = HOST) -> bool:
     """True unless something listens on the port (TIME_WAIT leftovers do not count)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            probe.bind((HOST, port))
+            probe.bind((host, port))
         except OSError:
             return False
     return True
@@ -31,6 +31,7 @@ def port_is_free(port: int) -> bool:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m stack.model_server", description=__doc__)
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--host", default=HOST, help="address to listen on (default %(default)s)")
     parser.add_argument("--model-name", required=True)
     parser.add_argument(
         "--model-base-path", type=Path, required=True, help="folder of numeric version folders"
@@ -64,8 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(sig, lambda *_: stop.set())
 
     # Loading TensorFlow and the model takes seconds: refuse a taken port before that.
-    if not port_is_free(args.port):
-        log.error("cannot listen on %s:%d: port in use", HOST, args.port)
+    if not port_is_free(args.port, args.host):
+        log.error("cannot listen on %s:%d: port in use", args.host, args.port)
         return 1
     if not args.model_base_path.is_dir():
         log.error("model base path %s is not a folder", args.model_base_path)
@@ -86,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         stop,
         batch_timeout_ms=args.batch_timeout_ms,
         stats_file=args.stats_file,
+        host=args.host,
     )
 
 

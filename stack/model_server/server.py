@@ -311,7 +311,11 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
 
 
 def make_server(
-    repository: ModelRepository, port: int, workers: int = 4, batching: Batching | None = None
+    repository: ModelRepository,
+    port: int,
+    workers: int = 4,
+    batching: Batching | None = None,
+    host: str = HOST,
 ) -> grpc.Server:
     """The gRPC server; `batching` merges concurrent Predict calls (by default with a 2 ms wait)."""
     batching = batching or Batching(repository.max_batch, DEFAULT_BATCH_TIMEOUT_MS / 1000)
@@ -327,7 +331,7 @@ def make_server(
         PredictionService(repository, batching), server
     )
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(repository), server)
-    address = f"{HOST}:{port}"
+    address = f"{host}:{port}"
     try:
         bound = server.add_insecure_port(address)
     except RuntimeError as exc:
@@ -346,17 +350,18 @@ def run(
     stop: threading.Event,
     batch_timeout_ms: float = DEFAULT_BATCH_TIMEOUT_MS,
     stats_file: Path | None = None,
+    host: str = HOST,
 ) -> int:
     """Load the model, serve until `stop` is set, then drain in-flight calls; an exit status."""
     try:
         repository = ModelRepository(model_name, load_servables(base_path), max_batch)
         batching = Batching(max_batch, batch_timeout_ms / 1000, stats_file)
-        server = make_server(repository, port, workers, batching)
+        server = make_server(repository, port, workers, batching, host)
     except (OSError, ValueError) as exc:
         log.error("%s", exc)
         return 1
     server.start()
-    log.info("serving model %s versions %s on %s:%d", model_name, sorted(repository.servables), HOST, port)
+    log.info("serving model %s versions %s on %s:%d", model_name, sorted(repository.servables), host, port)
     stop.wait()
     log.info("stopping")
     server.stop(GRACE_SECONDS).wait()

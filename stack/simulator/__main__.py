@@ -14,8 +14,11 @@ from stack.simulator.spec import load_spec
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m stack.simulator", description=__doc__)
     parser.add_argument("--spec", required=True, help="simulator spec JSON (see stack/simulator/spec.py)")
+    parser.add_argument("--host", help="address to listen on, instead of the spec's (default 127.0.0.1)")
     args = parser.parse_args(argv)
     spec = load_spec(args.spec)
+    if args.host:
+        spec.host = args.host
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

@@ -18,10 +18,10 @@ from stack.processes import terminate
 TIMEOUT_S = 10
 
 
-def _call(port: int, method: str, path: str, payload: dict | None = None) -> dict:
+def _call(port: int, method: str, path: str, payload: dict | None = None, host: str = HOST) -> dict:
     data = json.dumps(payload).encode() if payload is not None else None
     request = urllib.request.Request(
-        f"http://{HOST}:{port}{path}",
+        f"http://{host}:{port}{path}",
         data=data,
         method=method,
         headers={"Content-Type": "application/json"} if data is not None else {},
@@ -30,35 +30,35 @@ def _call(port: int, method: str, path: str, payload: dict | None = None) -> dic
         return json.loads(response.read())
 
 
-def set_faults(port: int, **faults) -> dict:
+def set_faults(port: int, host: str = HOST, **faults) -> dict:
     """Change some faults (latency_ms, bandwidth_bps, error_rate, error_status, drop_after_bytes,
     wrong_size, offline, wrong_password, fail_next, low_privilege, refuse_download_forms,
     download_refusal_status, download_refusal_sub_status); returns the whole fault state.
 
     e.g. `low_privilege="download"` answers downloads with 403 lowPrivilege;
     `refuse_download_forms="post_xml,get_xml"` accepts only the query-string GET."""
-    return _call(port, "PUT", "/_sim/faults", faults)
+    return _call(port, "PUT", "/_sim/faults", faults, host)
 
 
-def reset_faults(port: int) -> dict:
-    return _call(port, "DELETE", "/_sim/faults")
+def reset_faults(port: int, host: str = HOST) -> dict:
+    return _call(port, "DELETE", "/_sim/faults", host=host)
 
 
-def get_faults(port: int) -> dict:
-    return _call(port, "GET", "/_sim/faults")
+def get_faults(port: int, host: str = HOST) -> dict:
+    return _call(port, "GET", "/_sim/faults", host=host)
 
 
-def stats(port: int) -> dict:
-    return _call(port, "GET", "/_sim/stats")
+def stats(port: int, host: str = HOST) -> dict:
+    return _call(port, "GET", "/_sim/stats", host=host)
 
 
-def reset_stats(port: int) -> dict:
-    return _call(port, "DELETE", "/_sim/stats")
+def reset_stats(port: int, host: str = HOST) -> dict:
+    return _call(port, "DELETE", "/_sim/stats", host=host)
 
 
-def segments(port: int) -> list[dict]:
+def segments(port: int, host: str = HOST) -> list[dict]:
     """Every segment the recorder holds (track, local start/end, name, size, playbackURI)."""
-    return _call(port, "GET", "/_sim/segments")["segments"]
+    return _call(port, "GET", "/_sim/segments", host=host)["segments"]
 
 
 @contextmanager

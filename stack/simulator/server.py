@@ -44,13 +44,13 @@ class RecorderServer(ThreadingHTTPServer):
 
     recorder: Recorder
 
-    def __init__(self, port: int) -> None:
-        super().__init__((HOST, port), RecorderHandler, bind_and_activate=False)
+    def __init__(self, port: int, host: str = HOST) -> None:
+        super().__init__((host, port), RecorderHandler, bind_and_activate=False)
         try:
             self.server_bind()
         except OSError as exc:
             self.server_close()
-            raise OSError(exc.errno, f"port {port} on {HOST} is already in use: {exc.strerror}") from exc
+            raise OSError(exc.errno, f"port {port} on {host} is already in use: {exc.strerror}") from exc
 
 
 ISAPI_GET = {
@@ -340,7 +340,7 @@ def serve(sim: SimulatorSpec, stop: threading.Event) -> None:
         # Bound but not yet listening while footage is prepared: ports are claimed at once,
         # and clients see a recorder only when it can answer.
         for rec_spec in sim.recorders:
-            servers.append(RecorderServer(rec_spec.port))
+            servers.append(RecorderServer(rec_spec.port, sim.host))
         for server, rec_spec in zip(servers, sim.recorders, strict=True):
             server.recorder = Recorder(rec_spec, sim)
         for server in servers:
@@ -348,7 +348,9 @@ def serve(sim: SimulatorSpec, stop: threading.Event) -> None:
                 server.server_activate()
             except OSError as exc:
                 port = server.server_address[1]
-                raise OSError(exc.errno, f"port {port} on {HOST} is already in use: {exc.strerror}") from exc
+                raise OSError(
+                    exc.errno, f"port {port} on {sim.host} is already in use: {exc.strerror}"
+                ) from exc
         threads = [
             threading.Thread(target=s.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True)
             for s in servers

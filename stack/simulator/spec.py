@@ -98,6 +98,8 @@ class SimulatorSpec:
     width: int = 640
     height: int = 360
     fps: int = 10
+    # The address every recorder listens on; a network namespace's own address in the cluster tests.
+    host: str = "127.0.0.1"
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -114,13 +116,14 @@ class SimulatorSpec:
 
 
 def spec_from_dict(data: dict) -> SimulatorSpec:
-    known = {"recorders", "width", "height", "fps"}
+    known = {"recorders", "width", "height", "fps", "host"}
     extra = {k: v for k, v in data.items() if k not in known}
     return SimulatorSpec(
         recorders=data["recorders"],
         width=int(data.get("width", 640)),
         height=int(data.get("height", 360)),
         fps=int(data.get("fps", 10)),
+        host=str(data.get("host", "127.0.0.1")),
         extra=extra,
     )
 
