@@ -29,6 +29,9 @@ from flows.caching import StageKey, trusting_files
 
 DOWNLOAD_VERSION = 1
 DOWNLOAD_CACHE_DAYS = 14
+# A recorder slot's lease: renewed every 45 s (75 %) while held, so a slot of a killed flow run
+# returns at most 60 s (the server's minimum) plus the server's repossessor period later.
+SLOT_LEASE_S = 60
 
 
 def limit_name(recorder: str) -> str:
@@ -44,7 +47,10 @@ def segment_of(rec: Recording) -> Segment:
 def search_recordings(
     recorder: HikvisionRecorder, channel: int, start: datetime, end: datetime
 ) -> list[Recording]:
-    with concurrency(limit_name(recorder.name), occupy=1, strict=True), recorder.connect() as client:
+    with (
+        concurrency(limit_name(recorder.name), occupy=1, strict=True, lease_duration=SLOT_LEASE_S),
+        recorder.connect() as client,
+    ):
         found = client.search(channel, start, end)
     get_run_logger().info(f"{recorder.name} channel {channel}: {len(found)} recordings in {start} .. {end}")
     return found
@@ -58,7 +64,10 @@ def download_key(segment: Segment) -> str:
       cache_policy=StageKey(key_of=lambda inputs: download_key(inputs["segment"]), per_data_folder=True),
       cache_expiration=timedelta(days=DOWNLOAD_CACHE_DAYS), **retry_policy.RECORDER)  # fmt: skip
 def download_recording(recorder: HikvisionRecorder, segment: Segment, rec: Recording) -> DownloadResult:
-    with concurrency(limit_name(recorder.name), occupy=1, strict=True), recorder.connect() as client:
+    with (
+        concurrency(limit_name(recorder.name), occupy=1, strict=True, lease_duration=SLOT_LEASE_S),
+        recorder.connect() as client,
+    ):
         result = client.download(rec, exports_dir())
     if result.reused:
         get_run_logger().info(f"{segment.label}: already downloaded and verified, not downloaded again")

@@ -80,6 +80,10 @@ class StackState:
             "PREFECT_WORKER_PREFETCH_SECONDS": "5",
             "PREFECT_LOGGING_TO_API_BATCH_INTERVAL": "0.5",
             "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
+            # The server looks for expired concurrency leases this often (Prefect's default 15 s):
+            # a killed flow run's recorder slots come back at most lease (60 s) + 5 s after its
+            # last renewal.
+            "PREFECT_SERVER_SERVICES_REPOSSESSOR_LOOP_SECONDS": "5",
             "TF_CPP_MIN_LOG_LEVEL": "2",
             "PYTHONPATH": str(PROJECT_ROOT),
             "NVRFLOW_ROOT": str(PROJECT_ROOT),

@@ -23,16 +23,31 @@ from stack.state import StackState, load_state, prepare_state
 
 POOL_NAME = "nvrflow-local"
 WORKER_LIMIT = int(os.environ.get("NVRFLOW_WORKER_LIMIT", "4"))
+# Flow-run heartbeat (Prefect's minimum, 30 s) and the zombie automation's window: a flow run
+# of a deployment whose process died is marked Crashed 30-65 s later (window minus the time
+# since its last heartbeat, plus the triggers service's 5 s granularity).
+HEARTBEAT_S = 30
+ZOMBIE_WINDOW_S = int(os.environ.get("NVRFLOW_ZOMBIE_WINDOW", "60"))
+# What a flow run gets from the work pool's job variables (work_pools/setup.py), not from its
+# worker: kept out of the workers' environment so that the stack relies on the pool as every
+# other machine does.
+POOL_JOB_ENV = ("NVRFLOW_ROOT", "NVRFLOW_DATA", "PREFECT_FLOWS_HEARTBEAT_FREQUENCY")
 
 
 def _bin(name: str) -> str:
     return str(Path(sys.executable).parent / name)
 
 
-def _spawn(state: StackState, name: str, argv: list[str], extra_env: dict[str, str] | None = None) -> int:
+def _spawn(
+    state: StackState,
+    name: str,
+    argv: list[str],
+    extra_env: dict[str, str] | None = None,
+    drop_env: tuple[str, ...] = (),
+) -> int:
     logs = state.data_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    env = os.environ | state.env() | (extra_env or {})
+    env = {k: v for k, v in (os.environ | state.env() | (extra_env or {})).items() if k not in drop_env}
     with open(logs / f"{name}.log", "ab") as log:
         proc = subprocess.Popen(
             argv,
@@ -158,16 +173,49 @@ def start(root: Path | None = None, say: Callable[[str], None] = print) -> Stack
 
     _run(state, [_bin("prefect"), "block", "register", "-m", "blocks"], "prefect block register")
     _run(state, [sys.executable, "-m", "stack.register"], "registering blocks, limits and schema")
-    _run(state, [sys.executable, "-m", "work_pools.setup", "--pool", POOL_NAME], "work pool setup")
-    _run(state, [_bin("prefect"), "--no-prompt", "deploy", "--all"], "prefect deploy", timeout=300)
-    _spawn(
+    _run(
         state,
-        "worker",
-        [_bin("prefect"), "worker", "start", "--pool", POOL_NAME, "--limit", str(WORKER_LIMIT)],
-    )
+        [sys.executable, "-m", "work_pools.setup", "--pool", POOL_NAME, "--root", str(PROJECT_ROOT),
+         "--data", str(data), "--heartbeat", str(HEARTBEAT_S), "--zombie-window", str(ZOMBIE_WINDOW_S)],
+        "work pool and automations setup",
+    )  # fmt: skip
+    _run(state, [_bin("prefect"), "--no-prompt", "deploy", "--all"], "prefect deploy", timeout=300)
+    start_worker(state, "worker")
     write_env_file(state)
     say(f"stack up; for the CLI: source {state.data_dir / 'stack' / 'env.sh'}")
     return state
+
+
+def start_worker(state: StackState, name: str = "worker", timeout: float = 60) -> int:
+    """A process worker of the stack's pool (`name` tells several apart); returns once it polls."""
+    pid = _spawn(
+        state,
+        name,
+        [_bin("prefect"), "worker", "start", "--pool", POOL_NAME, "--limit", str(WORKER_LIMIT),
+         "--name", f"{name}-{os.uname().nodename}-{state.prefect_port}"],
+        drop_env=POOL_JOB_ENV,
+    )  # fmt: skip
+    _wait_worker_online(state, name, f"{name}-{os.uname().nodename}-{state.prefect_port}", timeout)
+    return pid
+
+
+def _wait_worker_online(state: StackState, name: str, worker_name: str, timeout: float) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _alive(state.pids[name]):
+            break
+        try:
+            found = httpx.post(f"{state.api_url}/work_pools/{POOL_NAME}/workers/filter", json={}, timeout=5)
+            if found.status_code == 200 and any(
+                w.get("name") == worker_name and w.get("status") == "ONLINE" for w in found.json()
+            ):
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"worker {name} did not come online\n{_log_tail(state, name)}")
 
 
 def _wait_healthy(state: StackState, timeout: float = 90) -> None:
@@ -230,7 +278,8 @@ def stop(root: Path | None = None, say: Callable[[str], None] = print, timeout: 
     tag = str(state.data_dir)
     # The worker first, so that it does not pick up new runs while the rest goes down.
     order = ["worker", "simulator", "model-server", "clickhouse-gateway", "prefect-server"]
-    pids = [state.pids[n] for n in order if n in state.pids] + _tagged_pids(tag)
+    extra_workers = sorted(n for n in state.pids if n.startswith("worker-"))
+    pids = [state.pids[n] for n in extra_workers + order if n in state.pids] + _tagged_pids(tag)
     _signal_all(pids, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and any(_alive(p) for p in pids + _tagged_pids(tag)):
@@ -273,7 +322,9 @@ def stop_service(name: str, root: Path | None = None, timeout: float = 30) -> No
 
 
 def start_service(name: str, root: Path | None = None, timeout: float = 120) -> int:
-    """Start one stopped process of a running stack again, on its old port and data; returns its pid."""
+    """Start one stopped process of a running stack again, on its old port and data; returns its pid.
+
+    `worker` (or another `worker-<x>`, an extra worker of the same pool) returns once it polls."""
     from stack import model_build
 
     state = load_state(root)
@@ -281,6 +332,8 @@ def start_service(name: str, root: Path | None = None, timeout: float = 120) -> 
         raise RuntimeError("stack not started here")
     if name in state.pids and _alive(state.pids[name]):
         return state.pids[name]
+    if name == "worker" or name.startswith("worker-"):
+        return start_worker(state, name, timeout)
     commands = _services(state, model_build.ensure_model())
     if name not in commands:
         raise ValueError(f"cannot restart {name!r} alone; one of {sorted(commands)}")

@@ -1,0 +1,177 @@
+"""A worker machine dies under a running pipeline: the run is Crashed, run again, and completes.
+
+The stack runs a second worker of the pool ("worker-b"); the test kills, with SIGKILL, the
+worker that picked the run up and every process of the run (what a machine losing power
+does), while a download is in flight. Nothing is left to report the run: it stays Running
+until the zombie automation (no heartbeat for the window) marks it Crashed; the re-run
+automation schedules it again, the surviving worker runs it to Completed. The killed run's
+recorder slots come back when their leases expire.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from datetime import timedelta
+from pathlib import Path
+from uuid import UUID
+
+import pytest
+
+from stack.simulator.spec import DEMO_SEGMENT_SECONDS, demo_window, load_spec
+
+pytestmark = pytest.mark.stack
+
+RECORDER = "nvr-03"
+ZOMBIE_MESSAGE = "Flow run marked as crashed due to missing heartbeats."
+SPARE = "worker-b"
+
+
+def _port(stack, name: str) -> int:
+    spec = load_spec(stack.data_dir / "stack" / "simulator.json")
+    return next(r.port for r in spec.recorders if r.name == name)
+
+
+def _wait_for(what: str, check, timeout: float, every: float = 0.5):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(every)
+    raise AssertionError(f"not within {timeout:.0f} s: {what}")
+
+
+def _run_processes(flow_run_id: UUID) -> dict[int, int]:
+    """pid -> parent pid of every process started for the flow run (its environment names it)."""
+    needle = f"PREFECT__FLOW_RUN_ID={flow_run_id}".encode()
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if needle in (entry / "environ").read_bytes().split(b"\0"):
+                found[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
+
+
+@pytest.fixture
+def two_workers(stack):
+    """The stack's worker and a spare one; afterwards the stack has its one worker again."""
+    from stack import supervisor
+    from stack.state import load_state
+
+    supervisor.start_worker(load_state(stack.data_dir), SPARE)
+    try:
+        yield
+    finally:
+        state = load_state(stack.data_dir)
+        if "worker" not in state.pids or not supervisor._alive(state.pids["worker"]):
+            state.pids.pop("worker", None)
+            supervisor.start_worker(state, "worker")
+        if SPARE in state.pids:
+            supervisor.stop_service(SPARE, stack.data_dir)
+
+
+def test_killed_worker_machine_run_is_crashed_rerun_and_completed(stack, two_workers):
+    from prefect.client.orchestration import get_client
+    from prefect.deployments import run_deployment
+
+    from blocks.clickhouse import ClickHouseSink
+    from flows.export import limit_name
+    from stack import supervisor
+    from stack.simulator import control
+    from stack.state import load_state
+
+    # The segment after the demo window on both channels: no other test downloads it.
+    _, start = demo_window()
+    end = start + timedelta(seconds=DEMO_SEGMENT_SECONDS)
+    port = _port(stack, RECORDER)
+    control.reset_stats(port)
+    # ~20 kB/s: a download lasts long enough to be caught in flight.
+    control.set_faults(port, bandwidth_bps=20_000)
+    try:
+        flow_run = run_deployment(
+            "recorder-pipeline/recorder",
+            parameters={"recorder": RECORDER, "start": start.isoformat(), "end": end.isoformat()},
+            timeout=0,
+        )
+        _wait_for("a download in flight", lambda: control.stats(port)["active_downloads"] > 0, 240)
+
+        processes = _run_processes(flow_run.id)
+        assert processes, "no process carries the flow run's id"
+        # The run's own process is the one whose parent is not a process of the run: a worker.
+        parents = {ppid for pid, ppid in processes.items() if ppid not in processes}
+        assert len(parents) == 1, processes
+        worker_pid = parents.pop()
+        state = load_state(stack.data_dir)
+        killed = next(name for name, pid in state.pids.items() if pid == worker_pid)
+        assert killed in ("worker", SPARE), (killed, state.pids)
+
+        # The machine goes: its worker first (so nothing reports the run), then the run.
+        os.kill(worker_pid, signal.SIGKILL)
+        for pid in processes:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        killed_at = time.monotonic()
+        supervisor.stop_service(killed, stack.data_dir)  # reaped, and out of the stack's pids
+    finally:
+        control.reset_faults(port)
+    assert not _run_processes(flow_run.id)
+
+    with get_client(sync_client=True) as client:
+
+        def states():
+            return sorted(client.read_flow_run_states(flow_run.id), key=lambda s: s.timestamp)
+
+        assert client.read_flow_run(flow_run.id).state_name == "Running"
+        crashed = _wait_for("the run marked Crashed", lambda: [s for s in states() if s.is_crashed()], 180)
+        crashed_at = time.monotonic()
+        assert crashed[0].message == ZOMBIE_MESSAGE, crashed[0].message
+        _wait_for("the crashed run scheduled again", lambda: states()[-1].name != "Crashed", 60)
+
+        def final():
+            run = client.read_flow_run(flow_run.id)
+            return run if run.state is not None and run.state.is_final() and run.run_count > 1 else None
+
+        run = _wait_for("the run run again to a final state", final, 420, every=1)
+        completed_at = time.monotonic()
+        assert run.state is not None
+        assert run.state.is_completed(), (run.state.name, run.state.message)
+        history = [s.name for s in states()]
+        first_crash = history.index("Crashed")
+        assert history[first_crash + 1] == "Scheduled", history
+        assert history.count("Crashed") == 1, history
+        assert run.run_count == 2, history
+
+        limit = client.read_global_concurrency_limit_by_name(limit_name(RECORDER))
+        assert limit.active_slots == 0, limit
+
+    names = {s["name"] for s in control.segments(port)}
+    with ClickHouseSink.load("nvrflow").connect() as ch:
+        rows = ch.query(
+            "SELECT channel, segment, count() FROM {db}.segments WHERE recorder = {rec:String} "
+            "AND start >= {start:DateTime64(3, 'UTC')} AND start < {end:DateTime64(3, 'UTC')} "
+            "GROUP BY channel, segment ORDER BY channel",
+            {"rec": RECORDER, "start": start.replace(tzinfo=None), "end": end.replace(tzinfo=None)},
+        )
+        detections = ch.query(
+            "SELECT count(), uniqExact(channel, segment, frame_time, rank) FROM {db}.detections "
+            "WHERE recorder = {rec:String} AND segment IN {segs:Array(String)}",
+            {"rec": RECORDER, "segs": [r[1] for r in rows]},
+        )[0]
+    # One segment a channel in the window, each persisted exactly once (no FINAL).
+    assert [(r[0], r[2]) for r in rows] == [(1, 1), (2, 1)], rows
+    assert {r[1] for r in rows} <= names
+    assert detections[0] == detections[1] > 0, detections
+
+    print(
+        f"\nkill -> Crashed {crashed_at - killed_at:.1f} s, Crashed -> Completed "
+        f"{completed_at - crashed_at:.1f} s, kill -> Completed {completed_at - killed_at:.1f} s "
+        f"(worker killed: {killed})"
+    )

@@ -1,0 +1,101 @@
+"""Apply the automations kept in `deployments/automations/*.yaml` (idempotent).
+
+`python -m work_pools.automations [--zombie-window SECONDS]` with PREFECT_API_URL set; also
+run by `python -m work_pools.setup`. Each automation is found by its name: created when
+missing, updated when it differs from its file, left alone when it is the same; copies of the
+same name (from `prefect automation create --from-file` run twice) are deleted, so there is
+exactly one.
+
+`--zombie-window` replaces the window of the zombie automation (the embedded test stack uses
+a shorter one); it may not be shorter than two heartbeats of Prefect's minimum frequency.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import yaml  # type: ignore[import-untyped]  # PyYAML (a Prefect dependency) has no stubs here
+from prefect.client.orchestration import get_client
+from prefect.events.schemas.automations import AutomationCore, EventTrigger
+
+AUTOMATIONS_DIR = Path(__file__).resolve().parent.parent / "deployments" / "automations"
+ZOMBIE_AUTOMATION = "nvrflow crash zombie flows"
+RERUN_AUTOMATION = "nvrflow re-run crashed recorder pipelines"
+# Two heartbeats at Prefect's minimum frequency (30 s): one late heartbeat never crashes a run.
+MIN_ZOMBIE_WINDOW_S = 60
+
+
+def load(folder: Path = AUTOMATIONS_DIR, zombie_window_s: int | None = None) -> list[AutomationCore]:
+    """Every automation of the folder's YAML files (`automations:` lists), validated."""
+    found: list[AutomationCore] = []
+    for path in sorted(folder.glob("*.yaml")):
+        data = yaml.safe_load(path.read_text()) or {}
+        found += [AutomationCore.model_validate(raw) for raw in data.get("automations", [])]
+    names = [a.name for a in found]
+    if len(set(names)) != len(names):
+        raise ValueError(f"automation names repeat in {folder}: {names}")
+    if zombie_window_s is not None:
+        if zombie_window_s < MIN_ZOMBIE_WINDOW_S:
+            raise ValueError(f"zombie window must be at least {MIN_ZOMBIE_WINDOW_S} s")
+        zombie = next(a for a in found if a.name == ZOMBIE_AUTOMATION)
+        assert isinstance(zombie.trigger, EventTrigger)
+        zombie.trigger.within = timedelta(seconds=zombie_window_s)
+    return found
+
+
+def _comparable(automation: AutomationCore) -> dict[str, Any]:
+    """What an automation does, without the ids the server or the models give its parts."""
+    dumped = AutomationCore.model_validate(automation.model_dump()).model_dump(mode="json")
+
+    def strip(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items() if k != "id"}
+        if isinstance(value, list):
+            return [strip(v) for v in value]
+        return value
+
+    return strip(dumped)
+
+
+def apply(folder: Path = AUTOMATIONS_DIR, zombie_window_s: int | None = None) -> list[str]:
+    """Bring the server's automations in line with the files; one line of what was done each."""
+    done = []
+    with get_client(sync_client=True) as client:
+        for wanted in load(folder, zombie_window_s):
+            existing = sorted(client.read_automations_by_name(wanted.name), key=lambda a: str(a.id))
+            if not existing:
+                client.create_automation(wanted)
+                done.append(f"automation {wanted.name!r} created")
+                continue
+            keep, extra = existing[0], existing[1:]
+            for copy in extra:
+                client.delete_automation(copy.id)
+            if _comparable(keep) != _comparable(wanted):
+                client.update_automation(keep.id, wanted)
+                done.append(f"automation {wanted.name!r} updated")
+            else:
+                done.append(f"automation {wanted.name!r} up to date")
+            if extra:
+                done[-1] += f" ({len(extra)} duplicate(s) deleted)"
+    return done
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--zombie-window", type=int, help="seconds without a heartbeat before a run is Crashed"
+    )
+    args = parser.parse_args(argv)
+    for line in apply(zombie_window_s=args.zombie_window):
+        print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
