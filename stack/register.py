@@ -1,4 +1,7 @@
-"""Register the stack in Prefect: the stack's blocks, recorder limits, the schema.
+"""Register the stack in Prefect: the stack's blocks, recorder limits, the schema; then schedules.
+
+    python -m stack.register                  # before `prefect deploy`: blocks, limits, schema
+    python -m stack.register --after-deploy   # after it: each simulated recorder's schedule
 
 Run by `python -m stack up` with the stack's environment; idempotent.
 """
@@ -6,8 +9,11 @@ Run by `python -m stack up` with the stack's environment; idempotent.
 from __future__ import annotations
 
 import json
+import os
 import sys
+from pathlib import Path
 
+from prefect.client.orchestration import get_client
 from pydantic import SecretStr
 
 from blocks.clickhouse import ClickHouseSink
@@ -15,15 +21,12 @@ from blocks.model_server import TFServingModel
 from blocks.recorder import HikvisionRecorder
 from core.settings import DEFAULT_MODEL_BLOCK, DEFAULT_SINK_BLOCK
 from flows.recorders import upsert_recorder
+from flows.schedules import ensure_recorder_schedule
 from stack import model_build
-from stack.state import load_state
+from stack.state import StackState, load_state
 
 
-def main() -> int:
-    state = load_state()
-    if state is None:
-        print("no stack state: start the stack with `python -m stack up`", file=sys.stderr)
-        return 1
+def before_deploy(state: StackState, spec: dict) -> None:
     sink = ClickHouseSink(url=state.clickhouse_url, password=SecretStr(state.clickhouse_password))
     sink.save(DEFAULT_SINK_BLOCK, overwrite=True)
     with sink.connect() as writer:
@@ -36,7 +39,6 @@ def main() -> int:
         labels=model_build.labels(),
     ).save(DEFAULT_MODEL_BLOCK, overwrite=True)
 
-    spec = json.loads((state.data_dir / "stack" / "simulator.json").read_text())
     for rec in spec["recorders"]:
         block = HikvisionRecorder(
             host="127.0.0.1",
@@ -49,6 +51,37 @@ def main() -> int:
         )
         for change in upsert_recorder(rec["name"], block):
             print(change)
+
+
+def after_deploy(spec: dict) -> None:
+    """Each simulated recorder's own schedule; with NVRFLOW_SCHEDULES=off, every schedule paused.
+
+    The test session sets NVRFLOW_SCHEDULES=off: tests decide what runs when, and a cron run
+    landing in the middle of a test would change what it counts.
+    """
+    for rec in spec["recorders"]:
+        for change in ensure_recorder_schedule(rec["name"]):
+            print(change)
+    if os.environ.get("NVRFLOW_SCHEDULES") == "off":
+        with get_client(sync_client=True) as client:
+            for deployment in client.read_deployments():
+                for schedule in deployment.schedules:
+                    if schedule.active:
+                        client.update_deployment_schedule(deployment.id, schedule.id, active=False)
+        print("schedules paused (NVRFLOW_SCHEDULES=off)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    state = load_state()
+    if state is None:
+        print("no stack state: start the stack with `python -m stack up`", file=sys.stderr)
+        return 1
+    spec = json.loads(Path(state.data_dir / "stack" / "simulator.json").read_text())
+    if args == ["--after-deploy"]:
+        after_deploy(spec)
+    else:
+        before_deploy(state, spec)
     return 0
 
 

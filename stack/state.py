@@ -84,6 +84,9 @@ class StackState:
             # a killed flow run's recorder slots come back at most lease (60 s) + 5 s after its
             # last renewal.
             "PREFECT_SERVER_SERVICES_REPOSSESSOR_LOOP_SECONDS": "5",
+            # Leases on disk, not in the server's memory: a server restart must not forget a
+            # held recorder slot (it would stay taken for good).
+            "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": "prefect.server.concurrency.lease_storage.filesystem",
             "TF_CPP_MIN_LOG_LEVEL": "2",
             "PYTHONPATH": str(PROJECT_ROOT),
             "NVRFLOW_ROOT": str(PROJECT_ROOT),

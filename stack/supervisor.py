@@ -180,6 +180,7 @@ def start(root: Path | None = None, say: Callable[[str], None] = print) -> Stack
         "work pool and automations setup",
     )  # fmt: skip
     _run(state, [_bin("prefect"), "--no-prompt", "deploy", "--all"], "prefect deploy", timeout=300)
+    _run(state, [sys.executable, "-m", "stack.register", "--after-deploy"], "recorder schedules")
     start_worker(state, "worker")
     write_env_file(state)
     say(f"stack up; for the CLI: source {state.data_dir / 'stack' / 'env.sh'}")

@@ -19,6 +19,8 @@ _DATA = Path(tempfile.mkdtemp(prefix="nvrflow-test-"))
 _STATE = prepare_state(_DATA)
 _STATE.save()
 os.environ.update(_STATE.env())
+# No cron run fires during the session: tests decide what runs when (stack.register).
+os.environ["NVRFLOW_SCHEDULES"] = "off"
 
 
 @pytest.fixture(scope="session")
