@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from pathlib import Path
 
 from blocks.clickhouse import Batch, ClickHouseSink, ClickHouseUnavailable
@@ -57,6 +58,17 @@ def read(path: Path) -> Batch:
 def pending(folder: Path) -> list[Path]:
     """The batch files waiting in `folder`, oldest name first."""
     return sorted(folder.glob("*.json"))
+
+
+def oldest_age_s(folder: Path) -> float:
+    """Seconds the oldest waiting batch has been on disk (0 when none waits)."""
+    ages = []
+    for path in pending(folder):
+        try:
+            ages.append(time.time() - path.stat().st_mtime)
+        except FileNotFoundError:
+            continue  # sent meanwhile by a flush on another machine
+    return max(ages, default=0.0)
 
 
 def flush(sink: ClickHouseSink, folder: Path) -> tuple[int, int]:

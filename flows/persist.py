@@ -13,12 +13,14 @@ acknowledged it.
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.events import emit_event
 from prefect.exceptions import MissingContextError
 from prefect.logging import get_logger
 
@@ -152,14 +154,25 @@ def record_windows(
 
 
 @flow(name="flush-outbox")
-def flush_outbox(sink_block: str = DEFAULT_SINK_BLOCK) -> dict[str, int]:
-    """Send the rows this machine kept on disk while ClickHouse was unreachable.
+def flush_outbox(sink_block: str = DEFAULT_SINK_BLOCK, alert_after_minutes: float = 60) -> dict[str, int]:
+    """Send the rows kept on disk while ClickHouse was unreachable.
 
     Args:
         sink_block: Name of the ClickHouseSink block to send them to.
+        alert_after_minutes: When batches still wait after this long, an `nvrflow.outbox.stale`
+            event is sent (the "stale outbox" automation turns it into a notification).
     """
-    sent, remaining = clickhouse_outbox.flush(load_block(ClickHouseSink, sink_block), outbox_dir())
+    folder = outbox_dir()
+    sent, remaining = clickhouse_outbox.flush(load_block(ClickHouseSink, sink_block), folder)
     get_run_logger().info(f"outbox: {sent} batches sent, {remaining} still waiting")
     if remaining:
+        oldest = clickhouse_outbox.oldest_age_s(folder)
+        if oldest >= alert_after_minutes * 60:
+            emit_event(
+                "nvrflow.outbox.stale",
+                resource={"prefect.resource.id": f"nvrflow.outbox.{socket.gethostname()}",
+                          "nvrflow.host": socket.gethostname(), "nvrflow.folder": str(folder)},
+                payload={"batches": remaining, "minutes": round(oldest / 60)},
+            )  # fmt: skip
         raise ClickHouseUnavailable(f"{remaining} outbox batches could not be sent; they stay on disk")
     return {"sent": sent, "remaining": remaining}

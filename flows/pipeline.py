@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -88,9 +88,20 @@ def _error_text(state) -> str:
 _TASK_RUNNER: ThreadPoolTaskRunner[Any] = ThreadPoolTaskRunner(max_workers=4)
 
 
+def _run_name() -> str:
+    """`<recorder> <window start>`: what alerts and the UI's run list say of a run."""
+    params = flow_run.parameters
+    start, end = params.get("start"), params.get("end")
+    if start is None or end is None:
+        start, _ = hour_before(flow_run.scheduled_start_time)
+    elif isinstance(start, str):
+        start = datetime.fromisoformat(start.replace("Z", "+00:00"))
+    return f"{params.get('recorder', '?')} {start.astimezone(UTC):%Y-%m-%d %H:%M}"
+
+
 # The flow decorator's type wants TaskRunner[PrefectFuture], which the thread-pool runner's
 # concurrent futures are at run time but not for mypy (the type parameter is invariant).
-@flow(name="recorder-pipeline", task_runner=_TASK_RUNNER, log_prints=True)  # type: ignore[arg-type]
+@flow(name="recorder-pipeline", flow_run_name=_run_name, task_runner=_TASK_RUNNER, log_prints=True)  # type: ignore[arg-type]
 def recorder_pipeline(
     recorder: str,
     start: datetime | None = None,

@@ -14,13 +14,16 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import yaml  # type: ignore[import-untyped]  # PyYAML (a Prefect dependency) has no stubs here
 from prefect.client.orchestration import get_client
 from prefect.events.schemas.automations import AutomationCore, EventTrigger
+from prefect.exceptions import ObjectNotFound
 
 AUTOMATIONS_DIR = Path(__file__).resolve().parent.parent / "deployments" / "automations"
 ZOMBIE_AUTOMATION = "nvrflow crash zombie flows"
@@ -29,12 +32,47 @@ RERUN_AUTOMATION = "nvrflow re-run crashed recorder pipelines"
 MIN_ZOMBIE_WINDOW_S = 60
 
 
-def load(folder: Path = AUTOMATIONS_DIR, zombie_window_s: int | None = None) -> list[AutomationCore]:
-    """Every automation of the folder's YAML files (`automations:` lists), validated."""
+def notification_block_id(slug_and_name: str) -> UUID | None:
+    """The id of a saved notification block named `<block type slug>/<name>`, None if there is none."""
+    from prefect.blocks.core import Block
+
+    try:
+        block = Block.load(slug_and_name)
+    except (ValueError, ObjectNotFound):
+        return None
+    return block._block_document_id  # type: ignore[union-attr]  # sync load: the block
+
+
+def load(
+    folder: Path = AUTOMATIONS_DIR,
+    zombie_window_s: int | None = None,
+    resolve_block: Callable[[str], UUID | None] | None = None,
+    skipped: list[str] | None = None,
+) -> list[AutomationCore]:
+    """Every automation of the folder's YAML files (`automations:` lists), validated.
+
+    A file with `notification_block: <type slug>/<name>` (the alerts) gets that block's id,
+    from `resolve_block`, in its send-notification actions; without a resolver, or without
+    such a block saved, the file's automations are left out and `skipped` says why.
+    """
     found: list[AutomationCore] = []
     for path in sorted(folder.glob("*.yaml")):
         data = yaml.safe_load(path.read_text()) or {}
-        found += [AutomationCore.model_validate(raw) for raw in data.get("automations", [])]
+        raws = data.get("automations", [])
+        if data.get("notification_block"):
+            block_id = resolve_block(data["notification_block"]) if resolve_block else None
+            if block_id is None:
+                if skipped is not None:
+                    skipped.append(
+                        f"{path.name}: not applied, no notification block {data['notification_block']!r} "
+                        "(save one, e.g. a custom-webhook block, under that name)"
+                    )
+                continue
+            for raw in raws:
+                for action in raw.get("actions", []):
+                    if action.get("type") == "send-notification":
+                        action["block_document_id"] = str(block_id)
+        found += [AutomationCore.model_validate(raw) for raw in raws]
     names = [a.name for a in found]
     if len(set(names)) != len(names):
         raise ValueError(f"automation names repeat in {folder}: {names}")
@@ -63,9 +101,10 @@ def _comparable(automation: AutomationCore) -> dict[str, Any]:
 
 def apply(folder: Path = AUTOMATIONS_DIR, zombie_window_s: int | None = None) -> list[str]:
     """Bring the server's automations in line with the files; one line of what was done each."""
-    done = []
+    done: list[str] = []
+    wanted_all = load(folder, zombie_window_s, resolve_block=notification_block_id, skipped=done)
     with get_client(sync_client=True) as client:
-        for wanted in load(folder, zombie_window_s):
+        for wanted in wanted_all:
             existing = sorted(client.read_automations_by_name(wanted.name), key=lambda a: str(a.id))
             if not existing:
                 client.create_automation(wanted)
