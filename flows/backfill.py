@@ -5,8 +5,8 @@
 The ledger (`windows` in ClickHouse) gets a row for a recorder's channel and hour when a
 pipeline run persisted every segment of it. Hours missing there (workers down, a recorder
 offline, failed segments, a paused recorder) are started here as pipeline runs, one per
-recorder and hour with the channels that are missing, oldest first, on the `backfill`
-work queue, which workers serve after the live queue. The last hour (the one the live
+recorder and hour with the channels that are missing, oldest first, on the recorder's
+site's backfill queue, which workers serve after every live queue (`work_pools.queues`). The last hour (the one the live
 schedule is doing now) and later ones are never backfilled: the live schedule does them.
 """
 
@@ -30,8 +30,7 @@ from core.settings import DEFAULT_SINK_BLOCK
 from core.windows import HOUR, check_window, gap_rows, hour_before, hours_touching, missing_windows
 from flows.dispatch import PIPELINE_DEPLOYMENT, window_key
 from flows.recorders import registered_recorders
-
-BACKFILL_QUEUE = "backfill"
+from work_pools.queues import backfill_queue
 
 
 @flow(name="backfill")
@@ -42,7 +41,7 @@ def backfill(
     recorders: list[str] | None = None,
     sink_block: str = DEFAULT_SINK_BLOCK,
     deployment: str = PIPELINE_DEPLOYMENT,
-    work_queue: str = BACKFILL_QUEUE,
+    work_queue: str | None = None,
 ) -> dict[str, Any]:
     """Start a pipeline run for every recorder-hour in [start, end) that is not complete.
 
@@ -55,7 +54,8 @@ def backfill(
         recorders: Names of the recorders to look at; empty: every enabled recorder.
         sink_block: Name of the ClickHouseSink block that holds the ledger.
         deployment: The pipeline deployment to start runs of.
-        work_queue: Work queue of the runs; `backfill` is served after the live queue.
+        work_queue: Work queue of the runs; empty: each recorder's site's backfill queue, which
+            workers serve after every live queue (`work_pools.queues`).
     """
     logger = get_run_logger()
     live_start, _ = hour_before(datetime.now(UTC))  # the hour the live schedule is doing now
@@ -95,12 +95,12 @@ def backfill(
             timeout=0,
             flow_run_name=f"{recorder} {hour:%Y-%m-%d %H:%M} backfill",
             tags=[f"recorder:{recorder}", "backfill"],
-            work_queue_name=work_queue,
+            work_queue_name=work_queue or backfill_queue(known[recorder].site),
             # A retry of this backfill makes no second run; a later backfill may try again.
             idempotency_key=f"backfill/{flow_run.id}/{window_key(recorder, hour, hour + HOUR)}",
         )
         runs[f"{recorder} {hour.isoformat()}"] = run.id
-    logger.info(f"{len(missing)} recorder-hours not complete; {len(runs)} runs started on queue {work_queue}")
+    logger.info(f"{len(missing)} recorder-hours not complete; {len(runs)} runs started")
     return {"missing": len(missing), "runs": {k: str(v) for k, v in runs.items()}}
 
 

@@ -35,6 +35,8 @@ from prefect.client.schemas.responses import DeploymentResponse
 from prefect.client.schemas.schedules import CronSchedule
 from prefect.exceptions import ObjectNotFound
 
+from work_pools.queues import ensure_site_queues, site_queue
+
 BASE_DEPLOYMENT = "recorder-pipeline/recorder"
 FLOW_NAME = "recorder-pipeline"
 DEFAULT_CRON = "5 * * * *"
@@ -55,36 +57,46 @@ def _read(client: SyncPrefectClient, name: str) -> DeploymentResponse | None:
         return None
 
 
-def ensure_recorder_schedule(recorder: str, cron: str = DEFAULT_CRON, enabled: bool = True) -> list[str]:
+def ensure_recorder_schedule(
+    recorder: str, cron: str = DEFAULT_CRON, enabled: bool = True, site: str = ""
+) -> list[str]:
     """Create or update `recorder-pipeline/<recorder>` and its schedule; returns what changed.
 
-    Without the base deployment (nothing deployed yet) there is nothing to copy: skipped.
+    Its runs go to the live queue of the recorder's site (`work_pools.queues`). Without the
+    base deployment (nothing deployed yet) there is nothing to copy: skipped.
     """
     schedule = CronSchedule(cron=cron, timezone="UTC")
+    queue = site_queue(site)
     with get_client(sync_client=True) as client:
         base = _read(client, BASE_DEPLOYMENT)
         if base is None:
             return [
                 f"{recorder}: no {BASE_DEPLOYMENT} deployment yet, schedule not made (run prefect deploy)"
             ]
+        changes = ensure_site_queues(base.work_pool_name, {site}) if base.work_pool_name else []
         current = _read(client, deployment_name(recorder))
         if current is None:
             client.create_deployment(
                 flow_id=base.flow_id, name=recorder, parameters={"recorder": recorder},
                 description=f"{recorder}: the hour before each scheduled start ({cron}, UTC).",
-                work_pool_name=base.work_pool_name, work_queue_name=base.work_queue_name,
+                work_pool_name=base.work_pool_name, work_queue_name=queue,
                 tags=[*base.tags, f"recorder:{recorder}"], path=base.path, entrypoint=base.entrypoint,
                 pull_steps=base.pull_steps, parameter_openapi_schema=base.parameter_openapi_schema,
                 enforce_parameter_schema=base.enforce_parameter_schema, job_variables=base.job_variables,
                 schedules=[DeploymentScheduleCreate(schedule=schedule, active=enabled, slug=_slug(recorder))],
             )  # fmt: skip
-            return [f"{deployment_name(recorder)}: created, {cron} ({'running' if enabled else 'paused'})"]
-        changes = []
-        if current.parameters != {"recorder": recorder} or current.entrypoint != base.entrypoint:
-            client.update_deployment(
-                current.id, DeploymentUpdate(parameters={"recorder": recorder}, entrypoint=base.entrypoint)
-            )
-            changes.append(f"{deployment_name(recorder)}: parameters updated")
+            return [
+                *changes,
+                f"{deployment_name(recorder)}: created, {cron} ({'running' if enabled else 'paused'})",
+            ]
+        wanted: dict[str, Any] = {
+            "parameters": {"recorder": recorder},
+            "entrypoint": base.entrypoint,
+            "work_queue_name": queue,
+        }
+        if any(getattr(current, field) != value for field, value in wanted.items()):
+            client.update_deployment(current.id, DeploymentUpdate(**wanted))
+            changes.append(f"{deployment_name(recorder)}: parameters, entrypoint or queue updated")
         mine = _schedule_of(current, recorder)
         if mine is None:
             client.create_deployment_schedules(

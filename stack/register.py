@@ -60,7 +60,7 @@ def after_deploy(spec: dict) -> None:
     landing in the middle of a test would change what it counts.
     """
     for rec in spec["recorders"]:
-        for change in ensure_recorder_schedule(rec["name"]):
+        for change in ensure_recorder_schedule(rec["name"], site=rec.get("site", "simulated")):
             print(change)
     if os.environ.get("NVRFLOW_SCHEDULES") == "off":
         with get_client(sync_client=True) as client:

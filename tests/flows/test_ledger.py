@@ -116,7 +116,7 @@ def test_three_late_hours_are_each_done_once_and_backfill_runs_only_the_missing_
         assert wait_for_runs(started, timeout_s=600) == {name: "Completed" for name in started}
         with get_client(sync_client=True) as client:
             (backfill_run,) = [client.read_flow_run(run_id) for run_id in started.values()]
-        assert backfill_run.work_queue_name == "backfill"
+        assert backfill_run.work_queue_name == "site-none-backfill"
         assert _ledger("ledger-01")[-1] == (DAY.replace(hour=5), 0)
         assert backfill(DAY.replace(hour=2), DAY.replace(hour=6), recorders=["ledger-01"])["missing"] == 0
     assert _counts("ledger-01") == (4, 4 * 4 * 5)
