@@ -1,6 +1,8 @@
-"""Register the stack in Prefect: the stack's blocks, recorder limits, the schema.
+"""Register the stack in Prefect: the stack's blocks, recorder limits, the schema, the run form.
 
-Run by `python -m stack up` with the stack's environment; idempotent.
+Run by `python -m stack up` with the stack's environment; idempotent. `prefect deploy` writes
+the pipeline's parameter schema afresh, so after a deploy `python -m stack.register --run-form`
+offers the recorders in the run form again (that step alone).
 """
 
 from __future__ import annotations
@@ -14,12 +16,20 @@ from blocks.clickhouse import ClickHouseSink
 from blocks.model_server import TFServingModel
 from blocks.recorder import HikvisionRecorder
 from core.settings import DEFAULT_MODEL_BLOCK, DEFAULT_SINK_BLOCK
-from flows.recorders import upsert_recorder
+from flows.recorders import offer_recorders_in_run_form, upsert_recorder
 from stack import model_build
 from stack.state import load_state
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args == ["--run-form"]:
+        for change in offer_recorders_in_run_form():
+            print(change)
+        return 0
+    if args:
+        print("usage: python -m stack.register [--run-form]", file=sys.stderr)
+        return 2
     state = load_state()
     if state is None:
         print("no stack state: start the stack with `python -m stack up`", file=sys.stderr)
@@ -49,6 +59,8 @@ def main() -> int:
         )
         for change in upsert_recorder(rec["name"], block):
             print(change)
+    for change in offer_recorders_in_run_form():
+        print(change)
     return 0
 
 
