@@ -35,7 +35,7 @@ from pydantic import SecretStr
 
 from blocks.loading import load_block
 from blocks.recorder import HikvisionRecorder
-from flows.recorders import upsert_recorder
+from flows.recorders import offer_recorders_in_run_form, upsert_recorder
 
 REQUIRED = ("name", "host", "channels")
 KNOWN = (*REQUIRED, "port", "username", "password", "max_concurrent_downloads", "site", "enabled")
@@ -220,13 +220,15 @@ def _block_for(row: InventoryRow) -> HikvisionRecorder:
 
 @flow(name="sync-inventory")
 def sync_inventory(workbook: str) -> list[str]:
-    """Create or update one recorder block and one concurrency limit per workbook row."""
+    """Create or update one recorder block and one concurrency limit per workbook row, and offer
+    every known recorder in the run form of `recorder-pipeline/recorder`."""
     logger = get_run_logger()
     rows = read_workbook(Path(workbook))
     blocks = {row.name: _block_for(row) for row in rows}  # every password resolved before any change
     changes: list[str] = []
     for name, block in blocks.items():
         changes += upsert_recorder(name, block)
+    changes += offer_recorders_in_run_form()
     for line in changes:
         logger.info(line)
     logger.info(f"{len(rows)} recorders in {Path(workbook).name}: {len(changes)} change(s)")

@@ -1,7 +1,11 @@
-"""Register the stack in Prefect: the stack's blocks, recorder limits, the schema; then schedules.
+"""Register the stack in Prefect: the stack's blocks, recorder limits, the schema; then the
+recorders' schedules and the run form.
 
     python -m stack.register                  # before `prefect deploy`: blocks, limits, schema
-    python -m stack.register --after-deploy   # after it: each simulated recorder's schedule
+    python -m stack.register --after-deploy   # after it: schedules, recorders in the run form
+
+`prefect deploy` writes the pipeline's parameter schema afresh, so the run form's list of
+recorders is offered again after every deploy.
 
 Run by `python -m stack up` with the stack's environment; idempotent.
 """
@@ -20,7 +24,7 @@ from blocks.clickhouse import ClickHouseSink
 from blocks.model_server import TFServingModel
 from blocks.recorder import HikvisionRecorder
 from core.settings import DEFAULT_MODEL_BLOCK, DEFAULT_SINK_BLOCK
-from flows.recorders import upsert_recorder
+from flows.recorders import offer_recorders_in_run_form, upsert_recorder
 from flows.schedules import ensure_recorder_schedule
 from stack import model_build
 from stack.state import StackState, load_state
@@ -54,7 +58,8 @@ def before_deploy(state: StackState, spec: dict) -> None:
 
 
 def after_deploy(spec: dict) -> None:
-    """Each simulated recorder's own schedule; with NVRFLOW_SCHEDULES=off, every schedule paused.
+    """Each simulated recorder's own schedule and the run form's recorder list; with
+    NVRFLOW_SCHEDULES=off, every schedule paused.
 
     The test session sets NVRFLOW_SCHEDULES=off: tests decide what runs when, and a cron run
     landing in the middle of a test would change what it counts.
@@ -62,6 +67,8 @@ def after_deploy(spec: dict) -> None:
     for rec in spec["recorders"]:
         for change in ensure_recorder_schedule(rec["name"], site=rec.get("site", "simulated")):
             print(change)
+    for change in offer_recorders_in_run_form():
+        print(change)
     if os.environ.get("NVRFLOW_SCHEDULES") == "off":
         with get_client(sync_client=True) as client:
             for deployment in client.read_deployments():
