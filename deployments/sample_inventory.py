@@ -20,10 +20,11 @@ HEADER = [
     "max_concurrent_downloads",
     "site",
     "enabled",
+    "schedule",
 ]
 ROWS = [
-    ["nvr-warehouse-1", "192.0.2.10", 80, "operator", "change-me", "1-8", 2, "warehouse", "yes"],
-    ["dvr-gate", "dvr-gate.example.net", 8080, "admin", "", "1,2", 1, "gate", "no"],
+    ["nvr-warehouse-1", "192.0.2.10", 80, "operator", "change-me", "1-8", 2, "warehouse", "yes", "5 * * * *"],
+    ["dvr-gate", "dvr-gate.example.net", 8080, "admin", "", "1,2", 1, "gate", "no", "20 */2 * * *"],
 ]
 
 

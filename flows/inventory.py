@@ -13,7 +13,8 @@ row per recorder; column order is free, header names are case-insensitive:
 | channels                 | yes      | `1,2,5` or `1-4` or `1-4,9`                              |
 | max_concurrent_downloads | no (2)   | 1-16: slots of the limit `recorder:<name>`               |
 | site                     | no       | free text                                                |
-| enabled                  | no (yes) | yes/no, true/false, 1/0                                  |
+| enabled                  | no (yes) | yes/no, true/false, 1/0; no: the recorder's schedule paused |
+| schedule                 | no       | cron (UTC) of the recorder's runs; default `5 * * * *`   |
 
 Every row is checked before anything changes: one error lists every bad row and
 column, and then nothing is created or updated. Passwords never appear in logs,
@@ -31,14 +32,16 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
+from prefect.client.schemas.schedules import CronSchedule
 from pydantic import SecretStr
 
 from blocks.loading import load_block
 from blocks.recorder import HikvisionRecorder
 from flows.recorders import offer_recorders_in_run_form, upsert_recorder
+from flows.schedules import DEFAULT_CRON, ensure_recorder_schedule
 
 REQUIRED = ("name", "host", "channels")
-KNOWN = (*REQUIRED, "port", "username", "password", "max_concurrent_downloads", "site", "enabled")
+KNOWN = (*REQUIRED, "port", "username", "password", "max_concurrent_downloads", "site", "enabled", "schedule")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 _HOSTNAME = re.compile(
     r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
@@ -64,6 +67,7 @@ class InventoryRow:
     max_concurrent_downloads: int
     site: str
     enabled: bool
+    schedule: str = DEFAULT_CRON
 
     def __repr__(self) -> str:  # never show the password
         return f"InventoryRow(row={self.row}, name={self.name!r}, host={self.host!r}, port={self.port})"
@@ -124,6 +128,17 @@ def _bool(value: Any) -> bool:
     raise ValueError(f"{value!r} is not yes/no")
 
 
+def _cron(value: Any) -> str:
+    if value in (None, ""):
+        return DEFAULT_CRON
+    text = " ".join(str(value).split())
+    try:
+        CronSchedule(cron=text, timezone="UTC")
+    except ValueError:
+        raise ValueError("not a cron expression (minute hour day month weekday, e.g. '5 * * * *')") from None
+    return text
+
+
 def _parse_cell(cell: dict[str, Any], errors: list[str], row: int, column: str, parse) -> Any:
     """`parse` the cell; a problem is added to `errors` (never showing a password) and gives None."""
     try:
@@ -178,6 +193,7 @@ def read_workbook(path: Path) -> list[InventoryRow]:
         channels = check("channels", parse_channels)
         slots = check("max_concurrent_downloads", lambda v: 2 if v in (None, "") else _int(v, 1, 16))
         enabled = check("enabled", _bool)
+        schedule = check("schedule", _cron)
         problems.extend(errors)
         if not errors:
             password = cell.get("password")
@@ -193,6 +209,7 @@ def read_workbook(path: Path) -> list[InventoryRow]:
                     max_concurrent_downloads=slots,
                     site=str(cell.get("site") or "").strip(),
                     enabled=enabled,
+                    schedule=schedule,
                 )  # fmt: skip
             )
     if problems:
@@ -229,6 +246,8 @@ def sync_inventory(workbook: str) -> list[str]:
     for name, block in blocks.items():
         changes += upsert_recorder(name, block)
     changes += offer_recorders_in_run_form()
+    for row in rows:
+        changes += ensure_recorder_schedule(row.name, row.schedule, row.enabled, row.site)
     for line in changes:
         logger.info(line)
     logger.info(f"{len(rows)} recorders in {Path(workbook).name}: {len(changes)} change(s)")
@@ -241,6 +260,7 @@ def sync_inventory(workbook: str) -> list[str]:
                 "limit": r.max_concurrent_downloads,
                 "site": r.site,
                 "enabled": r.enabled,
+                "schedule": r.schedule,
             }  # fmt: skip
             for r in rows
         ],

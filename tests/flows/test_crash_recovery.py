@@ -23,9 +23,25 @@ from stack.simulator.spec import DEMO_SEGMENT_SECONDS, demo_window, load_spec
 
 pytestmark = pytest.mark.stack
 
-RECORDER = "nvr-03"
+# A recorder of this test's own on nvr-03's simulated device: its rows are this test's alone.
+SIMULATED = "nvr-03"
+RECORDER = "crash-03"
 ZOMBIE_MESSAGE = "Flow run marked as crashed due to missing heartbeats."
 SPARE = "worker-b"
+
+
+def _register_own_recorder(stack, port: int) -> None:
+    from pydantic import SecretStr
+
+    from blocks.recorder import HikvisionRecorder
+    from flows.recorders import offer_recorders_in_run_form, upsert_recorder
+
+    spec = load_spec(stack.data_dir / "stack" / "simulator.json")
+    device = next(r for r in spec.recorders if r.name == SIMULATED)
+    block = HikvisionRecorder(host="127.0.0.1", port=port, username=device.username,
+                              password=SecretStr(device.password), channels=[c.id for c in device.channels])  # fmt: skip
+    upsert_recorder(RECORDER, block)
+    offer_recorders_in_run_form()
 
 
 def _port(stack, name: str) -> int:
@@ -89,7 +105,8 @@ def test_killed_worker_machine_run_is_crashed_rerun_and_completed(stack, two_wor
     # The segment after the demo window on both channels: no other test downloads it.
     _, start = demo_window()
     end = start + timedelta(seconds=DEMO_SEGMENT_SECONDS)
-    port = _port(stack, RECORDER)
+    port = _port(stack, SIMULATED)
+    _register_own_recorder(stack, port)
     control.reset_stats(port)
     # ~20 kB/s: a download lasts long enough to be caught in flight.
     control.set_faults(port, bandwidth_bps=20_000)

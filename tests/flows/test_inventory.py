@@ -96,3 +96,29 @@ def test_sync_creates_blocks_and_limits_once(stack, tmp_path):
         sync_inventory(str(_book(tmp_path / "inv3.xlsx", rows)))
     with get_client(sync_client=True) as client:
         assert client.read_global_concurrency_limit_by_name("recorder:site-a-nvr").limit == 1
+
+
+def test_a_bad_schedule_is_named(tmp_path):
+    rows = [["nvr-x", "10.1.1.1", 80, "admin", SECRET, "1", 1, "s", "yes", "every hour"]]
+    with pytest.raises(
+        InventoryError, match=r"row 2, column schedule \('every hour'\): not a cron expression"
+    ):
+        read_workbook(_book(tmp_path / "cron.xlsx", rows))
+
+
+def test_each_recorder_gets_its_schedule_and_a_disabled_one_is_paused(stack, tmp_path):
+    from flows.inventory import sync_inventory
+    from flows.schedules import state_of
+
+    rows = [["cron-on", "10.1.1.7", 80, "admin", SECRET, "1", 1, "depot a", "yes", "15 * * * *"],
+            ["cron-off", "10.1.1.8", 80, "admin", SECRET, "1", 1, "depot a", "no", ""]]  # fmt: skip
+    changes = sync_inventory(str(_book(tmp_path / "cron.xlsx", rows)))
+    assert "recorder-pipeline/cron-on: created, 15 * * * * (running)" in changes, changes
+    assert "recorder-pipeline/cron-off: created, 5 * * * * (paused)" in changes, changes
+    assert "work queue site-depot-a created" in " ".join(changes)
+    on, schedule = state_of("cron-on")
+    assert on == "running" and schedule is not None and schedule.schedule.cron == "15 * * * *"
+    assert state_of("cron-off")[0] == "paused"
+    from flows.schedules import set_active
+
+    set_active("cron-on", False)  # nothing of this test should fire later in the session
