@@ -49,6 +49,9 @@ class Handler(BaseHTTPRequestHandler):
     engine: Engine
     user = "default"
     password = ""
+    # Tests only (`--hold-file`): while that file exists, an INSERT is executed and its reply
+    # withheld, so a test can kill the client between the insert and its acknowledgment.
+    hold_file: str | None = None
 
     def do_GET(self) -> None:
         self._handle()
@@ -77,6 +80,8 @@ class Handler(BaseHTTPRequestHandler):
             data, stats, fmt = self._execute(params, body)
             stats = {"read_rows": 0, "read_bytes": 0, "written_rows": 0, "written_bytes": 0, **stats}
             stats["elapsed_ns"] = time.monotonic_ns() - started
+            if fmt is None and stats.get("written_rows"):
+                self._hold(stats["written_rows"])
             headers["X-ClickHouse-Summary"] = json.dumps({k: str(v) for k, v in stats.items()})
             if fmt:
                 headers["X-ClickHouse-Format"] = fmt
@@ -96,6 +101,17 @@ class Handler(BaseHTTPRequestHandler):
             if error.code:
                 headers["X-ClickHouse-Exception-Code"] = str(error.code)
             self._reply(error.status, error.body(self.engine.version), headers, TEXT)
+
+    def _hold(self, rows: int) -> None:
+        """While the hold file exists: note `<client address> <rows>` in `<hold file>.held`, wait."""
+        hold = self.hold_file
+        if not hold or not os.path.exists(hold):
+            return
+        with open(f"{hold}.held", "a") as fh:
+            fh.write(f"{self.client_address[0]} {rows}\n")
+        log.info("insert of %d rows from %s done, reply held", rows, self.client_address[0])
+        while os.path.exists(hold):
+            time.sleep(0.05)
 
     def _authenticate(self, params: dict[str, str]) -> None:
         user, password = params.get("user", "default"), params.get("password", "")
@@ -214,7 +230,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", required=True, help="chdb data folder, kept across restarts")
     parser.add_argument("--user", default="default")
     parser.add_argument("--password-env", required=True, help="variable holding the password (empty: none)")
+    parser.add_argument("--hold-file", help="tests only: while this file exists, INSERT replies are withheld")
     args = parser.parse_args(argv)
+    Handler.hold_file = args.hold_file
     if args.password_env not in os.environ:
         parser.error(f"environment variable {args.password_env} is not set")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")

@@ -42,8 +42,16 @@ RECORDERS_PER_HOST = 4
 SEGMENTS = 3
 SEGMENT_SECONDS = 4
 WINDOW_START = datetime(2026, 11, 3, 0, 0, 0, tzinfo=UTC)
-ROLES = ["server", "services", *WORKERS, *RECORDER_HOSTS]
+# ClickHouse has a host of its own (not the services host, where the model server is), so a
+# route in one worker host can make ClickHouse, and only ClickHouse, unreachable from it.
+ROLES = ["server", "services", "clickhouse", *WORKERS, *RECORDER_HOSTS]
 OUTAGES = ["prefect", "postgres"]
+# Recorders of one test each (name: segments), limit 1: a dead worker host under a download and
+# under an insert, cached files on another host, the outbox flushed from another host.
+SINGLE_USE = {"crash-download": 2, "crash-insert": 2, "cache-move": 2, "outbox": 2}
+# The cluster's crash detection, as the single-host stack's (stack/supervisor.py).
+HEARTBEAT_S = 30
+ZOMBIE_WINDOW_S = 60
 START_TIMEOUT_S = 180
 CALL_TIMEOUT_S = 300
 
@@ -81,6 +89,7 @@ class Cluster:
     recorder_password: Secret = field(repr=False)
     recorders: list[Recorder] = field(default_factory=list)
     slow_recorders: dict[str, Recorder] = field(default_factory=dict)
+    single_use: dict[str, Recorder] = field(default_factory=dict)
     processes: dict[str, subprocess.Popen] = field(default_factory=dict, repr=False)
 
     # addresses
@@ -93,7 +102,7 @@ class Cluster:
 
     @property
     def clickhouse_url(self) -> str:
-        return f"http://{self.address('services')}:{GATEWAY_PORT}"
+        return f"http://{self.address('clickhouse')}:{GATEWAY_PORT}"
 
     @property
     def model_target(self) -> str:
@@ -102,6 +111,16 @@ class Cluster:
     @property
     def results(self) -> Path:
         return self.base / "shared" / "results"
+
+    @property
+    def outbox(self) -> Path:
+        """Every worker's NVRFLOW_OUTBOX: one folder, so a flush anywhere sends what any kept."""
+        return self.base / "shared" / "outbox"
+
+    @property
+    def hold_file(self) -> Path:
+        """While it exists, the ClickHouse gateway withholds INSERT replies (--hold-file)."""
+        return self.base / "clickhouse" / "hold"
 
     @property
     def window(self) -> tuple[datetime, datetime]:
@@ -131,6 +150,7 @@ class Cluster:
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "true",
             "PREFECT_LOCAL_STORAGE_PATH": str(self.results),
+            "NVRFLOW_OUTBOX": str(self.outbox),
             "PREFECT_WORKER_QUERY_SECONDS": "2",
             "PREFECT_WORKER_PREFETCH_SECONDS": "5",
             "PREFECT_LOGGING_TO_API_BATCH_INTERVAL": "0.5",
@@ -197,6 +217,46 @@ class Cluster:
                 f"{what} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
             )
         return done.stdout
+
+    # workers
+    def start_worker(self, role: str) -> None:
+        """The host's worker started, and online: the server saw its heartbeat after the start."""
+        from prefect.client.orchestration import get_client
+
+        prefect = str(Path(sys.executable).parent / "prefect")
+        self.data_dir(role).mkdir(parents=True, exist_ok=True)
+        started = datetime.now(UTC) - timedelta(seconds=1)
+        process = self.spawn(
+            role, role,
+            [prefect, "worker", "start", "--pool", POOL, "--limit", str(WORKERS[role]), "--name", role],
+            self.env(role),
+        )  # fmt: skip
+        deadline = time.monotonic() + START_TIMEOUT_S
+        with get_client(sync_client=True) as client:
+            while time.monotonic() < deadline:
+                for worker in client.read_workers_for_work_pool(POOL):
+                    seen = worker.last_heartbeat_time
+                    if worker.name == role and worker.status == "ONLINE" and seen and seen >= started:
+                        return
+                if process.poll() is not None:
+                    raise RuntimeError(f"worker {role} exited\n{self.log_tail(role)}")
+                time.sleep(0.5)
+        raise RuntimeError(f"worker {role} not online within {START_TIMEOUT_S} s\n{self.log_tail(role)}")
+
+    def stop_worker(self, role: str) -> None:
+        self.stop(role)
+
+    def worker_running(self, role: str) -> bool:
+        process = self.processes.get(role)
+        return process is not None and process.poll() is None
+
+    def kill_host(self, role: str) -> list[int]:
+        """SIGKILL every process in the host's namespace (a machine losing power); their pids."""
+        killed = hosts.sigkill_namespace(self.network.hosts[role].netns)
+        process = self.processes.pop(role, None)
+        if process is not None:
+            process.wait(timeout=10)  # reaped
+        return killed
 
     # PostgreSQL
     @property
@@ -321,6 +381,10 @@ def _spec(cluster: Cluster, role: str, first_index: int) -> dict:
             rec = Recorder(f"slow-{outage}", cluster.address(role), 8101 + i, 1)
             cluster.slow_recorders[outage] = rec
             recorders.append(_recorder_spec(cluster, rec, 1))
+        for i, (name, segments) in enumerate(SINGLE_USE.items()):
+            rec = Recorder(name, cluster.address(role), 8201 + i, 1)
+            cluster.single_use[name] = rec
+            recorders.append(_recorder_spec(cluster, rec, segments))
     return {"host": cluster.address(role), "width": 320, "height": 240, "fps": 10, "recorders": recorders}
 
 
@@ -332,12 +396,15 @@ def _start_services(cluster: Cluster) -> None:
     py = sys.executable
     services = cluster.address("services")
     (cluster.base / "services").mkdir()
+    cluster.hold_file.parent.mkdir()
+    cluster.outbox.mkdir(parents=True)
     cluster.spawn(
-        "services",
+        "clickhouse",
         "clickhouse-gateway",
-        [py, "-m", "stack.clickhouse_gateway", "--host", services, "--port", str(GATEWAY_PORT),
-         "--data-dir", str(cluster.base / "services" / "clickhouse"), "--password-env", "NVRFLOW_CLICKHOUSE_PASSWORD"],
-        cluster.env("services", NVRFLOW_CLICKHOUSE_PASSWORD=str(cluster.clickhouse_password)),
+        [py, "-m", "stack.clickhouse_gateway", "--host", cluster.address("clickhouse"), "--port", str(GATEWAY_PORT),
+         "--data-dir", str(cluster.base / "clickhouse" / "data"), "--password-env", "NVRFLOW_CLICKHOUSE_PASSWORD",
+         "--hold-file", str(cluster.hold_file)],
+        cluster.env("clickhouse", NVRFLOW_CLICKHOUSE_PASSWORD=str(cluster.clickhouse_password)),
     )  # fmt: skip
     cluster.spawn(
         "services",
@@ -359,10 +426,10 @@ def _start_services(cluster: Cluster) -> None:
 
 
 def _wait_services(cluster: Cluster) -> None:
-    cluster.wait_port("clickhouse-gateway", "services", GATEWAY_PORT)
+    cluster.wait_port("clickhouse-gateway", "clickhouse", GATEWAY_PORT)
     cluster.wait_port("model-server", "services", MODEL_PORT)
     for role in RECORDER_HOSTS:
-        for rec in [*cluster.recorders, *cluster.slow_recorders.values()]:
+        for rec in [*cluster.recorders, *cluster.slow_recorders.values(), *cluster.single_use.values()]:
             if rec.host == cluster.address(role):
                 cluster.wait_port(f"simulator-{role}", role, rec.port)
 
@@ -393,7 +460,7 @@ def _register(cluster: Cluster) -> None:
     sheet = book.active
     assert sheet is not None
     sheet.append(HEADER)
-    for rec in [*cluster.recorders, *cluster.slow_recorders.values()]:
+    for rec in [*cluster.recorders, *cluster.slow_recorders.values(), *cluster.single_use.values()]:
         sheet.append(
             [
                 rec.name,
@@ -412,34 +479,70 @@ def _register(cluster: Cluster) -> None:
     workbook.chmod(0o600)
     sync_inventory(str(workbook))
 
-    cluster.run(None, [sys.executable, "-m", "work_pools.setup", "--pool", POOL], "work pool setup")
+    cluster.run(
+        None,
+        [sys.executable, "-m", "work_pools.setup", "--pool", POOL, "--root", str(PROJECT_ROOT),
+         "--heartbeat", str(HEARTBEAT_S), "--zombie-window", str(ZOMBIE_WINDOW_S)],
+        "work pool setup",
+    )  # fmt: skip
+    _data_folder_per_host()
     cluster.run(None, [prefect, "--no-prompt", "deploy", "--all"], "prefect deploy")
+    _pause_schedules()
+
+
+def _data_folder_per_host() -> None:
+    """The pool's NVRFLOW_DATA removed: each worker's flow runs use the worker host's own folder.
+
+    On machines of their own, one path in the pool (/var/lib/nvrflow) is a folder on each
+    machine; here the hosts share one file system, so that one path would be one folder for
+    all. Each worker is started with its host's NVRFLOW_DATA instead, which its flow runs inherit.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolUpdate
+
+    with get_client(sync_client=True) as client:
+        template = client.read_work_pool(POOL).base_job_template
+        env = template["variables"]["properties"]["env"]
+        env["default"] = {k: v for k, v in (env.get("default") or {}).items() if k != "NVRFLOW_DATA"}
+        client.update_work_pool(POOL, WorkPoolUpdate(base_job_template=template))
+        saved = client.read_work_pool(POOL).base_job_template["variables"]["properties"]["env"]["default"]
+    assert "NVRFLOW_DATA" not in saved and saved.get("PREFECT_FLOWS_HEARTBEAT_FREQUENCY") == str(
+        HEARTBEAT_S
+    ), saved
+
+
+def _pause_schedules() -> None:
+    """No scheduled run (the outbox flush every 10 minutes) lands in the middle of a test."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterId,
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+
+    with get_client(sync_client=True) as client:
+        paused = []
+        for deployment in client.read_deployments():
+            for schedule in deployment.schedules:
+                if schedule.active:
+                    client.update_deployment_schedule(deployment.id, schedule.id, active=False)
+                    paused.append(deployment.id)
+        if paused:  # and the runs the scheduler may have made already
+            for run in client.read_flow_runs(
+                deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=paused)),
+                flow_run_filter=FlowRunFilter(
+                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED]))
+                ),
+            ):
+                client.delete_flow_run(run.id)
 
 
 def _start_workers(cluster: Cluster) -> None:
-    from prefect.client.orchestration import get_client
-
-    prefect = str(Path(sys.executable).parent / "prefect")
-    for role, limit in WORKERS.items():
-        cluster.data_dir(role).mkdir(parents=True, exist_ok=True)
-        cluster.spawn(
-            role,
-            role,
-            [prefect, "worker", "start", "--pool", POOL, "--limit", str(limit), "--name", role],
-            cluster.env(role),
-        )
-    deadline = time.monotonic() + START_TIMEOUT_S
-    online: set[str] = set()
-    with get_client(sync_client=True) as client:
-        while time.monotonic() < deadline:
-            online = {w.name for w in client.read_workers_for_work_pool(POOL) if w.status == "ONLINE"}
-            if online >= set(WORKERS):
-                return
-            for role in WORKERS:
-                if cluster.processes[role].poll() is not None:
-                    raise RuntimeError(f"worker {role} exited\n{cluster.log_tail(role)}")
-            time.sleep(1)
-    raise RuntimeError(f"workers online: {sorted(online)}, expected {sorted(WORKERS)}")
+    for role in WORKERS:
+        cluster.start_worker(role)
 
 
 def _client_settings(cluster: Cluster, stack: ExitStack) -> None:

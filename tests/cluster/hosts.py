@@ -78,6 +78,23 @@ def kill_namespace_processes(netns: str, timeout: float = 20) -> None:
     raise RuntimeError(f"processes still in {netns} after SIGKILL: {namespace_pids(netns)}")
 
 
+def sigkill_namespace(netns: str, timeout: float = 10) -> list[int]:
+    """SIGKILL every process in the namespace until none is left (what a power cut does); the pids."""
+    killed: list[int] = []
+    deadline = time.monotonic() + timeout
+    while pids := namespace_pids(netns):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"processes still in {netns} after SIGKILL: {pids}")
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.05)
+    return sorted(set(killed))
+
+
 def _delete(prefix: str) -> None:
     for ns in namespaces():
         if ns.startswith(prefix + "-"):

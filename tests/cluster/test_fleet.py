@@ -80,7 +80,8 @@ def test_dispatch_runs_on_both_workers_within_each_recorders_limit(cluster):
     assert set(ran_on) == set(WORKERS), ran_on
     for worker, recorders in ran_on.items():
         exports = cluster.data_dir(worker) / "exports"
-        assert {p.name for p in exports.iterdir()} == recorders, worker
+        # Only this test's recorders: other tests' runs leave their exports here too.
+        assert {p.name for p in exports.iterdir() if p.name in names} == recorders, worker
     assert slots == {name: 0 for name in names}
 
     peaks = {}
