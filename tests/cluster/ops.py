@@ -3,28 +3,16 @@ deadline), read where a run ran and what its tasks did, count rows."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from typing import Any, TypeVar
 from uuid import UUID
 
 from tests.cluster.conftest import WORKERS, Cluster, Recorder
+from tests.polling import wait_until
 
 T = TypeVar("T")
-POLL_S = 0.5
 PIPELINE = "recorder-pipeline/recorder"
 FLUSH = "flush-outbox/flush-outbox"
 STAGES = ("download", "transcode", "classify", "persist")
-
-
-def poll(what: str, check: Callable[[], T], timeout: float, every: float = POLL_S) -> T:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"{what}: not within {timeout:.0f} s")
 
 
 def start(deployment: str, **parameters: Any) -> UUID:
@@ -51,7 +39,7 @@ def wait_final(run_id: UUID, timeout: float = 300, min_run_count: int = 1):
         done = run.state is not None and run.state.is_final() and run.run_count >= min_run_count
         return run if done else None
 
-    return poll("the run's final state", final, timeout, every=1)
+    return wait_until("the run's final state", final, timeout, every=1)
 
 
 def run_to_completion(deployment: str, timeout: float = 300, **parameters: Any):

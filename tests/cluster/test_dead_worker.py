@@ -27,6 +27,7 @@ from flows.export import limit_name
 from stack.simulator import control
 from tests.cluster import ops
 from tests.cluster.conftest import WORKERS, ZOMBIE_WINDOW_S
+from tests.polling import wait_until
 
 pytestmark = pytest.mark.cluster
 
@@ -69,17 +70,19 @@ def test_a_dead_worker_host_run_is_crashed_and_completed_on_the_other(cluster, w
             run = ops.read_run(run_id)
             return ops.worker_of(run) if run.state_name == "Running" else None
 
-        victim = ops.poll("the run Running on a worker", on_a_worker, timeout=240)
+        victim = wait_until("the run Running on a worker", on_a_worker, timeout=240)
         assert victim in WORKERS, victim
         if moment == "download":
-            ops.poll(
+            wait_until(
                 "a download in flight",
                 lambda: control.stats(rec.port, host=rec.host)["active_downloads"] > 0,
                 timeout=120,
             )
             proof = f"downloads in flight {control.stats(rec.port, host=rec.host)['active_downloads']}"
         else:
-            line = ops.poll("an insert done, its reply held", lambda: held.exists() and held.read_text(), 240)
+            line = wait_until(
+                "an insert done, its reply held", lambda: held.exists() and held.read_text(), 240
+            )
             first = line.splitlines()[0].split()
             assert first[0] == cluster.address(victim), (first, victim)
             stages = ops.task_states(run_id)
@@ -99,9 +102,9 @@ def test_a_dead_worker_host_run_is_crashed_and_completed_on_the_other(cluster, w
         assert _slots(rec.name) == 1, "the dead run's download held no slot"
     else:
         # The held insert was executed: its rows are in ClickHouse without the task knowing.
-        assert ops.poll("the held insert's rows", lambda: ops.segment_rows(rec.name), timeout=30)
+        assert wait_until("the held insert's rows", lambda: ops.segment_rows(rec.name), timeout=30)
 
-    crashed = ops.poll(
+    crashed = wait_until(
         "the run marked Crashed",
         lambda: [s for s in ops.states(run_id) if s.is_crashed()],
         timeout=ZOMBIE_WINDOW_S + 120,

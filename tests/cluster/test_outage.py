@@ -8,27 +8,15 @@ taken), and ClickHouse must hold the segment.
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from stack.simulator import control
 from tests.cluster.conftest import OUTAGES, Cluster
+from tests.polling import wait_until
 
 pytestmark = pytest.mark.cluster
 
 DOWNLOAD_SECONDS = 30
-POLL_S = 0.5
-
-
-def _poll(what: str, check, timeout: float):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(POLL_S)
-    raise AssertionError(f"{what}: not within {timeout:.0f} s")
 
 
 def _restart(cluster: Cluster, outage: str) -> None:
@@ -58,7 +46,7 @@ def test_a_download_outlives_a_restart(cluster, outage):
         parameters={"recorder": rec.name, "start": start.isoformat(), "end": end.isoformat()},
         timeout=0,
     )
-    _poll(
+    wait_until(
         "download under way",
         lambda: control.stats(rec.port, host=rec.host)["active_downloads"] >= 1,
         timeout=180,
@@ -71,7 +59,7 @@ def test_a_download_outlives_a_restart(cluster, outage):
             state = client.read_flow_run(run.id).state
         return state if state is not None and state.is_final() else None
 
-    state = _poll("the run's final state", final_state, timeout=300)
+    state = wait_until("the run's final state", final_state, timeout=300)
     assert state.is_completed(), (state.type, state.message)
 
     stats = control.stats(rec.port, host=rec.host)

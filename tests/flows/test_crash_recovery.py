@@ -20,6 +20,7 @@ from uuid import UUID
 import pytest
 
 from stack.simulator.spec import DEMO_SEGMENT_SECONDS, demo_window, load_spec
+from tests.polling import wait_until
 
 pytestmark = pytest.mark.stack
 
@@ -47,16 +48,6 @@ def _register_own_recorder(stack, port: int) -> None:
 def _port(stack, name: str) -> int:
     spec = load_spec(stack.data_dir / "stack" / "simulator.json")
     return next(r.port for r in spec.recorders if r.name == name)
-
-
-def _wait_for(what: str, check, timeout: float, every: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(every)
-    raise AssertionError(f"not within {timeout:.0f} s: {what}")
 
 
 def _run_processes(flow_run_id: UUID) -> dict[int, int]:
@@ -116,7 +107,7 @@ def test_killed_worker_machine_run_is_crashed_rerun_and_completed(stack, two_wor
             parameters={"recorder": RECORDER, "start": start.isoformat(), "end": end.isoformat()},
             timeout=0,
         )
-        _wait_for("a download in flight", lambda: control.stats(port)["active_downloads"] > 0, 240)
+        wait_until("a download in flight", lambda: control.stats(port)["active_downloads"] > 0, 240)
 
         processes = _run_processes(flow_run.id)
         assert processes, "no process carries the flow run's id"
@@ -147,16 +138,16 @@ def test_killed_worker_machine_run_is_crashed_rerun_and_completed(stack, two_wor
             return sorted(client.read_flow_run_states(flow_run.id), key=lambda s: s.timestamp)
 
         assert client.read_flow_run(flow_run.id).state_name == "Running"
-        crashed = _wait_for("the run marked Crashed", lambda: [s for s in states() if s.is_crashed()], 180)
+        crashed = wait_until("the run marked Crashed", lambda: [s for s in states() if s.is_crashed()], 180)
         crashed_at = time.monotonic()
         assert crashed[0].message == ZOMBIE_MESSAGE, crashed[0].message
-        _wait_for("the crashed run scheduled again", lambda: states()[-1].name != "Crashed", 60)
+        wait_until("the crashed run scheduled again", lambda: states()[-1].name != "Crashed", 60)
 
         def final():
             run = client.read_flow_run(flow_run.id)
             return run if run.state is not None and run.state.is_final() and run.run_count > 1 else None
 
-        run = _wait_for("the run run again to a final state", final, 420, every=1)
+        run = wait_until("the run run again to a final state", final, 420, every=1)
         completed_at = time.monotonic()
         assert run.state is not None
         assert run.state.is_completed(), (run.state.name, run.state.message)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
@@ -10,6 +9,7 @@ import pytest
 from pydantic import SecretStr
 
 from stack.simulator.spec import load_spec
+from tests.polling import wait_until
 
 pytestmark = pytest.mark.stack
 
@@ -36,13 +36,6 @@ def _scheduled_runs(deployment: str) -> int:
     return len(runs)
 
 
-def _until(condition, timeout_s: float = 120, what: str = "") -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(1)
-
-
 def test_pausing_one_recorder_stops_its_runs_only_and_resuming_catches_up(stack):
     from blocks.recorder import HikvisionRecorder
     from core.windows import hour_before
@@ -61,11 +54,15 @@ def test_pausing_one_recorder_stops_its_runs_only_and_resuming_catches_up(stack)
         ]
         assert ensure_recorder_schedule(name, "5 * * * *") == []  # idempotent
         assert state_of(name)[0] == "running"
-    _until(lambda: _scheduled_runs(deployment_name("sched-01")) > 0, what="sched-01's scheduled runs")
+    wait_until(
+        "sched-01's scheduled runs", lambda: _scheduled_runs(deployment_name("sched-01")) > 0, 120, every=1
+    )
 
     set_active("sched-01", False)
     assert state_of("sched-01")[0] == "paused" and state_of("sched-02")[0] == "running"
-    _until(lambda: _scheduled_runs(deployment_name("sched-01")) == 0, what="sched-01's runs to go")
+    wait_until(
+        "sched-01's runs to go", lambda: _scheduled_runs(deployment_name("sched-01")) == 0, 120, every=1
+    )
     assert _scheduled_runs(deployment_name("sched-02")) > 0
     # An inventory sync of an enabled recorder leaves the operator's pause alone.
     assert ensure_recorder_schedule("sched-01", "5 * * * *") == []
