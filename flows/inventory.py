@@ -244,7 +244,7 @@ def sync_inventory(workbook: str) -> list[str]:
     blocks = {row.name: _block_for(row) for row in rows}  # every password resolved before any change
     changes: list[str] = []
     for name, block in blocks.items():
-        changes += upsert_recorder(name, block)
+        changes += upsert_recorder(name, block, offer_in_run_form=False)
     changes += offer_recorders_in_run_form()
     for row in rows:
         changes += ensure_recorder_schedule(row.name, row.schedule, row.enabled, row.site)

@@ -19,8 +19,13 @@ from blocks.recorder import HikvisionRecorder
 from flows.export import limit_name
 
 
-def upsert_recorder(name: str, recorder: HikvisionRecorder) -> list[str]:
-    """Create or update the block `name` and the limit `recorder:<name>`; returns what changed."""
+def upsert_recorder(name: str, recorder: HikvisionRecorder, offer_in_run_form: bool = True) -> list[str]:
+    """Create or update the block `name` and the limit `recorder:<name>`; returns what changed.
+
+    A new recorder is also offered in the pipeline deployment's run form (unless
+    `offer_in_run_form` is false: sync-inventory offers all of them once, at the end), since
+    the server refuses runs for a recorder the form does not list.
+    """
     changes = []
     try:
         current = load_block(HikvisionRecorder, name)
@@ -41,6 +46,8 @@ def upsert_recorder(name: str, recorder: HikvisionRecorder) -> list[str]:
         if before != limit:
             client.upsert_global_concurrency_limit_by_name(limit_name(name), limit)
             changes.append(f"{limit_name(name)}: limit {before} -> {limit}")
+    if offer_in_run_form and current is None:
+        changes += offer_recorders_in_run_form()
     return changes
 
 

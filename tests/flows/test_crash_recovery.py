@@ -35,14 +35,13 @@ def _register_own_recorder(stack, port: int) -> None:
     from pydantic import SecretStr
 
     from blocks.recorder import HikvisionRecorder
-    from flows.recorders import offer_recorders_in_run_form, upsert_recorder
+    from flows.recorders import upsert_recorder
 
     spec = load_spec(stack.data_dir / "stack" / "simulator.json")
     device = next(r for r in spec.recorders if r.name == SIMULATED)
     block = HikvisionRecorder(host="127.0.0.1", port=port, username=device.username,
                               password=SecretStr(device.password), channels=[c.id for c in device.channels])  # fmt: skip
-    upsert_recorder(RECORDER, block)
-    offer_recorders_in_run_form()
+    upsert_recorder(RECORDER, block)  # and offered in the run form, which the server checks
 
 
 def _port(stack, name: str) -> int:

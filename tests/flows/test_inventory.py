@@ -116,6 +116,15 @@ def test_each_recorder_gets_its_schedule_and_a_disabled_one_is_paused(stack, tmp
     assert "recorder-pipeline/cron-on: created, 15 * * * * (running)" in changes, changes
     assert "recorder-pipeline/cron-off: created, 5 * * * * (paused)" in changes, changes
     assert "work queue site-depot-a created" in " ".join(changes)
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        order = [q.name for q in client.read_work_queues(work_pool_name="nvrflow-local")]
+    # Served in this order: by-hand runs, then every site's live queue, then the backfill queues.
+    assert order.index("default") < order.index("site-depot-a") < order.index("site-depot-a-backfill"), order
+    assert all(
+        order.index(q) < order.index("site-depot-a-backfill") for q in order if not q.endswith("-backfill")
+    ), order
     on, schedule = state_of("cron-on")
     assert on == "running" and schedule is not None and schedule.schedule.cron == "15 * * * *"
     assert state_of("cron-off")[0] == "paused"

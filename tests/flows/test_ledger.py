@@ -46,26 +46,27 @@ def _counts(recorder: str) -> tuple[int, int]:
 
 
 @pytest.fixture
-def paused_pool():
-    """The work pool paused: no worker takes a run, as if every worker were down."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import WorkPoolUpdate
+def stopped_worker(stack):
+    """The stack's worker stopped, as on a machine that is down; `start()` brings it back."""
+    from stack import supervisor
+    from stack.state import load_state
 
-    from stack.supervisor import POOL_NAME
+    supervisor.stop_service("worker", stack.data_dir)
+    started = []
 
-    def pause(paused: bool) -> None:
-        with get_client(sync_client=True) as client:
-            client.update_work_pool(POOL_NAME, WorkPoolUpdate(is_paused=paused))
+    def start() -> None:
+        supervisor.start_worker(load_state(stack.data_dir), "worker")
+        started.append(True)
 
-    pause(True)
     try:
-        yield pause
+        yield start
     finally:
-        pause(False)
+        if not started:
+            start()
 
 
 def test_three_late_hours_are_each_done_once_and_backfill_runs_only_the_missing_one(
-    stack, tmp_path, paused_pool
+    stack, tmp_path, stopped_worker
 ):
     from prefect.client.orchestration import get_client
     from prefect.states import Scheduled
@@ -88,8 +89,8 @@ def test_three_late_hours_are_each_done_once_and_backfill_runs_only_the_missing_
     upsert_recorder("ledger-01", block)
 
     with control.running(spec, tmp_path):
-        # The hourly runs for 02:00, 03:00 and 04:00, scheduled at 03:05, 04:05, 05:05 while no
-        # worker takes runs; they all start late, once the pool is back.
+        # The hourly runs for 02:00, 03:00 and 04:00, scheduled at 03:05, 04:05, 05:05 while the
+        # worker is down; they all start late, once it is back.
         with get_client(sync_client=True) as client:
             deployment = client.read_deployment_by_name("recorder-pipeline/recorder")
             runs = {
@@ -100,7 +101,7 @@ def test_three_late_hours_are_each_done_once_and_backfill_runs_only_the_missing_
                 ).id
                 for hour in (2, 3, 4)
             }
-        paused_pool(False)
+        stopped_worker()
         assert wait_for_runs(runs, timeout_s=600) == {name: "Completed" for name in runs}
         hours = [DAY.replace(hour=h) for h in (2, 3, 4)]
         assert _ledger("ledger-01") == [(hours[0], 0), (hours[1], 2), (hours[2], 2)]
