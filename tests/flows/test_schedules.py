@@ -49,9 +49,8 @@ def test_pausing_one_recorder_stops_its_runs_only_and_resuming_catches_up(stack)
         upsert_recorder(name, HikvisionRecorder(host="127.0.0.1", port=nvr.port, username=nvr.username,
                                                 password=SecretStr(nvr.password), channels=[1]))  # fmt: skip
         assert state_of(name)[0] == "init"
-        assert ensure_recorder_schedule(name, "5 * * * *") == [
-            f"{deployment_name(name)}: created, 5 * * * * (running)"
-        ]
+        made = ensure_recorder_schedule(name, "5 * * * *")
+        assert made[-1] == f"{deployment_name(name)}: created, 5 * * * * (running)", made
         assert ensure_recorder_schedule(name, "5 * * * *") == []  # idempotent
         assert state_of(name)[0] == "running"
     wait_until(
