@@ -12,6 +12,8 @@ downloaded again. A cached download is used only where its file exists and verif
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -21,7 +23,7 @@ from prefect.concurrency.sync import concurrency
 
 from blocks.isapi.download import is_complete
 from blocks.isapi.naming import UnsafeNameError, segment_path
-from blocks.recorder import DownloadResult, HikvisionRecorder, Recording
+from blocks.recorder import DownloadResult, HikvisionRecorder, ISAPIClient, Recording
 from core.segment import Segment, stage_key
 from core.settings import exports_dir
 from flows import retry_policy
@@ -38,6 +40,16 @@ def limit_name(recorder: str) -> str:
     return f"recorder:{recorder}"
 
 
+@contextmanager
+def recorder_call(recorder: HikvisionRecorder) -> Iterator[ISAPIClient]:
+    """A slot of the recorder's limit (strict: a missing limit is an error) and a client, for one call."""
+    with (
+        concurrency(limit_name(recorder.name), occupy=1, strict=True, lease_duration=SLOT_LEASE_S),
+        recorder.connect() as client,
+    ):
+        yield client
+
+
 def segment_of(rec: Recording) -> Segment:
     return Segment.of_recording(rec.recorder, rec.channel, rec.name, rec.start, rec.end, rec.size)
 
@@ -47,10 +59,7 @@ def segment_of(rec: Recording) -> Segment:
 def search_recordings(
     recorder: HikvisionRecorder, channel: int, start: datetime, end: datetime
 ) -> list[Recording]:
-    with (
-        concurrency(limit_name(recorder.name), occupy=1, strict=True, lease_duration=SLOT_LEASE_S),
-        recorder.connect() as client,
-    ):
+    with recorder_call(recorder) as client:
         found = client.search(channel, start, end)
     get_run_logger().info(f"{recorder.name} channel {channel}: {len(found)} recordings in {start} .. {end}")
     return found
@@ -64,10 +73,7 @@ def download_key(segment: Segment) -> str:
       cache_policy=StageKey(key_of=lambda inputs: download_key(inputs["segment"]), per_data_folder=True),
       cache_expiration=timedelta(days=DOWNLOAD_CACHE_DAYS), **retry_policy.RECORDER)  # fmt: skip
 def download_recording(recorder: HikvisionRecorder, segment: Segment, rec: Recording) -> DownloadResult:
-    with (
-        concurrency(limit_name(recorder.name), occupy=1, strict=True, lease_duration=SLOT_LEASE_S),
-        recorder.connect() as client,
-    ):
+    with recorder_call(recorder) as client:
         result = client.download(rec, exports_dir())
     if result.reused:
         get_run_logger().info(f"{segment.label}: already downloaded and verified, not downloaded again")

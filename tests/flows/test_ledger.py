@@ -7,10 +7,9 @@ from datetime import UTC, datetime
 from uuid import UUID
 
 import pytest
-from pydantic import SecretStr
 
-from stack.ports import free_port
 from stack.simulator import control
+from tests.own_recorder import one_channel_spec, register
 
 pytestmark = pytest.mark.stack
 
@@ -18,7 +17,6 @@ DAY = datetime(2026, 11, 4, tzinfo=UTC)
 # Four 4 s segments across the 03:00 -> 04:00 boundary: two in hour 03, two in hour 04.
 RECORDING_START = DAY.replace(hour=3, minute=59, second=52)
 RECORDING_END = DAY.replace(hour=4, minute=0, second=8)
-PASSWORD = "ledger-Pa55"
 
 
 def _sink():
@@ -71,22 +69,11 @@ def test_three_late_hours_are_each_done_once_and_backfill_runs_only_the_missing_
     from prefect.client.orchestration import get_client
     from prefect.states import Scheduled
 
-    from blocks.recorder import HikvisionRecorder
     from flows.backfill import backfill
     from flows.dispatch import wait_for_runs
-    from flows.recorders import upsert_recorder
 
-    recorder = {
-        "name": "ledger-01", "port": free_port(), "username": "admin", "password": PASSWORD,
-        "segment_seconds": 4, "recording_start": RECORDING_START.replace(tzinfo=None).isoformat(),
-        "recording_end": RECORDING_END.replace(tzinfo=None).isoformat(),
-        "channels": [{"id": 1, "scene": "coffee", "codec": "h264", "audio": "none"}],
-    }  # fmt: skip
-    spec = {"width": 320, "height": 240, "fps": 10, "recorders": [recorder]}
-    block = HikvisionRecorder(
-        host="127.0.0.1", port=recorder["port"], password=SecretStr(PASSWORD), channels=[1]
-    )
-    upsert_recorder("ledger-01", block)
+    spec = one_channel_spec("ledger-01", RECORDING_START, RECORDING_END, 4)
+    register(spec)
 
     with control.running(spec, tmp_path):
         # The hourly runs for 02:00, 03:00 and 04:00, scheduled at 03:05, 04:05, 05:05 while the

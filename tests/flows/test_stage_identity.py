@@ -14,19 +14,17 @@ import shutil
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from pydantic import SecretStr
 
-from stack.ports import free_port
 from stack.simulator import control
 from stack.simulator.footage import ensure_clip
 from stack.simulator.spec import demo_window, load_spec
+from tests.own_recorder import one_channel_spec, register
 
 pytestmark = pytest.mark.stack
 
 START = datetime(2026, 11, 3, 6, 0, 0, tzinfo=UTC)
 SEGMENT_SECONDS = 4
 SEGMENTS = 2
-PASSWORD = "rerec-Pa55"
 CAT = ("tabby", "tiger cat", "egyptian cat", "persian cat", "lynx")
 COFFEE = ("espresso", "cup", "coffee mug", "eggnog")
 
@@ -58,27 +56,17 @@ def _share(labels: list[str], expected: tuple[str, ...]) -> float:
 
 
 def test_a_re_recorded_segment_runs_every_stage_again_and_replaces_its_rows(stack, tmp_path, monkeypatch):
-    from blocks.recorder import HikvisionRecorder
     from flows.pipeline import recorder_pipeline
-    from flows.recorders import upsert_recorder
 
     clip = tmp_path / "channel-1.ps"
     shutil.copyfile(ensure_clip("cat", "h264", "none", SEGMENT_SECONDS, 320, 240, 10), clip)
     end = START + timedelta(seconds=SEGMENT_SECONDS * SEGMENTS)
-    recorder = {
-        "name": "rerec-01", "port": free_port(), "username": "admin", "password": PASSWORD,
-        "segment_seconds": SEGMENT_SECONDS, "recording_start": START.replace(tzinfo=None).isoformat(),
-        "recording_end": end.replace(tzinfo=None).isoformat(),
-        "channels": [{"id": 1, "scene": "cat", "codec": "h264", "audio": "none", "clip": str(clip)}],
-    }  # fmt: skip
-    spec = {"width": 320, "height": 240, "fps": 10, "recorders": [recorder]}
-    block = HikvisionRecorder(
-        host="127.0.0.1", port=recorder["port"], password=SecretStr(PASSWORD), channels=[1]
-    )
-    upsert_recorder("rerec-01", block)
+    spec = one_channel_spec("rerec-01", START, end, SEGMENT_SECONDS, scene="cat", clip=str(clip))
+    register(spec)
+    port = spec["recorders"][0]["port"]
 
     with control.running(spec, tmp_path):
-        names = [s["name"] for s in control.segments(recorder["port"])]
+        names = [s["name"] for s in control.segments(port)]
         first = recorder_pipeline("rerec-01", START, end)
     assert first["persisted"] == SEGMENTS and first["failed"] == []
     segments, detections, sizes, labels = _rows("rerec-01")
@@ -89,7 +77,7 @@ def test_a_re_recorded_segment_runs_every_stage_again_and_replaces_its_rows(stac
     shutil.copyfile(ensure_clip("coffee", "h264", "none", SEGMENT_SECONDS, 320, 240, 10), clip)
     assert clip.stat().st_size not in sizes
     with control.running(spec, tmp_path):
-        assert [s["name"] for s in control.segments(recorder["port"])] == names
+        assert [s["name"] for s in control.segments(port)] == names
         second = recorder_pipeline("rerec-01", START, end)
         third = recorder_pipeline("rerec-01", START, end)
         # A cached result names a file: without the file here, the stage runs again.
