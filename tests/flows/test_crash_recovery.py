@@ -44,6 +44,17 @@ def _register_own_recorder(stack, port: int) -> None:
     upsert_recorder(RECORDER, block)  # and offered in the run form, which the server checks
 
 
+def _kill_all(flow_run_id: UUID) -> dict[int, int]:
+    """SIGKILL every process carrying the run's id; returns the ones that were still there."""
+    found = _run_processes(flow_run_id)
+    for pid in found:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return found
+
+
 def _port(stack, name: str) -> int:
     spec = load_spec(stack.data_dir / "stack" / "simulator.json")
     return next(r.port for r in spec.recorders if r.name == name)
@@ -118,13 +129,10 @@ def test_killed_worker_machine_run_is_crashed_rerun_and_completed(stack, two_wor
         killed = next(name for name, pid in state.pids.items() if pid == worker_pid)
         assert killed in ("worker", SPARE), (killed, state.pids)
 
-        # The machine goes: its worker first (so nothing reports the run), then the run.
+        # The machine goes: its worker first (so nothing reports the run), then every process of
+        # the run, again until none is left (one may have started a child meanwhile: an ffprobe).
         os.kill(worker_pid, signal.SIGKILL)
-        for pid in processes:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        wait_until("every process of the run killed", lambda: not _kill_all(flow_run.id), 10, every=0.1)
         killed_at = time.monotonic()
         supervisor.stop_service(killed, stack.data_dir)  # reaped, and out of the stack's pids
     finally:

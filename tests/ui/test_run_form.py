@@ -135,9 +135,11 @@ def test_operator_runs_a_recorder_window_from_the_ui(run_form, stack, page, tmp_
     from stack.simulator.spec import demo_window
 
     start, end = demo_window()
-    page.goto(f"{stack.ui_url}/deployments")
-    deployment = page.get_by_role("row", name="recorder recorder-pipeline")  # deployment, then its flow
-    deployment.get_by_role("link", name="recorder", exact=True).click()
+    # The deployment's own page (with a deployment per recorder, the deployments list runs to
+    # several pages, and which page holds it depends on what else the session registered).
+    with get_client(sync_client=True) as client:
+        deployment_id = client.read_deployment_by_name("recorder-pipeline/recorder").id
+    page.goto(f"{stack.ui_url}/deployments/deployment/{deployment_id}")
     page.get_by_role("button", name="Run", exact=True).click()
     page.get_by_role("button", name="Custom run").click()
     expect(page.get_by_role("heading", name="Parameters")).to_be_visible()
