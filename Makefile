@@ -22,7 +22,7 @@ help:
 
 system-packages:
 	@missing=""; \
-	for cmd in ffmpeg:ffmpeg ffprobe:ffmpeg HandBrakeCLI:handbrake-cli; do \
+	for cmd in ffmpeg:ffmpeg ffprobe:ffmpeg HandBrakeCLI:handbrake-cli pg_lsclusters:postgresql; do \
 	  command -v $${cmd%%:*} >/dev/null || missing="$$missing $${cmd##*:}"; \
 	done; \
 	if [ -n "$$missing" ]; then \

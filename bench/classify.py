@@ -15,6 +15,8 @@
   served     the same ready batches sent through nvrflow's client to the model server: gRPC
              and the server, no decoding. Next to `limit` it shows what the stage loses to
              gRPC, and next to `stage` what it loses to decoding on the same cores.
+Key-frame screening (`key_frames=True`: only the key frames decoded and classified) is timed
+at batch 8 in every repetition too, in video seconds per second, next to 1 frame a second.
 The stage at batch_size=1 is reported too: one Predict per frame, but with nvrflow's streamed
 decoding ahead of the model, which shows what batching alone adds.
 The video is the 60 s 1280x720 25 fps H.264 camera clip (cached, remuxed to MP4 once under
@@ -45,6 +47,7 @@ from bench.common import print_table, row, write_results
 from stack.paths import cache_dir
 
 NEAR_BEST = 0.95
+KEY_BATCH = 8  # TFServingModel's default batch_size: key-frame screening is timed at it
 IN_PROCESS_FRAMES = 256  # the limit is timed over at least this many frames: a few seconds
 BASELINE_SEEDS = "the seeds' way: JPEG pictures first, then one synchronous Predict per picture"
 BASELINE_ONE = "nvrflow's stage at batch_size=1 (one Predict per frame, decoding streamed ahead)"
@@ -102,12 +105,15 @@ def served_fps(model, frames, batch: int, count: int, expected: tuple[str, ...])
     return len(top1) / seconds
 
 
-def stage_fps(video: Path, model, sample_fps: float, expected: tuple[str, ...]) -> tuple[float, int]:
+def stage_fps(
+    video: Path, model, sample_fps: float, expected: tuple[str, ...], key_frames: bool = False
+) -> tuple[float, int]:
+    """Frames per second through the stage, and how many frames (time from the video to the last label)."""
     from flows.classify import classify_video
 
     start = datetime(2026, 11, 1, tzinfo=UTC)
     started = time.perf_counter()
-    result = classify_video(video, start, model, fps=sample_fps, check=False)
+    result = classify_video(video, start, model, fps=sample_fps, check=False, key_frames=key_frames)
     seconds = time.perf_counter() - started
     _check_labels([d.label for d in result.detections if d.rank == 1], expected, "the classify stage")
     return result.frames / seconds, result.frames
@@ -153,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sample-fps", type=float, default=1.0, help="frames sampled per video second")
     parser.add_argument("--scene", default="cat")
     args = parser.parse_args(argv)
-    sizes = sorted({int(s) for s in args.batch_sizes.split(",")} | {1})
+    sizes = sorted({int(s) for s in args.batch_sizes.split(",")} | {1, KEY_BATCH})
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.getLogger("prefect").setLevel(logging.WARNING)
 
@@ -177,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     limit: dict[int, list[float]] = {b: [] for b in sizes}
     served_only: dict[int, list[float]] = {b: [] for b in sizes}
     seeds: list[float] = []
-    frame_count = 0
+    key_speed: list[float] = []
+    frame_count = key_count = 0
     with serve(base, model_build.MODEL_NAME, max_batch=max(sizes), timeout=300) as served:
         blocks = {
             b: TFServingModel(
@@ -191,9 +198,17 @@ def main(argv: list[str] | None = None) -> int:
         }
         expected = EXPECTED_LABELS[args.scene]
         stage_fps(video, blocks[sizes[-1]], args.sample_fps, expected)  # warm the server's first-call paths
-        runs: list[int | str] = [*sizes, "seeds"]
+        runs: list[int | str] = [*sizes, "seeds", "key"]
         for rep in range(args.repeats):
             for b in runs[rep % len(runs) :] + runs[: rep % len(runs)]:
+                if b == "key":  # key-frame screening, at the block's default batch size
+                    fps, key_count = stage_fps(
+                        video, blocks[KEY_BATCH], args.sample_fps, expected, key_frames=True
+                    )
+                    key_speed.append(fps * args.seconds / key_count)  # video seconds per second
+                    print(f"  rep {rep + 1}/{args.repeats} key frames only: {key_count} frames, "
+                          f"{key_speed[-1]:6.1f}x realtime", flush=True)  # fmt: skip
+                    continue
                 if isinstance(b, str):  # "seeds"
                     fps, _ = seeds_fps(video, blocks[1], args.sample_fps, expected)
                     seeds.append(fps)
@@ -234,6 +249,11 @@ def main(argv: list[str] | None = None) -> int:
     for b in sizes:
         rows.append(row(f"model over gRPC, frames already decoded, vs in-process, both at batch {b} ({reps})",
                         "frames/s", served_med[b], limit_med[b], f"in-process SavedModel, batch {b}"))  # fmt: skip
+    one_fps_speed = stage_med[KEY_BATCH] * args.seconds / frame_count
+    rows.append(row(f"key frames only ({key_count} frames) vs {args.sample_fps:g} frame/s ({frame_count}), "
+                    f"batch {KEY_BATCH}, labels checked ({reps})", "x realtime",
+                    statistics.median(key_speed), one_fps_speed,
+                    f"the stage at {args.sample_fps:g} frame/s"))  # fmt: skip
     path = write_results("classify", rows)
     print_table(rows)
     vs_seeds = stage_med[chosen] / seeds_med

@@ -1,7 +1,8 @@
 """TF Serving model block: the only place that speaks TF Serving's gRPC API.
 
-Importing this module is cheap; grpc, tensorflow-serving-api and TF's protos are
-imported by `connect()`, so flows that never classify never pay for them.
+Importing this module is cheap; grpc and tensorflow-serving-api's messages are imported by
+`connect()`, so flows that never classify never pay for them, and TensorFlow itself is never
+loaded (`blocks/tf_serving_protos.py`).
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ class TFServingModel(Block):
     input_dtype: str = "uint8"
     labels: list[str] = Field(default_factory=list, description="Class names, index -> name.")
     batch_size: int = Field(
-        default=4, ge=1, description="Frames per Predict call; `make bench-classify` measures the choices."
+        default=8, ge=1, description="Frames per Predict call; `make bench-classify` measures the choices."
     )
     top_k: int = Field(default=5, ge=1)
     timeout_seconds: float = Field(default=30.0, gt=0, description="Deadline of each gRPC call.")
@@ -91,22 +92,20 @@ class ModelClient:
 
     def __init__(self, model: TFServingModel) -> None:
         import grpc
-        from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
-        from tensorflow_serving.apis import (
-            get_model_metadata_pb2,
-            predict_pb2,
-            prediction_service_pb2_grpc,
-        )
+
+        from blocks import tf_serving_protos
 
         if model.input_dtype not in _DTYPES:
             raise ValueError(f"input_dtype {model.input_dtype!r} not supported; one of {sorted(_DTYPES)}")
+        protos = tf_serving_protos.load()
         self.model = model
         self._grpc = grpc
-        self._tensor_pb2 = tensor_pb2
-        self._shape_pb2 = tensor_shape_pb2
-        self._types_pb2 = types_pb2
-        self._metadata_pb2 = get_model_metadata_pb2
-        self._predict_pb2 = predict_pb2
+        self._tensor_pb2 = protos["tensor"]
+        self._shape_pb2 = protos["tensor_shape"]
+        self._types_pb2 = protos["types"]
+        self._metadata_pb2 = protos["metadata"]
+        self._predict_pb2 = protos["predict"]
+        prediction_service_pb2_grpc = protos["service"]
         self._channel = grpc.insecure_channel(
             model.target,
             options=[

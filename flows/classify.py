@@ -3,8 +3,8 @@
 Cache key of a classification: the segment's identity, CLASSIFY_VERSION, the transcode
 key of the MP4 it reads (so new footage or other transcode options classify again), the
 model's output settings (name, signature, input size, labels, top-k), the version the
-server answered with at the start of the run, and the sampling rate. It never expires:
-the same inputs give the same labels.
+server answered with at the start of the run, and the frame choice (the sampling rate, or
+key frames only). It never expires: the same inputs give the same labels.
 """
 
 from __future__ import annotations
@@ -45,16 +45,21 @@ class Classification:
 
 
 def classify_video(
-    video: Path, start: datetime, model: TFServingModel, fps: float = 1.0, check: bool = True
+    video: Path,
+    start: datetime,
+    model: TFServingModel,
+    fps: float = 1.0,
+    check: bool = True,
+    key_frames: bool = False,
 ) -> Classification:
-    """Top-k labels for one frame a second (or `fps`), frame times in UTC from `start`."""
+    """Top-k labels for one frame a second (or `fps`, or each key frame), frame times in UTC from `start`."""
     detections: list[Detection] = []
     frames = 0
     with model.connect() as client:
         if check:
             client.check_metadata()
         for offsets, batch in sample_frames(
-            video, model.input_size, fps=fps, batch=model.batch_size, start=start
+            video, model.input_size, fps=fps, batch=model.batch_size, start=start, key_frames=key_frames
         ):
             for offset, top in zip(offsets, client.classify(batch), strict=True):
                 at = start + timedelta(milliseconds=round(offset * 1000))
@@ -66,29 +71,43 @@ def classify_video(
 
 
 def classify_key(
-    segment: Segment, transcoded: TranscodeResult, model: TFServingModel, model_version: int, fps: float
+    segment: Segment,
+    transcoded: TranscodeResult,
+    model: TFServingModel,
+    model_version: int,
+    fps: float,
+    key_frames: bool = False,
 ) -> str:
-    settings: dict[str, Any] = model.output_settings() | {
-        "version": model_version, "fps": fps, "mp4": transcoded.key,
-    }  # fmt: skip
+    frames: dict[str, Any] = {"frames": "key"} if key_frames else {"fps": fps}
+    settings: dict[str, Any] = (
+        model.output_settings() | {"version": model_version, "mp4": transcoded.key} | frames
+    )
     return stage_key(segment, "classify", CLASSIFY_VERSION, settings)
 
 
 def _key_of(inputs: dict[str, Any]) -> str:
     return classify_key(
-        inputs["segment"], inputs["transcoded"], inputs["model"], inputs["model_version"], inputs["fps"]
-    )
+        inputs["segment"], inputs["transcoded"], inputs["model"], inputs["model_version"], inputs["fps"],
+        inputs.get("key_frames", False),
+    )  # fmt: skip
 
 
 @task(name="classify", task_run_name="classify {segment.label}", cache_policy=StageKey(key_of=_key_of),
       **retry_policy.MEDIA)  # fmt: skip
 def classify_segment(
-    segment: Segment, transcoded: TranscodeResult, model: TFServingModel, model_version: int, fps: float = 1.0
+    segment: Segment,
+    transcoded: TranscodeResult,
+    model: TFServingModel,
+    model_version: int,
+    fps: float = 1.0,
+    key_frames: bool = False,
 ) -> Classification:
     """`model_version` is the version checked at the start of the run: part of the cache key."""
-    result = classify_video(transcoded.output, segment.start, model, fps=fps, check=False)
+    result = classify_video(
+        transcoded.output, segment.start, model, fps=fps, check=False, key_frames=key_frames
+    )
     return Classification(result.model, result.model_version, result.frames, result.detections,
-                          key=classify_key(segment, transcoded, model, model_version, fps))  # fmt: skip
+                          key=classify_key(segment, transcoded, model, model_version, fps, key_frames))  # fmt: skip
 
 
 @task(name="check model", cache_policy=NO_CACHE, **retry_policy.MODEL_CHECK)

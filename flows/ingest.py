@@ -38,6 +38,7 @@ def ingest_video(
     start: datetime | None = None,
     transcode: TranscodeOptions | None = None,
     sample_fps: float = 1.0,
+    key_frames: bool = False,
     model_block: str = DEFAULT_MODEL_BLOCK,
     sink_block: str = DEFAULT_SINK_BLOCK,
 ) -> dict[str, Any]:
@@ -49,6 +50,7 @@ def ingest_video(
         start: When the recording began (UTC); empty: the file's modification time.
         transcode: How the MP4 is made; empty: remux H.264, x264 veryfast for the rest, AAC audio.
         sample_fps: Frames classified per second of video.
+        key_frames: Classify the key frames only, each at its own time (instead of sample_fps).
         model_block: Name of the TFServingModel block to classify with.
         sink_block: Name of the ClickHouseSink block to store the rows in.
     """
@@ -66,7 +68,7 @@ def ingest_video(
         options = transcode or TranscodeOptions()
         output = mp4_path(segment)
         transcoded = transcode_task_for(output)(segment, working, options, output=output)
-        classification = classify_segment(segment, transcoded, model, version, sample_fps)
+        classification = classify_segment(segment, transcoded, model, version, sample_fps, key_frames)
         persisted = persist_segment(segment, transcoded, classification, sink, segment.source, run_id)
     except BaseException as exc:
         kept = set_aside(working, failure_reason(original, segment, exc, run_id))

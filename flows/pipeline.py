@@ -109,6 +109,7 @@ def recorder_pipeline(
     channels: list[int] | None = None,
     transcode: TranscodeOptions | None = None,
     sample_fps: float = 1.0,
+    key_frames: bool = False,
     model_block: str = DEFAULT_MODEL_BLOCK,
     sink_block: str = DEFAULT_SINK_BLOCK,
 ) -> dict:
@@ -124,6 +125,9 @@ def recorder_pipeline(
         transcode: How MP4s are made; empty: H.264 remuxed, anything else x264 veryfast CRF 23,
             audio as AAC 96 kb/s.
         sample_fps: Frames classified per second of video.
+        key_frames: Screen by key frames instead: only the recorder's key frames are decoded and
+            classified, each at its own time (as often as the channel's I-frame interval, e.g.
+            every 2 s); several times faster than sample_fps, coarser where the interval is long.
         model_block: Name of the TFServingModel block to classify with.
         sink_block: Name of the ClickHouseSink block to store the rows in.
     """
@@ -169,7 +173,7 @@ def recorder_pipeline(
             for seg, rec, d in zip(segments, recordings, downloads, strict=True)
         ]
         classified = [
-            classify_segment.submit(seg, t, model, model_version, sample_fps, return_state=False)
+            classify_segment.submit(seg, t, model, model_version, sample_fps, key_frames, return_state=False)
             for seg, t in zip(segments, transcodes, strict=True)
         ]
         chains = {

@@ -29,6 +29,8 @@ class StackState:
     clickhouse_password: str
     recorder_password: str
     pids: dict[str, int] = field(default_factory=dict)
+    # The Prefect server's database password (stack/prefect_database.py); given only to the server.
+    prefect_db_password: str = ""
 
     @property
     def file(self) -> Path:
@@ -132,6 +134,8 @@ def prepare_state(root: Path | None = None) -> StackState:
         state.model_port = _port_or_new(previous.model_port)
         state.recorder_ports = [_port_or_new(p) for p in previous.recorder_ports]
         state.pids = {}
+    if not state.prefect_db_password:  # new, or a state file from before the stack used PostgreSQL
+        state.prefect_db_password = secrets.token_urlsafe(18)
     taken = state.all_ports()
     if len(set(taken)) != len(taken):
         raise RuntimeError(f"stack ports collide: {taken}; remove {state.file} and start again")

@@ -17,17 +17,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeGuard
 
+from stack import prefect_database
 from stack.paths import PROJECT_ROOT
 from stack.ports import is_listening, wait_for_port
 from stack.state import StackState, load_state, prepare_state
 
 POOL_NAME = "nvrflow-local"
 WORKER_LIMIT = int(os.environ.get("NVRFLOW_WORKER_LIMIT", "4"))
-# Flow-run heartbeat (Prefect's minimum, 30 s) and the zombie automation's window: a flow run
-# of a deployment whose process died is marked Crashed 30-65 s later (window minus the time
-# since its last heartbeat, plus the triggers service's 5 s granularity).
+# Flow-run heartbeat (Prefect's minimum, 30 s) and the zombie automation's window (Prefect's
+# documented 90 s: two heartbeats may go missing before a living run is declared dead, since a
+# false alarm re-runs a living run and takes its worker down with it): a flow run of a deployment
+# whose process died is marked Crashed 60-95 s later (window minus the time since its last
+# heartbeat, plus the triggers service's 5 s granularity).
 HEARTBEAT_S = 30
-ZOMBIE_WINDOW_S = int(os.environ.get("NVRFLOW_ZOMBIE_WINDOW", "60"))
+ZOMBIE_WINDOW_S = int(os.environ.get("NVRFLOW_ZOMBIE_WINDOW", "90"))
 # What a flow run gets from the work pool's job variables (work_pools/setup.py), not from its
 # worker: kept out of the workers' environment so that the stack relies on the pool as every
 # other machine does.
@@ -161,6 +164,7 @@ def start(root: Path | None = None, say: Callable[[str], None] = print) -> Stack
         state,
         "prefect-server",
         [_bin("prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(state.prefect_port)],
+        {"PREFECT_API_DATABASE_CONNECTION_URL": prefect_database.ensure(data, state.prefect_db_password)},
     )
     services = _services(state, model_base)
     for name, (argv, env, _port) in services.items():

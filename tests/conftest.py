@@ -36,7 +36,10 @@ def stack():
 
 
 def pytest_sessionfinish(session, exitstatus):
-    if exitstatus == 0:
+    if exitstatus == 0:  # a failed session's folder and Prefect database stay, to be looked at
+        from stack import prefect_database
+
+        prefect_database.drop(_DATA)
         shutil.rmtree(_DATA, ignore_errors=True)
 
 

@@ -1,23 +1,34 @@
-"""Frame sampling: one ffmpeg pipe per video, frames resized for the model, streamed.
+"""Frame sampling: frames decoded in this process (PyAV, FFmpeg's own libraries), resized for the
+model, streamed in batches.
 
-Memory holds a few batches of frames at a time (the one in use and the ones decoded ahead),
-whatever the length of the video.
+Two ways to choose frames:
+- **every 1/fps seconds** (default, 1 fps): the frame taken for an instant is the one on screen
+  at that instant, the last frame that starts at or before it. A group of pictures (a key frame
+  and the frames that depend on it) is decoded only up to its last frame taken: the rest of the
+  group, up to the next key frame, is never decoded. At 1 fps on the 2 s I-frame interval of
+  Hikvision's defaults that is half the decoding of the whole video.
+- **key frames only** (`key_frames=True`), for screening long archives: only key frames are
+  decoded, each one taken at its own timestamp. How often that is follows the recorder's
+  "I Frame Interval" (set per channel and stream on Hikvision devices, in frames: 50 at 25 fps
+  is one frame every 2 s); an interval longer than the scenes an operator looks for misses
+  them, a shorter one costs the recorder bit rate.
 
-The frame taken for an instant is the one on screen at that instant: the last frame that
-starts at or before it.
+Memory holds a few batches of frames (the one in use and the ones decoded ahead) and one group
+of pictures' compressed packets, whatever the length of the video.
 """
 
 from __future__ import annotations
 
 import math
 import queue
-import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from datetime import datetime
+from fractions import Fraction
 from pathlib import Path
-from typing import IO
 
+import av
 import numpy as np
 
 from core.errors import ServiceError
@@ -26,9 +37,11 @@ from video.probe import input_options
 PREFETCH_BATCHES = 2
 PUT_POLL_S = 0.5
 
+Batch = tuple[list[float], np.ndarray]
+
 
 class FrameSamplingError(ServiceError):
-    """ffmpeg could not give the frames: a decoding error stays (corrupt input), a stuck decoder may not."""
+    """The frames could not be had: a decoding error stays (corrupt input), a stuck decoder may not."""
 
     def __init__(self, message: str, retryable: bool = False) -> None:
         super().__init__(message)
@@ -38,12 +51,31 @@ class FrameSamplingError(ServiceError):
         return (type(self), (str(self), self.retryable))
 
 
-def _read_batches(
-    stdout: IO[bytes], batch_bytes: int, ready: queue.Queue[bytes | BaseException], stop: threading.Event
-) -> None:
-    """Read whole batches from ffmpeg until EOF (a short last read), or until the consumer stops."""
+def sample_frames(
+    video: Path,
+    size: int,
+    fps: float = 1.0,
+    batch: int = 8,
+    timeout_s: float = 600.0,
+    start: datetime | None = None,
+    key_frames: bool = False,
+) -> Iterator[Batch]:
+    """Yield (offsets in seconds from the video's start, uint8 frames [n, size, size, 3]) batches.
 
-    def put(item: bytes | BaseException) -> bool:
+    With `start`, the first instant is the first whole second of the real start time, so that
+    frame times line up across segments and recorders (not with `key_frames`: those are where
+    the recorder put them).
+    """
+    skip = 0.0
+    if start is not None:
+        skip = math.ceil(start.timestamp()) - start.timestamp()
+    # Decoding runs ahead in a thread (FFmpeg's decoder releases the GIL), so the next batch is
+    # decoded while the caller's current one is on the model server instead of after it.
+    ready: queue.Queue[Batch | BaseException | None] = queue.Queue(maxsize=PREFETCH_BATCHES)
+    stop = threading.Event()
+    deadline = time.monotonic() + timeout_s
+
+    def put(item: Batch | BaseException | None) -> bool:
         while not stop.is_set():
             try:
                 ready.put(item, timeout=PUT_POLL_S)
@@ -52,87 +84,161 @@ def _read_batches(
                 continue
         return False
 
-    try:
-        while True:
-            buf = stdout.read(batch_bytes)
-            if not put(buf) or len(buf) < batch_bytes:
-                return
-    except (OSError, ValueError) as exc:  # the pipe closed under us: the consumer has gone or will say
-        put(exc)
-
-
-def sample_frames(
-    video: Path,
-    size: int,
-    fps: float = 1.0,
-    batch: int = 8,
-    timeout_s: float = 600.0,
-    start: datetime | None = None,
-) -> Iterator[tuple[list[float], np.ndarray]]:
-    """Yield (offsets in seconds, uint8 frames [n, size, size, 3]) batches.
-
-    With `start`, the first frame is taken on the first whole second of the real start
-    time, so that frame times line up across segments and recorders.
-    """
-    skip = 0.0
-    if start is not None:
-        skip = math.ceil(start.timestamp()) - start.timestamp()
-    # The last frame starting at or before each instant (round=up), instants from `skip` on.
-    vf = f"fps=fps={fps}:start_time={skip:.3f}:round=up,scale={size}:{size}:flags=area"
-    # Frames are shrunk several times over, which hides block edges: skipping the decoder's
-    # deblocking filter saves about a fifth of the decoding work for no visible change.
-    # One decoding thread: the model server needs the other core, and frame threading
-    # costs about a third more CPU per frame.
-    argv = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-skip_loop_filter", "all",
-            "-threads", "1", *input_options(video), "-i", str(video), "-an", "-vf", vf,
-            "-pix_fmt", "rgb24", "-f", "rawvideo", "pipe:1"]  # fmt: skip
-    frame_bytes = size * size * 3
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
-    stdout, stderr = proc.stdout, proc.stderr
-    assert stdout is not None and stderr is not None  # both are pipes
-    # A stuck decoder is killed; the read loop then ends and the timeout is reported.
-    watchdog = threading.Timer(timeout_s, proc.kill)
-    watchdog.start()
-    # ffmpeg stalls as soon as the pipe (64 KiB, under one frame) is full. A reader thread
-    # keeps up to PREFETCH_BATCHES decoded batches ready, so the next batch is decoded while
-    # the caller's current one is on the model server instead of after it comes back.
-    ready: queue.Queue[bytes | BaseException] = queue.Queue(maxsize=PREFETCH_BATCHES)
-    stop = threading.Event()
-    reader = threading.Thread(
-        target=_read_batches, args=(stdout, frame_bytes * batch, ready, stop), name="frames", daemon=True
-    )
-    reader.start()
-    index = 0
-    try:
-        while True:
-            buf = ready.get(timeout=timeout_s + 30)  # the watchdog ends the reader well before this
-            if isinstance(buf, BaseException):
-                raise FrameSamplingError(
-                    f"{video.name}: reading frames failed: {buf}", retryable=True
-                ) from buf
-            count = len(buf) // frame_bytes
-            if count:
-                frames = np.frombuffer(buf[: count * frame_bytes], dtype=np.uint8).reshape(
-                    count, size, size, 3
-                )
-                yield [skip + (index + i) / fps for i in range(count)], frames
-                index += count
-            if len(buf) < frame_bytes * batch:
-                break
-        rc = proc.wait(timeout=30)
-        if not watchdog.is_alive():
-            raise FrameSamplingError(
-                f"{video.name}: frame sampling took longer than {timeout_s:.0f} s", retryable=True
+    def produce() -> None:
+        times: list[float] = []
+        images: list[np.ndarray] = []
+        try:
+            chosen = (
+                _key_frames(video, size, deadline)
+                if key_frames
+                else _on_screen(video, size, fps, skip, deadline)
             )
-        if rc != 0:
-            err = stderr.read().decode(errors="replace").strip().splitlines()[-5:]
-            raise FrameSamplingError(f"{video.name}: ffmpeg exited with {rc}: {' | '.join(err)}")
+            for offset, image in chosen:
+                times.append(offset)
+                images.append(image)
+                if len(images) == batch:
+                    if not put((times, np.stack(images))):
+                        return
+                    times, images = [], []
+            if images and not put((times, np.stack(images))):
+                return
+            put(None)
+        except BaseException as exc:  # handed to the consumer, which raises it
+            put(exc)
+
+    decoder = threading.Thread(target=produce, name="frames", daemon=True)
+    decoder.start()
+    try:
+        while True:
+            item = ready.get(timeout=max(deadline - time.monotonic(), 0) + 30)
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
     finally:
         stop.set()
-        watchdog.cancel()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        reader.join(timeout=30)
-        stdout.close()
-        stderr.close()
+        decoder.join(timeout=30)
+
+
+def _open(video: Path, deadline: float) -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
+    try:
+        container = av.open(str(video), format="mpeg" if input_options(video) else None)
+    except (av.error.FFmpegError, OSError) as exc:
+        raise FrameSamplingError(f"{video.name}: cannot read the video: {exc}") from None
+    if not container.streams.video:
+        container.close()
+        raise FrameSamplingError(f"{video.name}: no video stream")
+    stream = container.streams.video[0]
+    # One decoding thread: the model server needs the other core, and frame threading costs
+    # about a third more CPU per frame. Frames are shrunk several times over, which hides block
+    # edges: skipping the deblocking filter saves about a fifth of the decoding for no visible change.
+    stream.codec_context.thread_count = 1
+    stream.codec_context.options = {"skip_loop_filter": "all"}
+    _check_time(video, deadline)
+    return container, stream
+
+
+def _check_time(video: Path, deadline: float) -> None:
+    if time.monotonic() > deadline:
+        raise FrameSamplingError(f"{video.name}: frame sampling took longer than allowed", retryable=True)
+
+
+def _picture(frame: av.VideoFrame, size: int) -> np.ndarray:
+    return frame.reformat(width=size, height=size, format="rgb24", interpolation="AREA").to_ndarray()
+
+
+def _groups(
+    video: Path, container: av.container.InputContainer, stream: av.video.stream.VideoStream, deadline: float
+) -> Iterator[tuple[list[av.Packet], float | None]]:
+    """Each group of pictures' packets (decode order) and the time its successor starts (None: last)."""
+    group: list[av.Packet] = []
+    try:
+        for packet in container.demux(stream):
+            _check_time(video, deadline)
+            if packet.pts is None or packet.size == 0:
+                continue
+            if packet.is_keyframe and group:
+                yield group, _seconds(packet.pts, stream)
+                group = []
+            group.append(packet)
+    except av.error.FFmpegError as exc:
+        raise FrameSamplingError(f"{video.name}: reading the video failed: {exc}") from None
+    if group:
+        yield group, None
+
+
+def _seconds(pts: int, stream: av.video.stream.VideoStream) -> float:
+    return float((pts - (stream.start_time or 0)) * (stream.time_base or Fraction(1, 90000)))
+
+
+def _decode(
+    video: Path, stream: av.video.stream.VideoStream, packet: av.Packet | None
+) -> list[av.VideoFrame]:
+    try:
+        return list(stream.codec_context.decode(packet))
+    except av.error.FFmpegError as exc:
+        raise FrameSamplingError(f"{video.name}: decoding failed: {exc}") from None
+
+
+def _on_screen(
+    video: Path, size: int, fps: float, skip: float, deadline: float
+) -> Iterator[tuple[float, np.ndarray]]:
+    """The frame on screen at skip, skip + 1/fps, ...: each group decoded up to its last one taken."""
+    container, stream = _open(video, deadline)
+    step = 1.0 / fps
+    index = 0  # next instant: skip + index * step
+    wanted: dict[float, list[float]] = {}  # frame time -> the instants it is taken for
+    with container:
+        for packets, next_start in _groups(video, container, stream, deadline):
+            starts = sorted(_seconds(p.pts, stream) for p in packets if p.pts is not None)
+            ends = next_start if next_start is not None else starts[-1] + _duration(packets, stream)
+            while (instant := skip + index * step) < ends:
+                earlier = [t for t in starts if t <= instant + 1e-6]
+                if earlier:
+                    wanted.setdefault(earlier[-1], []).append(instant)
+                index += 1
+            for packet in packets:
+                if not wanted:
+                    break  # the rest of this group shows no instant: never decoded
+                _check_time(video, deadline)
+                yield from _taken(_decode(video, stream, packet), stream, size, wanted)
+        yield from _taken(_decode(video, stream, None), stream, size, wanted)
+
+
+def _taken(
+    frames: list[av.VideoFrame],
+    stream: av.video.stream.VideoStream,
+    size: int,
+    wanted: dict[float, list[float]],
+) -> Iterator[tuple[float, np.ndarray]]:
+    for frame in frames:
+        if frame.pts is None:
+            continue
+        instants = wanted.pop(_seconds(frame.pts, stream), None)
+        if instants:
+            picture = _picture(frame, size)
+            for instant in instants:
+                yield instant, picture
+
+
+def _duration(packets: list[av.Packet], stream: av.video.stream.VideoStream) -> float:
+    last = packets[-1]
+    if last.duration:
+        return float(last.duration * (stream.time_base or Fraction(1, 90000)))
+    rate = stream.average_rate or stream.guessed_rate
+    return float(1 / rate) if rate else 0.04
+
+
+def _key_frames(video: Path, size: int, deadline: float) -> Iterator[tuple[float, np.ndarray]]:
+    """Each key frame at its own time; no other frame is decoded."""
+    container, stream = _open(video, deadline)
+    stream.codec_context.skip_frame = "NONKEY"
+    with container:
+        for packets, _next in _groups(video, container, stream, deadline):
+            for frame in _decode(video, stream, packets[0]):
+                if frame.pts is not None:
+                    yield _seconds(frame.pts, stream), _picture(frame, size)
+        for frame in _decode(video, stream, None):
+            if frame.pts is not None:
+                yield _seconds(frame.pts, stream), _picture(frame, size)

@@ -105,7 +105,12 @@ def apply(folder: Path = AUTOMATIONS_DIR, zombie_window_s: int | None = None) ->
     wanted_all = load(folder, zombie_window_s, resolve_block=notification_block_id, skipped=done)
     with get_client(sync_client=True) as client:
         for wanted in wanted_all:
-            existing = sorted(client.read_automations_by_name(wanted.name), key=lambda a: str(a.id))
+            # Of several copies, one that already matches the file is kept (else any): nothing
+            # changes that need not.
+            existing = sorted(
+                client.read_automations_by_name(wanted.name),
+                key=lambda a: (_comparable(a) != _comparable(wanted), str(a.id)),
+            )
             if not existing:
                 client.create_automation(wanted)
                 done.append(f"automation {wanted.name!r} created")

@@ -51,7 +51,7 @@ OUTAGES = ["prefect", "postgres"]
 SINGLE_USE = {"crash-download": 2, "crash-insert": 2, "cache-move": 2, "outbox": 2}
 # The cluster's crash detection, as the single-host stack's (stack/supervisor.py).
 HEARTBEAT_S = 30
-ZOMBIE_WINDOW_S = 60
+ZOMBIE_WINDOW_S = 90
 START_TIMEOUT_S = 180
 CALL_TIMEOUT_S = 300
 

@@ -118,6 +118,17 @@ def test_the_frame_taken_for_an_instant_is_the_one_on_screen_then(numbered_video
     assert offsets == pytest.approx([n / 10 for n in expected_frames], abs=1e-3)
 
 
+def test_key_frame_screening_takes_each_key_frame_at_its_own_time(numbered_video):
+    # The numbered video has a key frame every 20 frames (2 s); `start` does not move them.
+    start = datetime(2026, 11, 1, 2, 0, 0, tzinfo=UTC) - timedelta(seconds=0.4)
+    batches = list(sample_frames(numbered_video, 32, batch=2, start=start, key_frames=True))
+    taken = [round(float(frame.mean()) / 4) for _, batch in batches for frame in batch]
+    offsets = [o for os_, _ in batches for o in os_]
+    assert taken == [0, 20, 40]
+    assert offsets == pytest.approx([0.0, 2.0, 4.0], abs=1e-3)
+    assert [len(b) for _, b in batches] == [2, 1]
+
+
 def test_frame_sampling_of_garbage_fails(tmp_path):
     bad = tmp_path / "garbage.mp4"
     bad.write_bytes(b"\x00" * 4096)

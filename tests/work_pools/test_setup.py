@@ -85,13 +85,17 @@ def test_automations_exist_once_and_follow_their_file(stack):
     with get_client(sync_client=True) as client:
         zombie = client.read_automations_by_name(automations.ZOMBIE_AUTOMATION)
         assert len(zombie) == 1
-        # A copy (as `prefect automation create --from-file` run twice leaves) and a change by hand.
+        # A copy (as `prefect automation create --from-file` run twice leaves), the original
+        # changed by hand: the copy that matches the file stays.
         client.create_automation(next(a for a in wanted if a.name == automations.ZOMBIE_AUTOMATION))
         client.pause_automation(zombie[0].id)
         lines = _setup(stack)
-        assert f"automation {automations.ZOMBIE_AUTOMATION!r} updated (1 duplicate(s) deleted)" in lines, (
+        assert f"automation {automations.ZOMBIE_AUTOMATION!r} up to date (1 duplicate(s) deleted)" in lines, (
             lines
         )
+        # The one left, changed by hand, is put back as the file says.
+        client.pause_automation(client.read_automations_by_name(automations.ZOMBIE_AUTOMATION)[0].id)
+        assert f"automation {automations.ZOMBIE_AUTOMATION!r} updated" in _setup(stack)
         for automation in wanted:
             found = client.read_automations_by_name(automation.name)
             assert len(found) == 1 and found[0].enabled, found

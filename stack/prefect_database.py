@@ -1,0 +1,151 @@
+"""The embedded stack's Prefect database: a database of its own in the machine's PostgreSQL.
+
+Not SQLite, Prefect's default: on SQLite a Prefect 3.8 server under a few concurrent flow runs
+stalls for up to SQLite's 60 s busy timeout ("database is locked" in the triggers service).
+Heartbeats of living runs then go unrecorded, the zombie automation marks those runs Crashed,
+and the worker that still runs them dies when they are scheduled again. Production runs Prefect
+on PostgreSQL (README), so the stack does as well.
+
+As root (the quickstart): Debian's PostgreSQL cluster (`pg_lsclusters`; started with
+`pg_ctlcluster` when down) gets one role and one database per stack data folder, both named
+`nvrflow_<random>`. The name is kept in the folder (`prefect/postgres-database`, whose path is
+the database's comment): a new or emptied folder gets a new database, and a database whose
+marker is gone or names another (a removed folder, a finished test session's) is dropped at the
+next start. The password is made once and kept in the stack's state file (mode 0600); it
+reaches only the Prefect server's environment. Not root: `NVRFLOW_PREFECT_DATABASE_URL` names a
+database an administrator made.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import subprocess
+from pathlib import Path
+
+from stack.ports import HOST
+
+URL_SETTING = "NVRFLOW_PREFECT_DATABASE_URL"
+_PREFIX = "nvrflow_"
+_SAFE = re.compile(r"[A-Za-z0-9_-]+")
+_TIMEOUT_S = 60
+
+
+class DatabaseUnavailable(RuntimeError):
+    """The stack cannot have a Prefect database: says what to install or set."""
+
+
+def ensure(data_dir: Path, password: str) -> str:
+    """The folder's database, made if missing (idempotent); returns the server's connection URL."""
+    if url := os.environ.get(URL_SETTING):
+        return url
+    if os.geteuid() != 0:
+        raise DatabaseUnavailable(
+            f"the stack's Prefect database is made in the machine's PostgreSQL as root; "
+            f"as another user, set {URL_SETTING}=postgresql+asyncpg://user:password@host/db"
+        )
+    if not _SAFE.fullmatch(password):
+        raise DatabaseUnavailable("the stack's database password must be URL-safe; remove the state file")
+    port = _running_cluster_port()
+    marker = _marker(data_dir)
+    name = _named_by(marker)
+    if name is None:
+        name = _PREFIX + secrets.token_hex(8)
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(name + "\n")
+    _drop_orphans()
+    _psql(
+        f"""
+        SELECT format('CREATE ROLE %I LOGIN', '{name}')
+         WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{name}') \\gexec
+        ALTER ROLE {name} PASSWORD '{password}';
+        SELECT format('CREATE DATABASE %I OWNER %I', '{name}', '{name}')
+         WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = '{name}') \\gexec
+        COMMENT ON DATABASE {name} IS {_literal(str(marker))};
+        """,
+        secret=password,
+    )
+    return f"postgresql+asyncpg://{name}:{password}@{HOST}:{port}/{name}"
+
+
+def drop(data_dir: Path) -> None:
+    """Remove the folder's database and role (the folder itself is the caller's)."""
+    if os.environ.get(URL_SETTING) or os.geteuid() != 0:
+        return
+    name = _named_by(_marker(data_dir))
+    if name is not None:
+        _running_cluster_port()
+        _drop(name)
+
+
+def _marker(data_dir: Path) -> Path:
+    return data_dir.resolve() / "prefect" / "postgres-database"
+
+
+def _named_by(marker: Path) -> str | None:
+    try:
+        name = marker.read_text().strip()
+    except OSError:
+        return None
+    return name if name.startswith(_PREFIX) and _SAFE.fullmatch(name) else None
+
+
+def _drop_orphans() -> None:
+    """Databases of a stack whose folder's marker is gone or names another database."""
+    listed = _psql(
+        f"SELECT datname, shobj_description(oid, 'pg_database') FROM pg_database WHERE datname LIKE '{_PREFIX}%';",
+        tuples=True,
+    )
+    for line in listed.splitlines():
+        name, _, marker = line.partition("|")
+        if _SAFE.fullmatch(name) and marker and _named_by(Path(marker)) != name:
+            _drop(name)
+
+
+def _drop(name: str) -> None:
+    _psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE);\nDROP ROLE IF EXISTS {name};")
+
+
+def _running_cluster_port() -> int:
+    """The port of the machine's first PostgreSQL cluster, started when it is down."""
+    try:
+        listed = subprocess.run(
+            ["pg_lsclusters", "--no-header"], capture_output=True, text=True, timeout=_TIMEOUT_S, check=True
+        ).stdout.split()
+    except (OSError, subprocess.CalledProcessError) as exc:
+        raise DatabaseUnavailable(
+            f"no PostgreSQL here for the stack's Prefect server ({exc}); install Debian's postgresql "
+            "(make does) or set " + URL_SETTING
+        ) from exc
+    if len(listed) < 4:
+        raise DatabaseUnavailable("PostgreSQL is installed but has no cluster: pg_createcluster 15 main")
+    version, cluster, port, status = listed[:4]
+    if status != "online":
+        started = subprocess.run(
+            ["pg_ctlcluster", version, cluster, "start"], capture_output=True, text=True, timeout=_TIMEOUT_S
+        )
+        if started.returncode != 0:
+            raise DatabaseUnavailable(
+                f"PostgreSQL cluster {version}/{cluster} did not start: {started.stderr.strip()[-500:]}"
+            )
+    return int(port)
+
+
+def _psql(script: str, tuples: bool = False, secret: str = "") -> str:
+    """Run SQL as the cluster's superuser; the script goes through stdin (never on a command line)."""
+    argv = ["runuser", "-u", "postgres", "--", "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", "postgres"]
+    if tuples:
+        argv += ["-A", "-t"]
+    done = subprocess.run(argv, input=script, capture_output=True, text=True, timeout=_TIMEOUT_S, cwd="/")
+    if done.returncode != 0:
+        said = done.stderr
+        if secret:  # psql may quote the failing statement, and with it the password
+            said = said.replace(secret, "***")
+        said = said.strip()[-500:]
+        raise DatabaseUnavailable(f"PostgreSQL refused the stack's database setup: {said}")
+    return done.stdout
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"

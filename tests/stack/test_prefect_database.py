@@ -1,0 +1,76 @@
+"""The stack's Prefect database in the machine's PostgreSQL: one per data folder, none left over."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from stack import prefect_database
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the stack makes its database as root")
+
+
+def _databases() -> set[str]:
+    listed = subprocess.run(
+        ["runuser", "-u", "postgres", "--", "psql", "-X", "-A", "-t", "-d", "postgres", "-c",
+         "SELECT datname FROM pg_database WHERE datname LIKE 'nvrflow_%'"],
+        capture_output=True, text=True, timeout=30, check=True, cwd="/",
+    )  # fmt: skip
+    return set(listed.stdout.split())
+
+
+def _name(url: str) -> str:
+    return url.rsplit("/", 1)[1]
+
+
+def test_each_folder_has_its_own_database_and_a_removed_folder_loses_it(tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    url = prefect_database.ensure(first, "pw-first")
+    assert prefect_database.ensure(first, "pw-first") == url  # idempotent
+    other = prefect_database.ensure(second, "pw-second")
+    assert _name(url) != _name(other) and {_name(url), _name(other)} <= _databases()
+    assert "pw-first" not in (first / "prefect" / "postgres-database").read_text()
+
+    # An emptied folder is a new stack: a new database, and the old one goes.
+    shutil.rmtree(first)
+    renewed = prefect_database.ensure(first, "pw-first")
+    assert _name(renewed) != _name(url)
+    assert _name(url) not in _databases()
+
+    # A folder removed for good loses its database at the next start of any stack.
+    shutil.rmtree(second)
+    prefect_database.ensure(first, "pw-first")
+    assert _name(other) not in _databases()
+
+    prefect_database.drop(first)
+    assert _name(renewed) not in _databases()
+
+
+def test_the_server_connects_with_the_url(tmp_path):
+    asyncpg = pytest.importorskip("asyncpg")
+    import asyncio
+
+    url = prefect_database.ensure(tmp_path, "pw-connect")
+    try:
+
+        async def ask() -> int:
+            conn = await asyncpg.connect(url.replace("postgresql+asyncpg", "postgresql"), timeout=10)
+            try:
+                return await conn.fetchval("SELECT 1")
+            finally:
+                await conn.close()
+
+        assert asyncio.run(ask()) == 1
+    finally:
+        prefect_database.drop(tmp_path)
+
+
+def test_a_refused_statement_never_shows_the_password():
+    # psql quotes the statement it could not parse; the password in it is masked.
+    with pytest.raises(prefect_database.DatabaseUnavailable) as refused:
+        prefect_database._psql("ALTER ROLE x PASSWORD 'sekret-xyz' WITH;", secret="sekret-xyz")
+    assert "syntax error" in str(refused.value) and "PASSWORD '***'" in str(refused.value)
+    assert "sekret-xyz" not in str(refused.value)
