@@ -11,13 +11,14 @@ MODEL_STAMP := $(VENV)/.model-ready
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PREFECT_SERVER_ANALYTICS_ENABLED = false
 
-.PHONY: help deps system-packages browser model up down status demo test lint bench-export bench-transcode bench-classify report cluster-packages test-cluster
+.PHONY: help deps system-packages browser model up down status demo test lint bench bench-export bench-transcode bench-classify report cluster-packages test-cluster
 
 help:
 	@echo "make demo    run the whole chain on the embedded stack (installs everything first)"
 	@echo "make test    run the test suite"
 	@echo "make test-cluster   the fleet on hosts made of network namespaces (root; PostgreSQL)"
 	@echo "make lint    ruff (lint and format) and mypy"
+	@echo "make bench   the end-to-end benchmark against the seeds' tools (bench/RESULTS.md)"
 	@echo "make up / make down / make status   start, stop, inspect the embedded stack"
 
 system-packages:
@@ -87,6 +88,10 @@ bench-transcode: model
 
 bench-classify: model
 	$(PY) -m bench.classify
+
+# End to end: 80 min of 720p video through nvrflow and through the seeds' way (about half an hour).
+bench: model
+	$(PY) -m bench.e2e
 
 # The HTML report of a window from the running stack: make report START=2026-11-01T02:00:00Z END=...
 report: deps

@@ -44,6 +44,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.common import print_table, row, write_results
+from bench.results_page import write_page
 from stack.paths import cache_dir
 
 NEAR_BEST = 0.95
@@ -255,6 +256,7 @@ def main(argv: list[str] | None = None) -> int:
                     statistics.median(key_speed), one_fps_speed,
                     f"the stage at {args.sample_fps:g} frame/s"))  # fmt: skip
     path = write_results("classify", rows)
+    write_page()
     print_table(rows)
     vs_seeds = stage_med[chosen] / seeds_med
     vs_one = stage_med[chosen] / stage_med[1]

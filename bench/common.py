@@ -3,6 +3,7 @@
 A result file `bench/results/<name>.json` is a JSON list of rows:
 `{"metric", "unit", "nvrflow", "baseline", "baseline_name", "ratio"}` where
 `ratio = nvrflow / baseline` always; the metric name says whether higher or lower is better.
+Beside it, `<name>.run.json` says when and on which machine the rows were measured.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -32,6 +34,7 @@ class Measured:
     stdout: str
     stderr: str
     timed_out: bool
+    cpu_s: float = 0.0  # user + system CPU of the process and the children it waited for
 
 
 # Linux carries a process's RSS high-water mark across execve, and a forked child starts with
@@ -48,7 +51,7 @@ if pid == 0:
         os._exit(127)
 _, status, usage = os.wait4(pid, 0)
 with open(sys.argv[1], "w") as report:
-    report.write(f"{usage.ru_maxrss} {os.waitstatus_to_exitcode(status)}")
+    report.write(f"{usage.ru_maxrss} {os.waitstatus_to_exitcode(status)} {usage.ru_utime + usage.ru_stime}")
 sys.exit(0)
 """
 
@@ -97,10 +100,10 @@ def run_measured(
         finally:
             timer.cancel()
         seconds = time.perf_counter() - started
-        max_rss_kib, returncode = 0, proc.returncode
+        max_rss_kib, returncode, cpu_s = 0, proc.returncode, 0.0
         if report.exists():
-            rss_text, code_text = report.read_text().split()
-            max_rss_kib, returncode = int(rss_text), int(code_text)
+            rss_text, code_text, cpu_text = report.read_text().split()
+            max_rss_kib, returncode, cpu_s = int(rss_text), int(code_text), float(cpu_text)
         out.seek(0)
         err.seek(0)
         return Measured(
@@ -110,6 +113,7 @@ def run_measured(
             stdout=out.read().decode(errors="replace"),
             stderr=err.read().decode(errors="replace"),
             timed_out=expired.is_set(),
+            cpu_s=cpu_s,
         )
 
 
@@ -125,12 +129,36 @@ def row(metric: str, unit: str, nvrflow: float, baseline: float, baseline_name: 
     }
 
 
+def machine() -> str:
+    """This machine in one line: CPU model, cores, memory, OS."""
+    cpu = "unknown CPU"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    memory_kib = next(
+        int(line.split()[1])
+        for line in Path("/proc/meminfo").read_text().splitlines()
+        if line.startswith("MemTotal")
+    )
+    system = "Linux"
+    release = Path("/etc/os-release")
+    if release.exists():
+        for line in release.read_text().splitlines():
+            if line.startswith("PRETTY_NAME="):
+                system = line.split("=", 1)[1].strip('"')
+    return f"{cpu}, {os.cpu_count()} cores, {memory_kib / 1024 / 1024:.0f} GB, {system}"
+
+
 def write_results(name: str, rows: list[dict], results_dir: Path = RESULTS_DIR) -> Path:
+    """`<name>.json` holds the rows; `<name>.run.json` when and where they were measured."""
     results_dir.mkdir(parents=True, exist_ok=True)
     path = results_dir / f"{name}.json"
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_text(json.dumps(rows, indent=2) + "\n")
-    tmp.replace(path)
+    run = {"date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine()}
+    for target, payload in ((path, rows), (results_dir / f"{name}.run.json", run)):
+        tmp = target.with_name(f".{target.name}.{os.getpid()}")
+        tmp.write_text(json.dumps(payload, indent=2) + "\n")
+        tmp.replace(target)
     return path
 
 

@@ -35,6 +35,7 @@ from pathlib import Path
 
 from bench.common import Measured, print_table, row, run_measured, write_results
 from bench.hikload_env import ensure_hikload
+from bench.results_page import write_page
 from stack.paths import PROJECT_ROOT, cache_dir
 
 IMKH_HEADER_BYTES = 40
@@ -362,6 +363,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--big-mib and --repeat must be positive, --small-per-channel between 1 and 40")
     rows = measure(args.big_mib * MIB, args.small_per_channel, args.repeat)
     path = write_results("export", rows)
+    write_page()
     print()
     print_table(rows)
     for line in _targets(rows):

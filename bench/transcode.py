@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.common import print_table, row, run_measured, write_results
+from bench.results_page import write_page
 from stack.paths import cache_dir
 from stack.simulator.footage import ensure_clip
 from video.probe import probe
@@ -131,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     path = write_results("transcode", rows)
+    write_page()
     print_table(rows)
     for line in verdicts:
         print(line)

@@ -129,10 +129,16 @@ def _encode_audio(kind: str, seconds: int, out: Path) -> None:
     _run([*args, "-c:a", codec, "-f", fmt, str(out)])
 
 
-def clip_key(scene: str, codec: str, audio: str, seconds: int, width: int, height: int, fps: int) -> str:
+def clip_key(
+    scene: str, codec: str, audio: str, seconds: int, width: int, height: int, fps: int, loops: int = 1
+) -> str:
     raw = f"v{FORMAT_VERSION}|{scene}|{codec}|{audio_kind(audio)}|{seconds}|{width}x{height}|{fps}"
+    length = f"{seconds}s"
+    if loops > 1:
+        raw += f"|x{loops}"
+        length = f"{seconds * loops}s"
     digest = hashlib.sha256(raw.encode()).hexdigest()[:12]
-    return f"{scene}-{codec}-{audio_kind(audio)}-{seconds}s-{width}x{height}-{fps}fps-{digest}"
+    return f"{scene}-{codec}-{audio_kind(audio)}-{length}-{width}x{height}-{fps}fps-{digest}"
 
 
 def ensure_clip(
@@ -143,14 +149,20 @@ def ensure_clip(
     width: int = 640,
     height: int = 360,
     fps: int = 10,
+    loops: int = 1,
 ) -> Path:
-    """Path of the cached Hikvision-form clip (IMKH + PS) for these parameters, made if missing."""
-    if seconds <= 0:
-        raise ValueError("seconds must be positive")
+    """Path of the cached Hikvision-form clip (IMKH + PS) for these parameters, made if missing.
+
+    With `loops`, the clip lasts `seconds * loops`: the coded pictures of `seconds` repeated,
+    timestamps running on (the pan's period is the encoded length and `seconds` a whole number
+    of I-frame intervals, so the loop is seamless). Long footage for the cost of a short encode.
+    """
+    if seconds <= 0 or loops <= 0:
+        raise ValueError("seconds and loops must be positive")
     kind = audio_kind(audio)
     folder = cache_dir() / "footage"
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{clip_key(scene, codec, audio, seconds, width, height, fps)}.hik"
+    path = folder / f"{clip_key(scene, codec, audio, seconds, width, height, fps, loops)}.hik"
     if path.exists():
         return path
     png = _scene_png(scene, folder)
@@ -162,10 +174,10 @@ def ensure_clip(
         if kind != "none":
             audio_path = work_dir / "audio.g711"
             _encode_audio(kind, seconds, audio_path)
-            audio_bytes = audio_path.read_bytes()
+            audio_bytes = audio_path.read_bytes() * loops
         tmp = work_dir / "clip.hik"
         with tmp.open("wb") as out:
-            for piece in psmux.mux(video_path.read_bytes(), codec, fps, audio_bytes, kind):
+            for piece in psmux.mux(video_path.read_bytes() * loops, codec, fps, audio_bytes, kind):
                 out.write(piece)
         tmp.replace(path)
     return path

@@ -1,0 +1,652 @@
+"""End-to-end benchmark: a realistic window through nvrflow and through the seeds' way, in one run.
+
+`python -m bench.e2e` (or `make bench`) brings up an embedded stack of its own (own data folder,
+own Prefect database, schedules paused) and serves on its simulator two recorders x two
+channels x two 10-minute segments of 1280x720 25 fps video (80 minutes):
+
+    e2e-a  ch1 cat H.264 + G.711u     ch2 coffee H.265
+    e2e-b  ch1 motorcycle H.264       ch2 rocket H.264 + G.711a
+
+Clips are 60 s encoded once and looped ten times (`footage.ensure_clip(loops=10)`), cached under
+`cache_dir()/footage/`. The window is then processed:
+  nvrflow  through the `recorder-pipeline/recorder` deployment and the stack's worker, one
+           flow run per recorder started at once, as dispatch does; every pass registers its
+           recorders under new block names, so no cache of an earlier pass is used.
+             full   all four channels at 1 frame/s (repeated, around the seeds' pass);
+             h264   the three H.264 channels at 1 frame/s, and again with key frames only;
+  seeds    what the seeds' scripts did, one step after another: hikload per recorder, the
+           HandBrakeCLI command per file, per MP4 the 1 frame/s JPEG pictures (ffmpeg) then one
+           synchronous Predict per picture, and one INSERT per row (clickhouse-connect); same
+           simulator, model server and ClickHouse. One pass: it takes over 10 minutes here.
+Measured per pass: wall time from the first trigger to the last run's end, realtime factor,
+CPU seconds (every process of the stack, flow runs and their ffmpeg included, and the seeds'
+own processes), peak memory (each pipeline flow-run process's high-water mark; each seeds step's
+own process), and per stage: nvrflow's time in tasks and the span from the stage's first task to
+its last, the seeds' step times. Prefect's share of the wall time comes from the runs' own
+timings: the part of the wall time in which no task of any run was running (flow-run start,
+scheduling, state changes between tasks). The data is checked after each pass: every segment
+in ClickHouse once, and each scene's labels among its recorder's top labels.
+
+Rows go to `bench/results/e2e.json` (format in `bench.common`) and are printed; `bench/RESULTS.md`
+gets every bench's latest table (`bench.results_page`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from bench.common import print_table, row, run_measured, write_results
+from stack.paths import PROJECT_ROOT
+
+SEGMENT_S = 600
+SEGMENTS = 2
+CLIP_S, LOOPS = 60, 10
+WIDTH, HEIGHT, FPS = 1280, 720, 25
+USER = "admin"
+SITE = "bench"
+START = datetime(2026, 11, 1, 0, 0, 0, tzinfo=UTC)  # the recorders run on UTC
+END = START + timedelta(seconds=SEGMENT_S * SEGMENTS)
+# Recorder -> channel -> (scene, codec, audio).
+RECORDERS: dict[str, dict[int, tuple[str, str, str]]] = {
+    "e2e-a": {1: ("cat", "h264", "g711u"), 2: ("coffee", "h265", "none")},
+    "e2e-b": {1: ("motorcycle", "h264", "none"), 2: ("rocket", "h264", "g711a")},
+}
+DEPLOYMENT = "recorder-pipeline/recorder"
+RUN_TIMEOUT_S = 3600
+STEP_TIMEOUT_S = 3600
+SEEDS_TABLE = "seeds_detections"
+STAGES = ("search", "download", "transcode", "classify", "persist")
+
+
+def video_seconds(channels: dict[str, list[int]]) -> float:
+    return float(sum(len(chs) for chs in channels.values()) * SEGMENT_S * SEGMENTS)
+
+
+# -- footage and the simulator ------------------------------------------------------------------
+
+
+def ensure_footage() -> dict[tuple[str, int], Path]:
+    from stack.simulator.footage import ensure_clip
+
+    return {
+        (recorder, channel): ensure_clip(scene, codec, audio, CLIP_S, WIDTH, HEIGHT, FPS, loops=LOOPS)
+        for recorder, channels in RECORDERS.items()
+        for channel, (scene, codec, audio) in channels.items()
+    }
+
+
+def simulator_spec(ports: list[int], password: str, clips: dict[tuple[str, int], Path]) -> dict:
+    return {
+        "width": WIDTH,
+        "height": HEIGHT,
+        "fps": FPS,
+        "recorders": [
+            {
+                "name": recorder,
+                "port": port,
+                "username": USER,
+                "password": password,
+                "timezone": "GMT0:00:00",
+                "track_element": "trackIDList",  # hikload only ever sends <trackIDList>
+                "recording_start": START.replace(tzinfo=None).isoformat(),
+                "recording_end": END.replace(tzinfo=None).isoformat(),
+                "segment_seconds": SEGMENT_S,
+                "channels": [
+                    {
+                        "id": ch,
+                        "scene": scene,
+                        "codec": codec,
+                        "audio": audio,
+                        "clip": str(clips[recorder, ch]),
+                    }
+                    for ch, (scene, codec, audio) in channels.items()
+                ],
+            }
+            for (recorder, channels), port in zip(RECORDERS.items(), ports, strict=True)
+        ],
+    }
+
+
+# -- CPU and memory of the stack's processes ----------------------------------------------------
+
+
+def _stat_cpu(pid: int) -> float:
+    """utime + stime + cutime + cstime of a process, in seconds (children it reaped included)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return found
+
+
+def _flow_run_pids(tag: str) -> list[int]:
+    from stack.supervisor import _tagged_pids
+
+    found = []
+    for pid in _tagged_pids(tag):
+        try:
+            if b"prefect.engine" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.append(pid)
+        except OSError:
+            continue
+    return found
+
+
+class FlowRunMemory:
+    """Samples the high-water mark (VmHWM) of every pipeline flow-run process while a pass runs."""
+
+    def __init__(self, tag: str) -> None:
+        self.tag = tag
+        self.peak_mb: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self) -> FlowRunMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(0.2):
+            for pid in _flow_run_pids(self.tag):
+                try:
+                    status = Path(f"/proc/{pid}/status").read_text()
+                except OSError:
+                    continue
+                for line in status.splitlines():
+                    if line.startswith("VmHWM:"):
+                        mb = int(line.split()[1]) / 1024
+                        self.peak_mb[pid] = max(self.peak_mb.get(pid, 0.0), mb)
+
+
+# -- results of a pass --------------------------------------------------------------------------
+
+
+@dataclass
+class Pass:
+    side: str
+    label: str
+    video_s: float
+    wall_s: float
+    cpu_s: float
+    peak_mb: float
+    stages: dict[str, dict[str, float]] = field(default_factory=dict)  # stage -> figures
+    prefect_share: float | None = None
+    checks: list[str] = field(default_factory=list)
+
+    @property
+    def realtime(self) -> float:
+        return self.video_s / self.wall_s
+
+
+# -- nvrflow -------------------------------------------------------------------------------------
+
+
+def _register(
+    prefix: str, ports: dict[str, int], password: str, channels: dict[str, list[int]]
+) -> dict[str, str]:
+    from pydantic import SecretStr
+
+    from blocks.recorder import HikvisionRecorder
+    from flows.recorders import upsert_recorder
+
+    names = {}
+    for recorder, chs in channels.items():
+        name = f"{prefix}-{recorder}"
+        block = HikvisionRecorder(
+            host="127.0.0.1", port=ports[recorder], username=USER, password=SecretStr(password),
+            channels=chs, site=SITE,
+        )  # fmt: skip
+        upsert_recorder(name, block)
+        names[name] = recorder
+    return names
+
+
+def _intervals(task_runs: list[Any]) -> list[tuple[float, float]]:
+    spans = []
+    for tr in task_runs:
+        if tr.start_time is not None and tr.end_time is not None:
+            spans.append((tr.start_time.timestamp(), tr.end_time.timestamp()))
+    return spans
+
+
+def _union(spans: list[tuple[float, float]]) -> float:
+    total, reach = 0.0, float("-inf")
+    for begin, end in sorted(spans):
+        if end <= reach:
+            continue
+        total += end - max(begin, reach)
+        reach = end
+    return total
+
+
+def _all_task_runs(client: Any, flow_run_ids: list[Any]) -> list[Any]:
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    found: list[Any] = []
+    while True:  # the API gives at most 200 a page
+        page = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=flow_run_ids)), limit=200, offset=len(found)
+        )
+        found += page
+        if len(page) < 200:
+            return found
+
+
+def nvrflow_pass(
+    state: Any,
+    label: str,
+    ports: dict[str, int],
+    password: str,
+    channels: dict[str, list[int]],
+    key_frames: bool,
+) -> Pass:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.deployments import run_deployment
+
+    from blocks.clickhouse import ClickHouseSink
+    from blocks.loading import load_block
+    from core.settings import DEFAULT_SINK_BLOCK
+    from flows.dispatch import wait_for_runs
+    from stack.simulator.footage import EXPECTED_LABELS
+
+    prefix = f"{label}-{secrets.token_hex(2)}"
+    names = _register(prefix, ports, password, channels)
+    tag = str(state.data_dir)
+    services = list(state.pids.values())
+    cpu_before = sum(_stat_cpu(p) for p in services)
+    with FlowRunMemory(tag) as memory:
+        began = time.time()
+        runs = {}
+        for name in names:
+            run = run_deployment(
+                DEPLOYMENT,
+                parameters={"recorder": name, "start": START.isoformat(), "end": END.isoformat(),
+                            "key_frames": key_frames},
+                timeout=0, tags=[f"recorder:{name}", f"site:{SITE}", "bench"],
+            )  # fmt: skip
+            runs[name] = run.id  # type: ignore[union-attr]
+        states = wait_for_runs(runs, RUN_TIMEOUT_S)
+        # The flow-run processes end a moment after their state: wait for the worker to reap them
+        # (an exited, unreaped one is still its child), so that their CPU, and their ffmpeg's, is in
+        # the worker's account.
+        deadline = time.monotonic() + 60
+        while _children(state.pids["worker"]) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    if any(s != "Completed" for s in states.values()):
+        raise RuntimeError(f"nvrflow pass {label}: {states}")
+    cpu = sum(_stat_cpu(p) for p in services) - cpu_before
+
+    with get_client(sync_client=True) as client:
+        flow_runs = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=list(runs.values())))
+        )
+        task_runs: list[Any] = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # task states reach the API as events, a moment late
+            task_runs = _all_task_runs(client, list(runs.values()))
+            if all(tr.state is not None and tr.state.is_final() and tr.end_time for tr in task_runs):
+                break
+            time.sleep(0.5)
+    ended = max(fr.end_time.timestamp() for fr in flow_runs if fr.end_time)
+    wall = ended - began
+    stages: dict[str, dict[str, float]] = {}
+    for stage in STAGES:
+        mine = [tr for tr in task_runs if tr.name.split(" ")[0] == stage]
+        spans = _intervals(mine)
+        if spans:
+            stages[stage] = {
+                "tasks": float(len(mine)),
+                "task_s": sum(e - b for b, e in spans),
+                "span_s": max(e for _, e in spans) - min(b for b, _ in spans),
+            }
+    busy = _union(_intervals(task_runs))
+    startup = [fr.start_time.timestamp() - began for fr in flow_runs if fr.start_time]
+    stages["flow-run start"] = {"tasks": float(len(startup)), "task_s": sum(startup), "span_s": max(startup)}
+
+    checks = []
+    with load_block(ClickHouseSink, DEFAULT_SINK_BLOCK).connect() as ch:
+        summaries = ch.summary_between(START, END)
+    for name, recorder in names.items():
+        got = summaries.get(name)
+        want = len(channels[recorder]) * SEGMENTS
+        if got is None or got.segments != want:
+            raise RuntimeError(
+                f"nvrflow pass {label}: {name} has {got and got.segments} segments, expected {want}"
+            )
+        labels = {lbl for lbl, _ in got.top_labels}
+        for ch_id in channels[recorder]:
+            scene = RECORDERS[recorder][ch_id][0]
+            if not labels & set(EXPECTED_LABELS[scene]):
+                raise RuntimeError(
+                    f"nvrflow pass {label}: {name} ch{ch_id} ({scene}) labels {sorted(labels)}"
+                )
+        checks.append(f"{name}: {got.segments} segments, top labels {', '.join(sorted(labels))}")
+    return Pass(
+        side="nvrflow", label=label, video_s=video_seconds(channels), wall_s=wall, cpu_s=cpu,
+        peak_mb=max(memory.peak_mb.values(), default=0.0), stages=stages,
+        prefect_share=1 - busy / wall, checks=checks,
+    )  # fmt: skip
+
+
+# -- the seeds' way ------------------------------------------------------------------------------
+
+
+def _step(args: list[str], what: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> Any:
+    measured = run_measured(args, STEP_TIMEOUT_S, cwd=cwd, env=env)
+    if measured.returncode != 0 or measured.timed_out:
+        raise RuntimeError(f"seeds' {what} failed ({measured.returncode}):\n{measured.stderr[-3000:]}")
+    return measured
+
+
+def seeds_pass(state: Any, ports: dict[str, int], password: str, work: Path) -> Pass:
+    from bench.export import HIKLOAD_TIMED
+    from bench.hikload_env import ensure_hikload
+    from video.transcode import TranscodeOptions, handbrake_argv
+
+    hikload = ensure_hikload()
+    channels = {rec: list(chs) for rec, chs in RECORDERS.items()}
+    service = {
+        "download": "simulator",
+        "transcode": None,
+        "classify": "model-server",
+        "persist": "clickhouse-gateway",
+    }
+    figures: dict[str, dict[str, float]] = {s: {"task_s": 0.0, "cpu_s": 0.0, "peak_mb": 0.0} for s in service}
+
+    def account(stage: str, measured: Any, service_cpu: float) -> None:
+        figures[stage]["task_s"] += measured.seconds
+        figures[stage]["cpu_s"] += measured.cpu_s + service_cpu
+        figures[stage]["peak_mb"] = max(figures[stage]["peak_mb"], measured.max_rss_mb)
+
+    def service_cpu(stage: str) -> float:
+        name = service[stage]
+        return _stat_cpu(state.pids[name]) if name else 0.0
+
+    began = time.time()
+    table_rows = 0
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    for recorder, chs in channels.items():
+        out = work / recorder
+        (out / "download").mkdir(parents=True)
+        (out / "mp4").mkdir()
+        before = service_cpu("download")
+        args = [str(hikload), "-c", HIKLOAD_TIMED, "--server", f"127.0.0.1:{ports[recorder]}"]
+        args += ["--username", USER, "--password", password]
+        args += [
+            "--starttime",
+            START.replace(tzinfo=None).isoformat(),
+            "--endtime",
+            END.replace(tzinfo=None).isoformat(),
+        ]
+        args += ["--cameras", ",".join(str(c * 100 + 1) for c in chs)]
+        args += [
+            "--downloads",
+            str(out / "download"),
+            "--videoformat",
+            "mp4",
+            "--no-ffmpeg",
+            "--no-forcetranscoding",
+        ]
+        measured = _step(args, f"hikload of {recorder}", cwd=out / "download")
+        account("download", measured, service_cpu("download") - before)
+        files = sorted(p for p in (out / "download").rglob("*") if p.is_file())
+        if len(files) != len(chs) * SEGMENTS:
+            raise RuntimeError(f"hikload of {recorder}: {len(files)} files, expected {len(chs) * SEGMENTS}")
+        for n, src in enumerate(files):
+            measured = _step(
+                handbrake_argv(src, out / "mp4" / f"{n:02d}.mp4", TranscodeOptions()),
+                f"HandBrakeCLI on {src.name}",
+            )
+            account("transcode", measured, 0.0)
+        before = service_cpu("classify")
+        detections = out / "detections.json"
+        args = [sys.executable, "-m", "bench.e2e", "--seeds-classify", str(out / "mp4"), "--target", state.model_target,
+                "--result", str(detections), "--recorder", recorder]  # fmt: skip
+        measured = _step(args, f"classify of {recorder}", env=env)
+        account("classify", measured, service_cpu("classify") - before)
+        before = service_cpu("persist")
+        args = [
+            sys.executable,
+            "-m",
+            "bench.e2e",
+            "--seeds-insert",
+            str(detections),
+            "--url",
+            state.clickhouse_url,
+        ]
+        measured = _step(
+            args, f"inserts of {recorder}", env=env | {"NVRFLOW_BENCH_CH_PASSWORD": state.clickhouse_password}
+        )
+        account("persist", measured, service_cpu("persist") - before)
+        inserted = json.loads(measured.stdout.strip().splitlines()[-1])
+        if inserted["rows_in_table"] != inserted["rows"]:
+            raise RuntimeError(f"seeds' inserts of {recorder}: {inserted}")
+        table_rows += inserted["rows"]
+    wall = time.time() - began
+    return Pass(
+        side="seeds", label="full", video_s=video_seconds(channels), wall_s=wall,
+        cpu_s=sum(f["cpu_s"] for f in figures.values()), peak_mb=max(f["peak_mb"] for f in figures.values()),
+        stages={k: {"task_s": v["task_s"], "span_s": v["task_s"], "cpu_s": v["cpu_s"], "peak_mb": v["peak_mb"]}
+                for k, v in figures.items()},
+        checks=[f"{table_rows} detection rows in {SEEDS_TABLE}, one INSERT each"],
+    )  # fmt: skip
+
+
+def seeds_classify(folder: Path, target: str, result: Path, recorder: str) -> None:
+    """One picture at a time: JPEGs at 1 frame/s (ffmpeg), then read, decode, resize, one Predict."""
+    import subprocess
+
+    import tensorflow as tf
+
+    from blocks.model_server import TFServingModel
+    from stack import model_build
+
+    base = model_build.ensure_model()
+    model = TFServingModel(target=target, model_name=model_build.MODEL_NAME, input_size=model_build.IMAGE_SIZE,
+                           labels=model_build.labels(base), batch_size=1)  # fmt: skip
+    rows = []
+    with model.connect() as client:
+        for mp4 in sorted(folder.glob("*.mp4")):
+            pictures = folder / f"{mp4.stem}-jpg"
+            pictures.mkdir()
+            subprocess.run(  # noqa: S603 - fixed argument list
+                ["ffmpeg", "-nostdin", "-loglevel", "error", "-i", str(mp4), "-an", "-vf", "fps=fps=1:round=up",
+                 "-q:v", "2", str(pictures / "%06d.jpg")],
+                check=True, timeout=STEP_TIMEOUT_S,
+            )  # fmt: skip
+            for n, picture in enumerate(sorted(pictures.iterdir())):
+                image = tf.io.decode_jpeg(tf.io.read_file(str(picture)), channels=3)
+                frame = tf.cast(
+                    tf.image.resize(image, (model.input_size, model.input_size), method="area"), tf.uint8
+                )
+                for rank, (label, score) in enumerate(client.classify(frame.numpy()[None])[0], start=1):
+                    rows.append([recorder, mp4.stem, n, rank, label, score])
+    result.write_text(json.dumps(rows))
+
+
+def seeds_insert(detections: Path, url: str) -> None:
+    """One INSERT per row, as the seeds' scripts wrote them."""
+    import clickhouse_connect
+
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    client = clickhouse_connect.get_client(
+        host=host, port=int(port), username="default", password=os.environ["NVRFLOW_BENCH_CH_PASSWORD"],
+        connect_timeout=10, send_receive_timeout=60,
+    )  # fmt: skip
+    client.command(
+        f"CREATE TABLE IF NOT EXISTS default.{SEEDS_TABLE} (recorder String, video String, frame UInt32, "
+        "rank UInt8, label String, score Float32) ENGINE = MergeTree ORDER BY (recorder, video, frame, rank)"
+    )
+    rows = json.loads(detections.read_text())
+    columns = ["recorder", "video", "frame", "rank", "label", "score"]
+    for one in rows:
+        client.insert(f"default.{SEEDS_TABLE}", [one], column_names=columns)
+    count = client.command(f"SELECT count() FROM default.{SEEDS_TABLE} WHERE recorder = {{r:String}}",
+                           parameters={"r": rows[0][0]}) if rows else 0  # fmt: skip
+    print(json.dumps({"rows": len(rows), "rows_in_table": count}))
+
+
+# -- the run -------------------------------------------------------------------------------------
+
+
+def _rows(full: list[Pass], seeds: Pass, h264: list[Pass], key: list[Pass]) -> list[dict]:
+    med = statistics.median
+    seeds_name = (
+        "the seeds' way: hikload, HandBrakeCLI per file, JPEG + one Predict per frame, one INSERT per row"
+    )
+    video_min = seeds.video_s / 60
+    rows = [
+        row(f"end to end, {video_min:.0f} min of 1280x720 video (2 recorders x 2 channels x 2 x 10 min), "
+            f"1 frame/s: wall time (median of {len(full)}; seeds once)", "s",
+            med(p.wall_s for p in full), seeds.wall_s, seeds_name),
+        row("end to end, 1 frame/s: realtime factor", "x realtime", med(p.realtime for p in full), seeds.realtime,
+            seeds_name),
+        row("end to end, 1 frame/s: CPU seconds", "s", med(p.cpu_s for p in full), seeds.cpu_s, seeds_name),
+        row("end to end, 1 frame/s: peak memory of one pipeline flow run (seeds: of one step's process)", "MB",
+            med(p.peak_mb for p in full), seeds.peak_mb, seeds_name),
+    ]  # fmt: skip
+    for stage in ("download", "transcode", "classify", "persist"):
+        span = med(p.stages.get(stage, {}).get("span_s", 0.0) for p in full)
+        step = seeds.stages[stage]["task_s"]
+        rows.append(row(f"stage {stage}: wall time (nvrflow: its first task's start to its last task's end, "
+                        "the stages overlapping; seeds: the step)", "s", span, step, seeds_name))  # fmt: skip
+        rows.append(row(f"stage {stage}: realtime factor (over that wall time)", "x realtime",
+                        seeds.video_s / span if span else 0.0, seeds.video_s / step if step else 0.0,
+                        seeds_name))  # fmt: skip
+        rows.append(row(f"stage {stage}: time in tasks, summed over the segments' tasks (seeds: the step)", "s",
+                        med(p.stages.get(stage, {}).get("task_s", 0.0) for p in full), step, seeds_name))  # fmt: skip
+    share = med(p.prefect_share or 0.0 for p in full)
+    rows.append(row("Prefect's share of the wall time (no task running), 1 frame/s, all channels", "%",
+                    100 * share, 10.0, "target: at most 10 %"))  # fmt: skip
+    h264_min = h264[0].video_s / 60
+    rows.append(row(f"H.264 channels only ({h264_min:.0f} min), 1 frame/s: realtime factor (median of {len(h264)})",
+                    "x realtime", med(p.realtime for p in h264), 20.0, "target: 20x"))  # fmt: skip
+    rows.append(row(f"H.264 channels only ({h264_min:.0f} min), key frames only: realtime factor (median of {len(key)})",
+                    "x realtime", med(p.realtime for p in key), med(p.realtime for p in h264),
+                    "the same channels at 1 frame/s"))  # fmt: skip
+    rows.append(row("H.264 channels, key frames only: Prefect's share of the wall time", "%",
+                    100 * med(p.prefect_share or 0.0 for p in key), 10.0, "target: at most 10 %"))  # fmt: skip
+    return rows
+
+
+def _print_pass(p: Pass) -> None:
+    share = f", Prefect {100 * p.prefect_share:.1f} %" if p.prefect_share is not None else ""
+    print(f"  {p.side} {p.label}: {p.wall_s:.1f} s, {p.realtime:.1f}x realtime, CPU {p.cpu_s:.0f} s, "
+          f"peak {p.peak_mb:.0f} MB{share}", flush=True)  # fmt: skip
+    for stage, f in p.stages.items():
+        print(f"      {stage:15} " + ", ".join(f"{k} {v:.1f}" for k, v in f.items()), flush=True)
+    for check in p.checks:
+        print(f"      check: {check}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.e2e", description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=2, help="nvrflow passes of each kind")
+    parser.add_argument(
+        "--no-seeds", action="store_true", help="skip the seeds' pass (keeps the last figures)"
+    )
+    parser.add_argument("--seeds-classify", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--seeds-insert", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--target", "--url", dest="target", help=argparse.SUPPRESS)
+    parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--recorder", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.seeds_classify:
+        seeds_classify(args.seeds_classify, args.target, args.result, args.recorder)
+        return 0
+    if args.seeds_insert:
+        seeds_insert(args.seeds_insert, args.target)
+        return 0
+
+    from stack import prefect_database, supervisor
+    from stack.state import load_state
+
+    clips = ensure_footage()
+    root = Path(tempfile.mkdtemp(prefix="nvrflow-bench-e2e-"))
+    os.environ["NVRFLOW_SCHEDULES"] = "off"  # only the bench's runs
+    password = secrets.token_urlsafe(12)
+    try:
+        state = supervisor.start(root, say=lambda msg: print(f"  {msg}", flush=True))
+        os.environ.update(state.env())
+        # The last ports: the simulator counts as started once the stack's last recorder port listens.
+        bench_ports = state.recorder_ports[-len(RECORDERS) :]
+        spec = simulator_spec(bench_ports, password, clips)
+        (root / "stack" / "simulator.json").write_text(json.dumps(spec, indent=2))
+        supervisor.stop_service("simulator", root)
+        supervisor.start_service("simulator", root)
+        restarted = load_state(root)
+        assert restarted is not None  # the stack was just started there
+        state = restarted
+        ports = dict(zip(RECORDERS, bench_ports, strict=True))
+        everything = {rec: list(chs) for rec, chs in RECORDERS.items()}
+        h264_only = {
+            rec: [c for c, (_, codec, _) in chs.items() if codec == "h264"] for rec, chs in RECORDERS.items()
+        }
+        print(f"e2e benchmark: {video_seconds(everything) / 60:.0f} min of video on {len(RECORDERS)} recorders, "
+              f"{args.repeats} nvrflow passes of each kind", flush=True)  # fmt: skip
+        full: list[Pass] = []
+        h264: list[Pass] = []
+        key: list[Pass] = []
+        seeds: Pass | None = None
+        for rep in range(args.repeats):
+            full.append(nvrflow_pass(state, f"full{rep}", ports, password, everything, key_frames=False))
+            _print_pass(full[-1])
+            if rep == 0 and not args.no_seeds:
+                with tempfile.TemporaryDirectory(prefix="seeds-", dir=root) as work:
+                    seeds = seeds_pass(state, ports, password, Path(work))
+                _print_pass(seeds)
+            h264.append(nvrflow_pass(state, f"h264-{rep}", ports, password, h264_only, key_frames=False))
+            _print_pass(h264[-1])
+            key.append(nvrflow_pass(state, f"key-{rep}", ports, password, h264_only, key_frames=True))
+            _print_pass(key[-1])
+    finally:
+        supervisor.stop(root, say=lambda _m: None)
+        prefect_database.drop(root)
+        shutil.rmtree(root, ignore_errors=True)
+    if seeds is None:
+        print("no seeds' pass: nothing written")
+        return 0
+    rows = _rows(full, seeds, h264, key)
+    path = write_results("e2e", rows)
+    passes = {"full": full, "seeds": [seeds], "h264": h264, "key": key}
+    (path.parent / "e2e.passes.json").write_text(
+        json.dumps({k: [asdict(p) for p in v] for k, v in passes.items()}, indent=2) + "\n"
+    )
+    print_table(rows)
+    print(f"results: {path}")
+    from bench.results_page import write_page
+
+    print(f"all benches: {write_page()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
