@@ -23,7 +23,7 @@ import math
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from datetime import datetime
 from fractions import Fraction
 from pathlib import Path
@@ -87,12 +87,10 @@ def sample_frames(
     def produce() -> None:
         times: list[float] = []
         images: list[np.ndarray] = []
+        chosen = (
+            _key_frames(video, size, deadline) if key_frames else _on_screen(video, size, fps, skip, deadline)
+        )
         try:
-            chosen = (
-                _key_frames(video, size, deadline)
-                if key_frames
-                else _on_screen(video, size, fps, skip, deadline)
-            )
             for offset, image in chosen:
                 times.append(offset)
                 images.append(image)
@@ -105,6 +103,8 @@ def sample_frames(
             put(None)
         except BaseException as exc:  # handed to the consumer, which raises it
             put(exc)
+        finally:
+            chosen.close()  # the container, also when the consumer stopped early
 
     decoder = threading.Thread(target=produce, name="frames", daemon=True)
     decoder.start()
@@ -183,7 +183,7 @@ def _decode(
 
 def _on_screen(
     video: Path, size: int, fps: float, skip: float, deadline: float
-) -> Iterator[tuple[float, np.ndarray]]:
+) -> Generator[tuple[float, np.ndarray], None, None]:
     """The frame on screen at skip, skip + 1/fps, ...: each group decoded up to its last one taken."""
     container, stream = _open(video, deadline)
     step = 1.0 / fps
@@ -230,7 +230,7 @@ def _duration(packets: list[av.Packet], stream: av.video.stream.VideoStream) -> 
     return float(1 / rate) if rate else 0.04
 
 
-def _key_frames(video: Path, size: int, deadline: float) -> Iterator[tuple[float, np.ndarray]]:
+def _key_frames(video: Path, size: int, deadline: float) -> Generator[tuple[float, np.ndarray], None, None]:
     """Each key frame at its own time; no other frame is decoded."""
     container, stream = _open(video, deadline)
     stream.codec_context.skip_frame = "NONKEY"
