@@ -28,7 +28,8 @@ from stack.ports import HOST
 
 URL_SETTING = "NVRFLOW_PREFECT_DATABASE_URL"
 _PREFIX = "nvrflow_"
-_SAFE = re.compile(r"[A-Za-z0-9_-]+")
+_NAME = re.compile(r"nvrflow_[0-9a-f]{16}")  # what `ensure` makes: a plain SQL identifier
+_SAFE = re.compile(r"[A-Za-z0-9_-]+")  # a password that needs no quoting in SQL or a URL
 _TIMEOUT_S = 60
 
 
@@ -88,7 +89,7 @@ def _named_by(marker: Path) -> str | None:
         name = marker.read_text().strip()
     except OSError:
         return None
-    return name if name.startswith(_PREFIX) and _SAFE.fullmatch(name) else None
+    return name if _NAME.fullmatch(name) else None
 
 
 def _drop_orphans() -> None:
@@ -99,7 +100,7 @@ def _drop_orphans() -> None:
     )
     for line in listed.splitlines():
         name, _, marker = line.partition("|")
-        if _SAFE.fullmatch(name) and marker and _named_by(Path(marker)) != name:
+        if _NAME.fullmatch(name) and marker and _named_by(Path(marker)) != name:
             _drop(name)
 
 
