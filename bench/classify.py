@@ -40,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -126,25 +127,29 @@ def _check_labels(top1: list[str], expected: tuple[str, ...], who: str) -> None:
         raise RuntimeError(f"{who} got {right} of {len(top1)} frames right: {sorted(set(top1))}")
 
 
-def seeds_fps(video: Path, model, sample_fps: float, expected: tuple[str, ...]) -> tuple[float, int]:
-    """The seeds' way, timed from the video to the last answer: pictures first, then one by one."""
+def seeds_pictures(video: Path, client, size: int, sample_fps: float, folder: Path) -> Iterator[list]:
+    """The seeds' way for one video: its JPEG pictures first (ffmpeg, into `folder`), then one at a
+    time, synchronously: read, decode and resize (TensorFlow ops), one Predict; top-k of each."""
     import tensorflow as tf
 
-    size = model.input_size
+    subprocess.run(  # noqa: S603
+        ["ffmpeg", "-nostdin", "-loglevel", "error", "-i", str(video), "-an",
+         "-vf", f"fps=fps={sample_fps}:round=up", "-q:v", "2", str(folder / "%06d.jpg")],
+        check=True, timeout=600,
+    )  # fmt: skip
+    for picture in sorted(folder.iterdir()):
+        image = tf.io.decode_jpeg(tf.io.read_file(str(picture)), channels=3)
+        frame = tf.cast(tf.image.resize(image, (size, size), method="area"), tf.uint8)
+        yield client.classify(frame.numpy()[None])[0]
+
+
+def seeds_fps(video: Path, model, sample_fps: float, expected: tuple[str, ...]) -> tuple[float, int]:
+    """The seeds' way, timed from the video to the last answer: pictures first, then one by one."""
     folder = Path(tempfile.mkdtemp(prefix="nvrflow-bench-"))
     try:
         started = time.perf_counter()
-        subprocess.run(  # noqa: S603
-            ["ffmpeg", "-nostdin", "-loglevel", "error", "-i", str(video), "-an",
-             "-vf", f"fps=fps={sample_fps}:round=up", "-q:v", "2", str(folder / "%06d.jpg")],
-            check=True, timeout=600,
-        )  # fmt: skip
-        top1: list[str] = []
         with model.connect() as client:
-            for picture in sorted(folder.iterdir()):
-                image = tf.io.decode_jpeg(tf.io.read_file(str(picture)), channels=3)
-                frame = tf.cast(tf.image.resize(image, (size, size), method="area"), tf.uint8)
-                top1.append(client.classify(frame.numpy()[None])[0][0][0])
+            top1 = [top[0][0] for top in seeds_pictures(video, client, model.input_size, sample_fps, folder)]
         seconds = time.perf_counter() - started
     finally:
         shutil.rmtree(folder, ignore_errors=True)

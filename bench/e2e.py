@@ -367,7 +367,7 @@ def _step(args: list[str], what: str, env: dict[str, str] | None = None, cwd: Pa
 
 
 def seeds_pass(state: Any, ports: dict[str, int], password: str, work: Path) -> Pass:
-    from bench.export import HIKLOAD_TIMED
+    from bench.export import hikload_argv
     from bench.hikload_env import ensure_hikload
     from video.transcode import TranscodeOptions, handbrake_argv
 
@@ -398,23 +398,7 @@ def seeds_pass(state: Any, ports: dict[str, int], password: str, work: Path) -> 
         (out / "download").mkdir(parents=True)
         (out / "mp4").mkdir()
         before = service_cpu("download")
-        args = [str(hikload), "-c", HIKLOAD_TIMED, "--server", f"127.0.0.1:{ports[recorder]}"]
-        args += ["--username", USER, "--password", password]
-        args += [
-            "--starttime",
-            START.replace(tzinfo=None).isoformat(),
-            "--endtime",
-            END.replace(tzinfo=None).isoformat(),
-        ]
-        args += ["--cameras", ",".join(str(c * 100 + 1) for c in chs)]
-        args += [
-            "--downloads",
-            str(out / "download"),
-            "--videoformat",
-            "mp4",
-            "--no-ffmpeg",
-            "--no-forcetranscoding",
-        ]
+        args = hikload_argv(hikload, ports[recorder], USER, password, START, END, chs, out / "download")
         measured = _step(args, f"hikload of {recorder}", cwd=out / "download")
         account("download", measured, service_cpu("download") - before)
         files = sorted(p for p in (out / "download").rglob("*") if p.is_file())
@@ -461,11 +445,8 @@ def seeds_pass(state: Any, ports: dict[str, int], password: str, work: Path) -> 
 
 
 def seeds_classify(folder: Path, target: str, result: Path, recorder: str) -> None:
-    """One picture at a time: JPEGs at 1 frame/s (ffmpeg), then read, decode, resize, one Predict."""
-    import subprocess
-
-    import tensorflow as tf
-
+    """One picture at a time, as `bench.classify.seeds_pictures` does, for every MP4 of the folder."""
+    from bench.classify import seeds_pictures
     from blocks.model_server import TFServingModel
     from stack import model_build
 
@@ -477,17 +458,8 @@ def seeds_classify(folder: Path, target: str, result: Path, recorder: str) -> No
         for mp4 in sorted(folder.glob("*.mp4")):
             pictures = folder / f"{mp4.stem}-jpg"
             pictures.mkdir()
-            subprocess.run(  # noqa: S603 - fixed argument list
-                ["ffmpeg", "-nostdin", "-loglevel", "error", "-i", str(mp4), "-an", "-vf", "fps=fps=1:round=up",
-                 "-q:v", "2", str(pictures / "%06d.jpg")],
-                check=True, timeout=STEP_TIMEOUT_S,
-            )  # fmt: skip
-            for n, picture in enumerate(sorted(pictures.iterdir())):
-                image = tf.io.decode_jpeg(tf.io.read_file(str(picture)), channels=3)
-                frame = tf.cast(
-                    tf.image.resize(image, (model.input_size, model.input_size), method="area"), tf.uint8
-                )
-                for rank, (label, score) in enumerate(client.classify(frame.numpy()[None])[0], start=1):
+            for n, top in enumerate(seeds_pictures(mp4, client, model.input_size, 1.0, pictures)):
+                for rank, (label, score) in enumerate(top, start=1):
                     rows.append([recorder, mp4.stem, n, rank, label, score])
     result.write_text(json.dumps(rows))
 

@@ -29,6 +29,7 @@ import shutil
 import statistics
 import sys
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -198,13 +199,33 @@ def run_nvrflow(case: Case, port: int, password: str, out: Path) -> SideResult:
     return SideResult(timing["seconds"], measured.max_rss_mb, timing["files"], timing["bytes"])
 
 
-def run_hikload(case: Case, hikload_python: Path, port: int, password: str, out: Path) -> SideResult:
+def hikload_argv(
+    hikload_python: Path,
+    port: int,
+    user: str,
+    password: str,
+    start: datetime,
+    end: datetime,
+    channels: Sequence[int],
+    out: Path,
+) -> list[str]:
+    """hikload downloading the main streams of `channels` in [start, end) as they are, timed."""
     # hikload reads times as device-local wall clock; it appends the Z itself.
     args = [str(hikload_python), "-c", HIKLOAD_TIMED, "--server", f"127.0.0.1:{port}"]
-    args += ["--username", USER, "--password", password]
-    args += ["--starttime", case.start.isoformat(), "--endtime", case.end.isoformat()]
-    args += ["--cameras", ",".join(str(c * 100 + 1) for c in case.channels)]
+    args += ["--username", user, "--password", password]
+    args += [
+        "--starttime",
+        start.replace(tzinfo=None).isoformat(),
+        "--endtime",
+        end.replace(tzinfo=None).isoformat(),
+    ]
+    args += ["--cameras", ",".join(str(c * 100 + 1) for c in channels)]
     args += ["--downloads", str(out), "--videoformat", "mp4", "--no-ffmpeg", "--no-forcetranscoding"]
+    return args
+
+
+def run_hikload(case: Case, hikload_python: Path, port: int, password: str, out: Path) -> SideResult:
+    args = hikload_argv(hikload_python, port, USER, password, case.start, case.end, case.channels, out)
     measured = run_measured(args, SIDE_TIMEOUT_S, cwd=out)
     timing = _timing(measured, "hikload")
     files = _files(out)

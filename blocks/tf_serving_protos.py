@@ -20,22 +20,30 @@ from types import ModuleType
 
 _PACKAGES = ("tensorflow", "tensorflow.core", "tensorflow.core.framework", "tensorflow.core.protobuf")
 _lock = threading.Lock()
+_loaded: dict[str, ModuleType] = {}
 
 
 def load() -> dict[str, ModuleType]:
     """The message modules by short name: tensor, tensor_shape, types, metadata, predict, service."""
     with _lock:
-        standing_in = [] if "tensorflow" in sys.modules else _stand_in()
-        try:
-            from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
-            from tensorflow_serving.apis import (
-                get_model_metadata_pb2,
-                predict_pb2,
-                prediction_service_pb2_grpc,
-            )
-        finally:
-            for name in standing_in:
-                sys.modules.pop(name, None)
+        if not _loaded:
+            _loaded.update(_import())
+        return dict(_loaded)
+
+
+def _import() -> dict[str, ModuleType]:
+    """Once per process (`load` keeps them): stand-ins only while the messages are imported."""
+    standing_in = [] if "tensorflow" in sys.modules else _stand_in()
+    try:
+        from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+        from tensorflow_serving.apis import (
+            get_model_metadata_pb2,
+            predict_pb2,
+            prediction_service_pb2_grpc,
+        )
+    finally:
+        for name in standing_in:
+            sys.modules.pop(name, None)
     return {
         "tensor": tensor_pb2,
         "tensor_shape": tensor_shape_pb2,

@@ -96,29 +96,26 @@ def _sink():
     return ClickHouseSink.load(DEFAULT_SINK_BLOCK)
 
 
+def _recorder_rows(sql: str, recorder: str) -> list[tuple]:
+    with _sink().connect() as reader:
+        return [tuple(row) for row in reader.query(sql, {"r": recorder})]
+
+
 def segment_rows(recorder: str) -> list[tuple]:
     """Every `segments` row of the recorder (no FINAL: copies would show)."""
-    with _sink().connect() as reader:
-        return [
-            tuple(row)
-            for row in reader.query(
-                "SELECT channel, segment, start, output_path, version_key, flow_run_id FROM nvrflow.segments "
-                "WHERE recorder = {r:String} ORDER BY channel, segment, flow_run_id",
-                {"r": recorder},
-            )
-        ]
+    return _recorder_rows(
+        "SELECT channel, segment, start, output_path, version_key, flow_run_id FROM nvrflow.segments "
+        "WHERE recorder = {r:String} ORDER BY channel, segment, flow_run_id",
+        recorder,
+    )
 
 
 def detection_rows(recorder: str) -> list[tuple]:
-    with _sink().connect() as reader:
-        return [
-            tuple(row)
-            for row in reader.query(
-                "SELECT channel, segment, frame_time, rank, label, score, version_key FROM nvrflow.detections "
-                "WHERE recorder = {r:String} ORDER BY channel, segment, frame_time, rank, version_key",
-                {"r": recorder},
-            )
-        ]
+    return _recorder_rows(
+        "SELECT channel, segment, frame_time, rank, label, score, version_key FROM nvrflow.detections "
+        "WHERE recorder = {r:String} ORDER BY channel, segment, frame_time, rank, version_key",
+        recorder,
+    )
 
 
 def assert_exactly_once(recorder: str, segment_names: set[str]) -> tuple[int, int]:

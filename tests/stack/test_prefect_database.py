@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 
 import pytest
 
@@ -14,12 +13,10 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the stack makes its d
 
 
 def _databases() -> set[str]:
-    listed = subprocess.run(
-        ["runuser", "-u", "postgres", "--", "psql", "-X", "-A", "-t", "-d", "postgres", "-c",
-         "SELECT datname FROM pg_database WHERE datname LIKE 'nvrflow_%'"],
-        capture_output=True, text=True, timeout=30, check=True, cwd="/",
-    )  # fmt: skip
-    return set(listed.stdout.split())
+    listed = prefect_database._psql(
+        "SELECT datname FROM pg_database WHERE datname LIKE 'nvrflow_%';", tuples=True
+    )
+    return set(listed.split())
 
 
 def _name(url: str) -> str:
