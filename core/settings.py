@@ -51,8 +51,11 @@ def data_folder_id() -> str:
         return marker.read_text().strip()
     except FileNotFoundError:
         pass
-    tmp = marker.with_name(f"{FOLDER_ID_FILE}.{os.getpid()}.tmp")
-    tmp.write_text(uuid.uuid4().hex)
+    candidate = uuid.uuid4().hex
+    # A file of its own per caller (threads of one process too), complete before it is linked:
+    # the marker never holds a partial id, and no caller overwrites the id another one linked.
+    tmp = marker.with_name(f"{FOLDER_ID_FILE}.{candidate}.tmp")
+    tmp.write_text(candidate)
     try:
         os.link(tmp, marker)  # the first writer wins; everyone then reads its id
     except FileExistsError:
