@@ -62,6 +62,10 @@ T = TypeVar("T")
 SEARCH_PATH = "/ISAPI/ContentMgmt/search"
 MAX_SEARCH_PAGES = 5000
 ERROR_BODY_LIMIT = 64 * 1024
+# An XML answer (device info, a search page of up to 40 matches: some 30 KB) is read up to this.
+ANSWER_LIMIT = 4 * 1024 * 1024
+# A download whose size neither the search nor the answer announces is cut off at this.
+UNANNOUNCED_DOWNLOAD_LIMIT = 16 * 1024**3
 
 
 class ISAPIClient:
@@ -201,14 +205,19 @@ class ISAPIClient:
     ) -> bytes:
         action = f"{method} {path}"
         try:
-            response = self._http.request(method, path, content=content, headers=_xml_headers(content))
+            with self._http.stream(method, path, content=content, headers=_xml_headers(content)) as response:
+                if not response.is_success:
+                    body = _read_limited(response)
+                    raise self._status_error(response, body, action, channel=channel, segment=segment)
+                answer = _read_limited(response, ANSWER_LIMIT + 1)
         except (httpx.HTTPError, KeyError) as exc:
             raise self._transport_error(exc, action, channel=channel, segment=segment) from exc
-        if not response.is_success:
-            raise self._status_error(
-                response, response.content[:ERROR_BODY_LIMIT], action, channel=channel, segment=segment
-            )
-        return response.content
+        if len(answer) > ANSWER_LIMIT:
+            raise RecorderProtocolError(
+                f"answer to {action} is larger than {ANSWER_LIMIT // 1024**2} MiB; not read further",
+                recorder=self.name, channel=channel, segment=segment,
+            )  # fmt: skip
+        return answer
 
     def _parse(
         self,
@@ -367,8 +376,12 @@ class ISAPIClient:
                         channel=channel,
                         segment=segment,
                     )
+                # Bounded by the announced size: the search's, else the answer's, else a ceiling.
+                size = rec.size or (int(announced) if announced.isdigit() else 0)
                 try:
-                    return write_verified(response.iter_bytes(CHUNK_SIZE), final, rec.size)
+                    return write_verified(
+                        response.iter_bytes(CHUNK_SIZE), final, size, ceiling=UNANNOUNCED_DOWNLOAD_LIMIT
+                    )
                 except httpx.HTTPError as exc:
                     raise self._transport_error(
                         exc, self._download_form.action, channel=channel, segment=segment
@@ -410,14 +423,14 @@ def _answered_digest_challenge(response: httpx.Response) -> bool:
     return any(earlier.status_code == 401 for earlier in response.history)
 
 
-def _read_limited(response: httpx.Response) -> bytes:
-    """Read at most ERROR_BODY_LIMIT of an error answer, so a misbehaving device cannot flood us."""
-    collected = b""
+def _read_limited(response: httpx.Response, limit: int = ERROR_BODY_LIMIT) -> bytes:
+    """Read at most `limit` bytes of an answer, so a misbehaving device cannot flood us."""
+    collected = bytearray()
     for chunk in response.iter_bytes():
         collected += chunk
-        if len(collected) >= ERROR_BODY_LIMIT:
+        if len(collected) >= limit:
             break
-    return collected[:ERROR_BODY_LIMIT]
+    return bytes(collected[:limit])
 
 
 def _rejects_request_xml(exc: RecorderProtocolError) -> bool:

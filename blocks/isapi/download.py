@@ -91,11 +91,15 @@ def _lock_part(part: Path) -> int:
     raise DownloadBusy(f"{part.name} keeps changing under us")
 
 
-def write_verified(chunks: Iterable[bytes], final: Path, expected_size: int) -> DownloadResult:
+def write_verified(
+    chunks: Iterable[bytes], final: Path, expected_size: int, ceiling: int = 0
+) -> DownloadResult:
     """Stream `chunks` into `final` via `final.part`; raise a DownloadFault or the iterator's error.
 
-    `expected_size` 0 means the device did not announce one; then only the magic is checked.
+    `expected_size` 0 means the device did not announce one; then only the magic is checked, and
+    a body longer than `ceiling` (when set) is cut off.
     """
+    limit = expected_size or ceiling
     final.parent.mkdir(parents=True, exist_ok=True)
     part = final.with_name(final.name + ".part")
     fd = _lock_part(part)
@@ -116,8 +120,9 @@ def write_verified(chunks: Iterable[bytes], final: Path, expected_size: int) -> 
                     if len(head) >= 4 and not has_media_magic(head):
                         raise BadMagic(head + chunk[:60])
                 written += len(chunk)
-                if expected_size and written > expected_size:
-                    raise WrongSize(f"received more than the announced {expected_size} bytes")
+                if limit and written > limit:
+                    said = "the announced" if expected_size else "the ceiling of"
+                    raise WrongSize(f"received more than {said} {limit} bytes")
                 out.write(chunk)
             out.flush()
             os.fsync(fd)

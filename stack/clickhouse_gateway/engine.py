@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from chdb.state.sqlitelike import Connection, connect
 
+from stack.clickhouse_gateway.confinement import refusal
 from stack.clickhouse_gateway.errors import GatewayError, shutting_down
 
 log = logging.getLogger(__name__)
@@ -97,6 +98,27 @@ class Engine:
                 self._all.remove(slot)
                 slot.conn.close()
 
+    @staticmethod
+    def _confine(conn: Connection, sql: str) -> None:
+        """Refuse what a real server refuses an ordinary user (`confinement`)."""
+
+        def render(statement: str) -> str:
+            # Query parameters are read in TabSeparated escaping.
+            escaped = statement.translate(
+                {ord("\\"): "\\\\", ord("\t"): "\\t", ord("\n"): "\\n", ord("\r"): "\\r"}
+            )
+            try:
+                rendered = conn.query(
+                    "SELECT formatQuerySingleLine({q:String})", "RawBLOB", params={"q": escaped}
+                )
+            except Exception as exc:
+                raise GatewayError.from_engine(exc) from None
+            return rendered.bytes().decode()
+
+        refused = refusal(sql, render)
+        if refused is not None:
+            raise refused
+
     @contextmanager
     def _scoped(self, slot: Slot, database: str | None, settings: dict[str, str]) -> Iterator[Connection]:
         """The connection with the request's database and settings; settings last for this request only."""
@@ -137,6 +159,7 @@ class Engine:
     ) -> tuple[bytes, dict[str, int]]:
         """Run one statement; `fmt` is the output format unless the SQL names its own."""
         with self._scoped(slot, database, settings) as conn:
+            self._confine(conn, sql)
             result = conn.query(sql, fmt, params=params)
             if re.match(r"\s*USE\b", sql, re.I):
                 slot.database = ""
@@ -160,6 +183,7 @@ class Engine:
     ) -> dict[str, int]:
         """Stream `data` (in format `fmt`) into `INSERT INTO t [(cols)] [SETTINGS ...]`."""
         with self._scoped(slot, database, settings) as conn:
+            self._confine(conn, f"{statement} FORMAT {fmt}")
             with conn.send_insert(statement, fmt) as inserter:
                 for chunk in data:
                     if chunk:

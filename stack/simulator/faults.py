@@ -4,6 +4,10 @@ Besides transport faults, a recorder can refuse requests the way real Hikvision 
 does, with a ResponseStatus body: `low_privilege` answers 403 lowPrivilege (an account
 without the playback/download right), `refuse_download_forms` turns down chosen forms of
 the download request (firmware that takes only some of the documented forms).
+
+`hostile` makes the recorder an attacker's: its search answers an XML bomb, an external
+entity or never ends, its downloads never end, or its segment names carry shell
+metacharacters and a path out of the data folder.
 """
 
 from __future__ import annotations
@@ -34,11 +38,14 @@ class Faults:
     # How a refused download form is answered: HTTP status and ResponseStatus subStatusCode.
     download_refusal_status: int = 403
     download_refusal_sub_status: str = "methodNotAllowed"
+    # One of HOSTILE_MODES: what a malicious device answers instead of the truth ("" for none).
+    hostile: str = ""
 
 
 _TYPES = {f.name: f.type for f in fields(Faults)}
 LOW_PRIVILEGE_SCOPES = ("", "download", "search", "all_but_device_info")
 DOWNLOAD_FORMS = ("post_xml", "get_xml", "get_query")
+HOSTILE_MODES = ("", "xml_bomb", "external_entity", "endless_search", "endless_download", "hostile_names")
 
 
 def _text_fault(key: str, value: object) -> str:
@@ -52,6 +59,8 @@ def _text_fault(key: str, value: object) -> str:
         if unknown:
             raise ValueError(f"unknown download forms {unknown}; known: {DOWNLOAD_FORMS}")
         text = ",".join(forms)
+    if key == "hostile" and text not in HOSTILE_MODES:
+        raise ValueError(f"hostile must be one of {HOSTILE_MODES}")
     if key == "download_refusal_sub_status" and text not in SUB_STATUSES:
         raise ValueError(f"download_refusal_sub_status must be one of {sorted(SUB_STATUSES)}")
     return text

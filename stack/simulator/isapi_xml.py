@@ -223,7 +223,32 @@ def parse_search(body: bytes, rec_tz: timezone) -> SearchRequest:
     )
 
 
-def search_result(request: SearchRequest, matches: list[Segment]) -> bytes:
+# A malicious device's search answers. The bomb is a kilobyte that expands to 10^9 "lol"s; the
+# entity asks the parser to read a file of the machine that parses it.
+XML_BOMB = (
+    DECL
+    + '<!DOCTYPE CMSearchResult [\n <!ENTITY lol "lol">\n'
+    + "".join(
+        f' <!ENTITY lol{i} "{f"&lol{i - 1};" * 10 if i > 1 else "&lol;" * 10}">\n' for i in range(1, 10)
+    )
+    + ']>\n<CMSearchResult version="2.0" xmlns="'
+    + NS
+    + '"><searchID>&lol9;</searchID>'
+    "<responseStatusStrg>OK</responseStatusStrg></CMSearchResult>\n"
+).encode()
+EXTERNAL_ENTITY = (
+    DECL + '<!DOCTYPE CMSearchResult [<!ENTITY leak SYSTEM "file:///etc/passwd">]>\n'
+    '<CMSearchResult version="2.0" xmlns="' + NS + '"><searchID>&leak;</searchID>'
+    "<responseStatusStrg>OK</responseStatusStrg><numOfMatches>0</numOfMatches></CMSearchResult>\n"
+).encode()
+ENDLESS_SEARCH_HEAD = (DECL + f'<CMSearchResult version="2.0" xmlns="{NS}">\n<matchList>\n').encode()
+ENDLESS_SEARCH_ITEM = b"<searchMatchItem><trackID>101</trackID></searchMatchItem>\n" * 64
+# Put in front of every segment name by a device with hostile names: shell metacharacters and
+# a way out of the data folder, as a name and as a path.
+HOSTILE_NAME_PREFIX = "../../$(touch${IFS}/tmp/nvrflow-pwned);`id`|"
+
+
+def search_result(request: SearchRequest, matches: list[Segment], name_prefix: str = "") -> bytes:
     page = matches[request.position : request.position + request.max_results]
     if not page:
         status = "NO MATCHES"
@@ -241,7 +266,7 @@ def search_result(request: SearchRequest, matches: list[Segment]) -> bytes:
             f"<endTime>{seg.end.strftime(LOCAL_Z)}</endTime>\n</timeSpan>\n"
             "<mediaSegmentDescriptor>\n<contentType>video</contentType>\n"
             f"<codecType>{CODEC_TYPE[seg.channel.codec]}</codecType>\n"
-            f"<playbackURI>{escape(seg.playback_uri())}</playbackURI>\n</mediaSegmentDescriptor>\n"
+            f"<playbackURI>{escape(seg.playback_uri(name_prefix=name_prefix))}</playbackURI>\n</mediaSegmentDescriptor>\n"
             "<metadataMatches>\n<metadataDescriptor>recordType.meta.std-cgi.com/CMR</metadataDescriptor>\n"
             "</metadataMatches>\n</searchMatchItem>\n"
         )

@@ -24,12 +24,12 @@ class Segment:
     path: Path
     size: int
 
-    def playback_uri(self, host: str = "127.0.0.1") -> str:
+    def playback_uri(self, host: str = "127.0.0.1", name_prefix: str = "") -> str:
         # Devices write local time with a trailing Z into the URI, as in search results.
         return (
             f"rtsp://{host}/Streaming/tracks/{self.track_id}/"
             f"?starttime={self.start.strftime(URI_TIME)}&endtime={self.end.strftime(URI_TIME)}"
-            f"&name={self.name}&size={self.size}"
+            f"&name={name_prefix}{self.name}&size={self.size}"
         )
 
 

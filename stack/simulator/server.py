@@ -6,6 +6,7 @@ import json
 import socket
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
@@ -199,11 +200,22 @@ class RecorderHandler(BaseHTTPRequestHandler):
         elif path == "/ISAPI/ContentMgmt/download/capabilities":
             self._send(200, isapi_xml.download_capabilities())
         elif path == "/ISAPI/ContentMgmt/search":
-            self._search(body)
+            self._search(body, faults["hostile"])
         elif path == "/ISAPI/ContentMgmt/download":
             self._download(body, faults)
 
-    def _search(self, body: bytes) -> None:
+    def _search(self, body: bytes, hostile: str) -> None:
+        if hostile == "xml_bomb":
+            self._send(200, isapi_xml.XML_BOMB)
+            return
+        if hostile == "external_entity":
+            self._send(200, isapi_xml.EXTERNAL_ENTITY)
+            return
+        if hostile == "endless_search":
+            self._endless(
+                isapi_xml.ENDLESS_SEARCH_HEAD, lambda: isapi_xml.ENDLESS_SEARCH_ITEM, "application/xml"
+            )
+            return
         try:
             request = isapi_xml.parse_search(body, self.rec.spec.tz)
         except isapi_xml.BadRequest:
@@ -216,7 +228,8 @@ class RecorderHandler(BaseHTTPRequestHandler):
             self._status(400, 6, "Invalid XML Content", "badXmlContent")
             return
         matches = find_overlapping(self.rec.segments, request.tracks, request.spans)
-        self._send(200, isapi_xml.search_result(request, matches))
+        prefix = isapi_xml.HOSTILE_NAME_PREFIX if hostile == "hostile_names" else ""
+        self._send(200, isapi_xml.search_result(request, matches, name_prefix=prefix))
 
     def _download_form(self, body: bytes) -> str:
         """post_xml, get_xml or get_query: which documented request form this download uses."""
@@ -239,11 +252,32 @@ class RecorderHandler(BaseHTTPRequestHandler):
             self._status(400, 5, "Invalid XML Content", "badXmlContent")
             return
         track, params = parse_playback_uri(uri)
-        segment = self.rec.by_name.get(params.get("name", ""))
+        segment = self.rec.by_name.get(params.get("name", "").removeprefix(isapi_xml.HOSTILE_NAME_PREFIX))
         if segment is None or (track is not None and track != segment.track_id):
             self._status(404, 4, "Invalid Operation", "noRecord")
             return
+        if faults["hostile"] == "endless_download":
+            source = segment.path.open("rb")
+            try:
+                self._endless(source.read(), lambda: bytes(CHUNK), "application/octet-stream")
+            finally:
+                source.close()
+            return
         self._stream(segment, faults)
+
+    def _endless(self, head: bytes, more: Callable[[], bytes], content_type: str) -> None:
+        """A 200 answer with no length that goes on until the client hangs up."""
+        self.send_response(200)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
+        try:
+            self.wfile.write(head)
+            while True:
+                self.wfile.write(more())
+        except OSError:
+            pass
 
     def _stream(self, segment: Segment, faults: dict) -> None:
         length = segment.size

@@ -292,3 +292,41 @@ def test_data_folder_owned_by_one_gateway(gateway):
     )  # fmt: skip
     assert done.returncode != 0
     assert b"cannot open" in done.stderr
+
+
+def test_an_ordinary_user_reaches_no_file_program_or_other_server(client, tmp_path):
+    # chdb, like clickhouse-local, would read or write any path of the machine; a real server
+    # confines file() to its user files folder and grants an ordinary user no other source.
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not for ClickHouse users\n")
+    written = tmp_path / "written.csv"
+    refused = {
+        f"SELECT * FROM file('{secret}', 'LineAsString')": 291,
+        f"SELECT file('{secret}')": 291,
+        f"SELECT * FROM `\\x66ile`('{secret}', 'LineAsString')": 291,  # an escaped name
+        f"SELECT * FROM FiLe('{secret}', 'LineAsString')": 291,
+        f"SELECT 1 WHERE 1 IN (SELECT 1 FROM file('{secret}', 'LineAsString'))": 291,
+        f"INSERT INTO FUNCTION file('{written}', 'CSV') SELECT 1": 291,
+        f"CREATE TABLE nvr.leak (line String) ENGINE = File(LineAsString, '{secret}')": 291,
+        f"SELECT 1 INTO OUTFILE '{written}'": 358,
+        "SELECT * FROM url('http://127.0.0.1:9/x', 'CSV', 'a String')": 497,
+        "SELECT * FROM executable('id', 'TSV', 'a String')": 497,
+        "SELECT * FROM remote('127.0.0.1:9000', system.one)": 497,
+        f"SELECT 1; SELECT * FROM file('{secret}', 'LineAsString')": 62,
+    }
+    for sql, code in refused.items():
+        with pytest.raises(DatabaseError) as refusal:
+            client.query(sql)
+        assert refusal.value.code == code, (sql, str(refusal.value))
+        assert "not for ClickHouse users" not in str(refusal.value)
+    assert not written.exists()
+    with pytest.raises(DatabaseError) as insert:
+        client.raw_insert(f"FUNCTION file('{written}', 'CSV')", ["a"], "1\n", fmt="CSV")
+    assert insert.value.code == 291 and not written.exists()
+    # What merely mentions such a name in a string, and ordinary work, still runs.
+    assert client.command("SELECT 'file(/etc/passwd) INTO OUTFILE'") == "file(/etc/passwd) INTO OUTFILE"
+    table = new_table(client)
+    client.raw_insert(table, ["rank", "label"], "1\tok\n", fmt="TabSeparated")
+    assert (
+        client.command(f"SELECT count() FROM {table} WHERE label = {{l:String}}", parameters={"l": "ok"}) == 1
+    )
