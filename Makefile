@@ -11,12 +11,13 @@ MODEL_STAMP := $(VENV)/.model-ready
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PREFECT_SERVER_ANALYTICS_ENABLED = false
 
-.PHONY: help deps system-packages browser model up down status demo test lint bench bench-export bench-transcode bench-classify report cluster-packages test-cluster
+.PHONY: help deps system-packages browser model up down status demo test lint bench bench-export bench-transcode bench-classify report cluster-packages test-cluster test-faults
 
 help:
 	@echo "make demo    run the whole chain on the embedded stack (installs everything first)"
 	@echo "make test    run the test suite"
 	@echo "make test-cluster   the fleet on hosts made of network namespaces (root; PostgreSQL)"
+	@echo "make test-faults   the fault matrix's rows only (part of make test)"
 	@echo "make lint    ruff (lint and format) and mypy"
 	@echo "make bench   the end-to-end benchmark against the seeds' tools (bench/RESULTS.md)"
 	@echo "make up / make down / make status   start, stop, inspect the embedded stack"
@@ -62,6 +63,10 @@ demo: model
 
 test: model browser
 	$(PY) -m pytest
+
+# The fault matrix's rows on this host (README, "Under faults and attack"); make test runs them too.
+test-faults: model
+	$(PY) -m pytest -m faults
 
 # The cluster tests: Prefect on PostgreSQL and two workers, each host a network namespace.
 cluster-packages:

@@ -34,6 +34,8 @@ DOWNLOAD_CACHE_DAYS = 14
 # A recorder slot's lease: renewed every 45 s (75 %) while held, so a slot of a killed flow run
 # returns at most 60 s (the server's minimum) plus the server's repossessor period later.
 SLOT_LEASE_S = 60
+# A recorder clock this far from this machine's is reported with every search.
+CLOCK_SKEW_WARNING = timedelta(minutes=5)
 
 
 def limit_name(recorder: str) -> str:
@@ -61,8 +63,22 @@ def search_recordings(
 ) -> list[Recording]:
     with recorder_call(recorder) as client:
         found = client.search(channel, start, end)
-    get_run_logger().info(f"{recorder.name} channel {channel}: {len(found)} recordings in {start} .. {end}")
+        skew = client.clock_skew()
+    logger = get_run_logger()
+    if abs(skew) >= CLOCK_SKEW_WARNING:
+        logger.warning(clock_skew_warning(recorder.name, skew))
+    logger.info(f"{recorder.name} channel {channel}: {len(found)} recordings in {start} .. {end}")
     return found
+
+
+def clock_skew_warning(recorder: str, skew: timedelta) -> str:
+    minutes = round(abs(skew).total_seconds() / 60)
+    way = "ahead of" if skew > timedelta(0) else "behind"
+    return (
+        f"{recorder}: its clock is {minutes // 60} h {minutes % 60:02d} min {way} this machine's; "
+        "recordings are searched and stored in the recorder's own time, so this window's rows "
+        "carry times that far off (set the recorder's clock, e.g. NTP, to fix it)"
+    )
 
 
 def download_key(segment: Segment) -> str:

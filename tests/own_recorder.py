@@ -22,13 +22,13 @@ def one_channel_spec(name: str, start: datetime, end: datetime, segment_seconds:
     return {"width": 320, "height": 240, "fps": 10, "recorders": [recorder]}
 
 
-def register(spec: dict) -> None:
+def register(spec: dict, channels: tuple[int, ...] | list[int] = (1,)) -> None:
     """The spec's recorder as a HikvisionRecorder block with its limit (and in the run form)."""
     from blocks.recorder import HikvisionRecorder
     from flows.recorders import upsert_recorder
 
     (recorder,) = spec["recorders"]
     block = HikvisionRecorder(
-        host="127.0.0.1", port=recorder["port"], password=SecretStr(PASSWORD), channels=[1]
+        host="127.0.0.1", port=recorder["port"], password=SecretStr(PASSWORD), channels=list(channels)
     )
     upsert_recorder(recorder["name"], block)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from types import TracebackType
@@ -92,6 +92,7 @@ class ISAPIClient:
             follow_redirects=False,
         )
         self._clock: DeviceClock | None = None
+        self._clock_read_at = datetime.now(UTC)
         self._track_tag = "trackIDList"
         self._track_tag_settled = False
         self._download_form: DownloadForm = DOWNLOAD_FORMS[0]
@@ -253,8 +254,14 @@ class ISAPIClient:
     def clock(self) -> DeviceClock:
         if self._clock is None:
             body = self._call("GET", "/ISAPI/System/time")
+            self._clock_read_at = datetime.now(UTC)
             self._clock = self._parse(parse_clock, body, "GET /ISAPI/System/time")
         return self._clock
+
+    def clock_skew(self) -> timedelta:
+        """How far the device's clock is ahead of this machine's (negative: behind), as last read."""
+        clock = self.clock()
+        return clock.local_time - self._clock_read_at
 
     def channels(self) -> list[int]:
         body = self._call("GET", "/ISAPI/Streaming/channels")

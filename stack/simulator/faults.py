@@ -38,6 +38,8 @@ class Faults:
     # How a refused download form is answered: HTTP status and ResponseStatus subStatusCode.
     download_refusal_status: int = 403
     download_refusal_sub_status: str = "methodNotAllowed"
+    # How far the device's clock (/ISAPI/System/time) is from the true time, in seconds (±).
+    clock_offset_s: int = 0
     # One of HOSTILE_MODES: what a malicious device answers instead of the truth ("" for none).
     hostile: str = ""
 
@@ -101,7 +103,7 @@ class FaultState:
                         raise ValueError("error_rate must be within 0..1")
                 else:
                     value = int(value)
-                    if value < 0:
+                    if value < 0 and key != "clock_offset_s":
                         raise ValueError(f"{key} must not be negative")
                     if key == "download_refusal_status" and not 400 <= value <= 599:
                         raise ValueError("download_refusal_status must be an HTTP error status (400..599)")

@@ -7,7 +7,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
@@ -190,7 +190,8 @@ class RecorderHandler(BaseHTTPRequestHandler):
         if path == "/ISAPI/System/deviceInfo":
             self._send(200, isapi_xml.device_info(spec))
         elif path == "/ISAPI/System/time":
-            self._send(200, isapi_xml.device_time(spec, datetime.now(UTC)))
+            now = datetime.now(UTC) + timedelta(seconds=faults["clock_offset_s"])
+            self._send(200, isapi_xml.device_time(spec, now))
         elif path == "/ISAPI/Streaming/channels":
             self._send(200, isapi_xml.streaming_channels(spec, sim))
         elif path == "/ISAPI/ContentMgmt/record/tracks":

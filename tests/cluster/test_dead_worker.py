@@ -50,7 +50,22 @@ def _slots(recorder: str) -> int:
         return client.read_global_concurrency_limit_by_name(limit_name(recorder)).active_slots
 
 
-@pytest.mark.parametrize("moment", ["download", "insert"])
+_KILLED = dict(
+    state="Crashed (no heartbeat for 90 s), run again on the other host, Completed",
+    message="`Flow run marked as crashed due to missing heartbeats.`, then the re-run's Completed",
+)
+
+
+@pytest.mark.parametrize(
+    "moment",
+    [
+        pytest.param("download", marks=pytest.mark.faults(
+            fault="worker host killed mid-download (cluster)", data="every segment once", **_KILLED)),
+        pytest.param("insert", marks=pytest.mark.faults(
+            fault="worker host killed between an insert and its reply (cluster)",
+            data="every segment once: the re-run's insert is deduplicated by its token", **_KILLED)),
+    ],
+)  # fmt: skip
 def test_a_dead_worker_host_run_is_crashed_and_completed_on_the_other(cluster, workers_back, moment):
     rec = cluster.single_use[f"crash-{moment}"]
     segments = control.segments(rec.port, host=rec.host)

@@ -93,6 +93,12 @@ def two_workers(stack):
             supervisor.stop_service(SPARE, stack.data_dir)
 
 
+@pytest.mark.faults(
+    fault="worker SIGKILLed mid-download (single host, two workers)",
+    state="Crashed (no heartbeat for 90 s), run again, Completed",
+    message="`Flow run marked as crashed due to missing heartbeats.`, then the re-run's Completed",
+    data="every segment once; the recorder's slots back",
+)
 def test_killed_worker_machine_run_is_crashed_rerun_and_completed(stack, two_workers):
     from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment

@@ -157,6 +157,13 @@ def test_a_new_version_of_a_segment_replaces_the_old_rows(stack, sink, tmp_path)
         assert ch.query("SELECT bytes FROM {db}.segments") == [(4096,)]
 
 
+@pytest.mark.faults(
+    fault="ClickHouse gateway down mid-run, then back",
+    state="Completed",
+    message="warning per batch: `<ClickHouse error>; n rows kept in the outbox <folder>, flush-outbox will "
+    "send them`; the flush: `outbox: n batches sent, 0 still waiting`",
+    data="after the scheduled flush, every segment and detection once",
+)
 def test_pipeline_survives_a_clickhouse_outage(stack):
     """The gateway goes down while recorder_pipeline persists; the outbox and a flush make the counts exact."""
     from core.settings import outbox_dir
