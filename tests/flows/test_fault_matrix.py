@@ -9,7 +9,6 @@ renders them, with the rows kept in other modules, into the README's table.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import threading
 from collections.abc import Callable, Iterator
@@ -257,8 +256,6 @@ def small_data_folder(tmp_path, monkeypatch) -> Iterator[Path]:
     data="no partial export kept; after the re-run every segment once",
 )
 def test_a_full_data_folder(fleet, small_data_folder):
-    if shutil.which("mount") is None:
-        pytest.skip("needs mount (util-linux)")
     full = _run("full")
     assert full.is_failed()
     assert f"fm-full: {SEGMENTS} of {SEGMENTS} segments failed" in full.message, full.message
