@@ -11,7 +11,7 @@ MODEL_STAMP := $(VENV)/.model-ready
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PREFECT_SERVER_ANALYTICS_ENABLED = false
 
-.PHONY: help deps system-packages browser model up down status demo test lint bench bench-export bench-transcode bench-classify report cluster-packages test-cluster test-faults
+.PHONY: help deps system-packages browser model up down status demo test lint bench bench-load bench-export bench-transcode bench-classify report cluster-packages test-cluster test-faults
 
 help:
 	@echo "make demo    run the whole chain on the embedded stack (installs everything first)"
@@ -97,6 +97,10 @@ bench-classify: model
 # End to end: 80 min of 720p video through nvrflow and through the seeds' way (about half an hour).
 bench: model
 	$(PY) -m bench.e2e
+
+# Load: 50 recorders x 2 channels x 24 one-hour segments at once, on SQLite and on PostgreSQL.
+bench-load: model
+	$(PY) -m bench.load
 
 # The HTML report of a window from the running stack: make report START=2026-11-01T02:00:00Z END=...
 report: deps

@@ -86,14 +86,19 @@ def load(
 
 
 def _comparable(automation: AutomationCore) -> dict[str, Any]:
-    """What an automation does, without the ids the server or the models give its parts."""
+    """What an automation does, without the ids the server or the models give its parts.
+
+    Lists of names are sorted: a trigger's `expect`, `after` and `for_each` are sets, whose
+    order in a dump changes with the process's string hashing (PYTHONHASHSEED).
+    """
     dumped = AutomationCore.model_validate(automation.model_dump()).model_dump(mode="json")
 
     def strip(value: Any) -> Any:
         if isinstance(value, dict):
             return {k: strip(v) for k, v in value.items() if k != "id"}
         if isinstance(value, list):
-            return [strip(v) for v in value]
+            items = [strip(v) for v in value]
+            return sorted(items) if all(isinstance(v, str) for v in items) else items
         return value
 
     return strip(dumped)
@@ -118,9 +123,13 @@ def apply(folder: Path = AUTOMATIONS_DIR, zombie_window_s: int | None = None) ->
             keep, extra = existing[0], existing[1:]
             for copy in extra:
                 client.delete_automation(copy.id)
-            if _comparable(keep) != _comparable(wanted):
+            stored, wanted_now = _comparable(keep), _comparable(wanted)
+            if stored != wanted_now:
                 client.update_automation(keep.id, wanted)
-                done.append(f"automation {wanted.name!r} updated")
+                changed = sorted(
+                    k for k in wanted_now.keys() | stored.keys() if stored.get(k) != wanted_now.get(k)
+                )
+                done.append(f"automation {wanted.name!r} updated ({', '.join(changed)})")
             else:
                 done.append(f"automation {wanted.name!r} up to date")
             if extra:

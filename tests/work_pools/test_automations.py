@@ -64,3 +64,38 @@ def test_zombie_window_override_and_its_floor():
     assert zombie.trigger.within.total_seconds() == 60  # type: ignore[union-attr]
     with pytest.raises(ValueError):
         automations.load(zombie_window_s=45)
+
+
+def test_a_trigger_expecting_several_events_compares_equal_whatever_the_hashing():
+    # `expect` is a set: two equal sets built in another order dump their names in another
+    # order under some PYTHONHASHSEED values (4 here), which once made `apply` update the alert
+    # automation on every call.
+    import json
+    import subprocess
+    import sys
+
+    from stack.paths import PROJECT_ROOT
+
+    probe = """
+import json
+from prefect.events.schemas.automations import AutomationCore
+from work_pools import automations
+wanted = next(a for a in automations.load(resolve_block=lambda _: __import__("uuid").uuid4())
+              if len(a.trigger.expect) > 1)
+stored = wanted.model_dump(mode="json")
+stored["trigger"]["expect"] = list(reversed(stored["trigger"]["expect"]))
+stored = AutomationCore.model_validate(stored)
+print(json.dumps({
+    "dumps_differ": wanted.model_dump(mode="json") != stored.model_dump(mode="json"),
+    "equal": automations._comparable(wanted) == automations._comparable(stored),
+}))
+"""
+    found = []
+    for seed in ("4", "9", "22", "34"):
+        done = subprocess.run(
+            [sys.executable, "-c", probe], cwd=PROJECT_ROOT, env={"PYTHONHASHSEED": seed, "PATH": "/usr/bin:/bin"},
+            capture_output=True, text=True, timeout=120, check=True,
+        )  # fmt: skip
+        found.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    assert any(f["dumps_differ"] for f in found), "no seed shows the hazard any more: pick others"
+    assert all(f["equal"] for f in found), found

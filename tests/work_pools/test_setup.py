@@ -95,7 +95,7 @@ def test_automations_exist_once_and_follow_their_file(stack):
         )
         # The one left, changed by hand, is put back as the file says.
         client.pause_automation(client.read_automations_by_name(automations.ZOMBIE_AUTOMATION)[0].id)
-        assert f"automation {automations.ZOMBIE_AUTOMATION!r} updated" in _setup(stack)
+        assert f"automation {automations.ZOMBIE_AUTOMATION!r} updated (enabled)" in _setup(stack)
         for automation in wanted:
             found = client.read_automations_by_name(automation.name)
             assert len(found) == 1 and found[0].enabled, found
