@@ -4,8 +4,9 @@
 Prefect database asked for (`--database sqlite`, `postgresql` or `both`, the default): SQLite
 with the worker's flow-run limit (`NVRFLOW_WORKER_LIMIT`, 4), PostgreSQL as the stack and the
 cluster target run it. Its simulator serves the recorders a day each: every channel's 24
-segments are one-hour recordings whose files are small (a 2 s 320x240 clip served as each
-segment: the load is on orchestration, the recorders and the databases, not on decoding).
+segments are one-hour recordings whose files are small (an hour of 160x120 video at 1 frame/s,
+some 3 MB, served as each segment), classified at one frame every 10 minutes: the load is on
+orchestration, the recorders and the databases, not on decoding.
 
 The day is dispatched as the `dispatch` flow does, one pipeline run per recorder started at
 once, and the bench waits for every run. Then it checks and reports:
@@ -42,7 +43,10 @@ from bench.e2e import FlowRunMemory, _all_task_runs, _intervals, _stat_cpu, _uni
 
 RECORDERS, CHANNELS, SEGMENTS = 50, 2, 24
 SEGMENT_S = 3600
-CLIP_S, WIDTH, HEIGHT, FPS = 2, 320, 240, 10
+# A real hour of video that makes a small file: 160x120 at 1 frame/s (a 60 s encode looped).
+CLIP_S, LOOPS, WIDTH, HEIGHT, FPS = 60, 60, 160, 120, 1
+# One frame classified every 10 minutes: only those pictures' groups are decoded.
+SAMPLE_FPS = 1 / 600
 SCENES = ("coffee", "cat")
 START = datetime(2026, 11, 2, 0, 0, 0, tzinfo=UTC)
 END = START + timedelta(seconds=SEGMENT_S * SEGMENTS)
@@ -115,20 +119,18 @@ def _register(ports: dict[str, int], password: str) -> None:
 
 
 def load_pass(database: str, recorders: int) -> dict[str, Any]:
-    """One stack on `database`, the day dispatched at once; the figures and the checks."""
-    from prefect.client.orchestration import get_client
+    """One stack on `database`, the day dispatched at once; the figures and the checks.
 
-    from blocks.clickhouse import ClickHouseSink
-    from blocks.loading import load_block
-    from core.settings import DEFAULT_SINK_BLOCK
-    from flows.dispatch import start_pipeline_runs, wait_for_runs
+    Prefect is imported only once the stack's environment (PREFECT_API_URL) is set: its settings
+    are read when it is first imported.
+    """
     from stack import prefect_database, supervisor
     from stack.ports import free_port
     from stack.simulator import control
     from stack.simulator.footage import ensure_clip
     from stack.state import load_state
 
-    clips = [ensure_clip(scene, "h264", "none", CLIP_S, WIDTH, HEIGHT, FPS) for scene in SCENES]
+    clips = [ensure_clip(scene, "h264", "none", CLIP_S, WIDTH, HEIGHT, FPS, loops=LOOPS) for scene in SCENES]
     root = Path(tempfile.mkdtemp(prefix=f"nvrflow-bench-load-{database}-"))
     saved = {k: os.environ.get(k) for k in (prefect_database.URL_SETTING, "NVRFLOW_SCHEDULES")}
     os.environ["NVRFLOW_SCHEDULES"] = "off"
@@ -141,6 +143,13 @@ def load_pass(database: str, recorders: int) -> dict[str, Any]:
     try:
         state = supervisor.start(root, say=lambda msg: print(f"  {msg}", flush=True))
         os.environ.update(state.env())
+        from prefect.client.orchestration import get_client
+
+        from blocks.clickhouse import ClickHouseSink
+        from blocks.loading import load_block
+        from core.settings import DEFAULT_SINK_BLOCK
+        from flows.dispatch import start_pipeline_runs, wait_for_runs
+
         # The stack's last recorder port last: the simulator is up once it listens.
         ports = [free_port() for _ in range(recorders - 1)] + [state.recorder_ports[-1]]
         spec = simulator_spec(ports, password, clips)
@@ -159,7 +168,9 @@ def load_pass(database: str, recorders: int) -> dict[str, Any]:
         tag = str(state.data_dir)
         with StackMemory(tag) as stack_memory, FlowRunMemory(tag) as run_memory:
             began = time.time()
-            runs = start_pipeline_runs(dict.fromkeys(by_name, SITE), START, END)
+            runs = start_pipeline_runs(
+                dict.fromkeys(by_name, SITE), START, END, options={"sample_fps": SAMPLE_FPS}
+            )
             dispatched = time.time() - began
             states = wait_for_runs(runs, RUN_TIMEOUT_S)
         cpu = sum(_stat_cpu(p) for p in services) - cpu_before
@@ -169,6 +180,11 @@ def load_pass(database: str, recorders: int) -> dict[str, Any]:
                 name: [s.name for s in client.read_flow_run_states(run_id)] for name, run_id in runs.items()
             }
             ended = max(client.read_flow_run(run_id).end_time.timestamp() for run_id in runs.values())  # type: ignore[union-attr]
+            said = {
+                name: (client.read_flow_run(runs[name]).state.message or "")[:600]  # type: ignore[union-attr]
+                for name, final in states.items()
+                if final != "Completed"
+            }
             task_runs: list[Any] = []
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:  # task states reach the API as events, a moment late
@@ -213,7 +229,7 @@ def load_pass(database: str, recorders: int) -> dict[str, Any]:
     }
     problems = []
     if set(states.values()) != {"Completed"}:
-        problems.append(f"not every run Completed: {states}")
+        problems.append(f"not every run Completed: {said}")
     if figures["crashed_runs"]:
         problems.append(f"runs Crashed on the way: {figures['crashed_runs']}")
     if max(in_flight.values()) > SLOTS:

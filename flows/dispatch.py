@@ -34,17 +34,27 @@ def window_key(recorder: str, start: datetime, end: datetime) -> str:
 
 
 def start_pipeline_runs(
-    recorders: dict[str, str], start: datetime, end: datetime, deployment: str = PIPELINE_DEPLOYMENT
+    recorders: dict[str, str],
+    start: datetime,
+    end: datetime,
+    deployment: str = PIPELINE_DEPLOYMENT,
+    options: dict[str, object] | None = None,
 ) -> dict[str, UUID]:
     """One flow run of the pipeline deployment per recorder ({name: site}); returns their ids.
 
-    A recorder that already has a run for this window (same idempotency key) gets that run back.
+    `options` are further parameters of every run (e.g. `sample_fps`). A recorder that already
+    has a run for this window (same idempotency key) gets that run back.
     """
     runs = {}
     for name, site in recorders.items():
         run: FlowRun = run_deployment(  # type: ignore[assignment]  # sync call: the flow run
             deployment,
-            parameters={"recorder": name, "start": start.isoformat(), "end": end.isoformat()},
+            parameters={
+                **(options or {}),
+                "recorder": name,
+                "start": start.isoformat(),
+                "end": end.isoformat(),
+            },
             timeout=0,
             flow_run_name=f"{name} {start:%Y-%m-%d %H:%M}",
             tags=[f"recorder:{name}", f"site:{site or 'none'}"],
