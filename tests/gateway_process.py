@@ -24,6 +24,7 @@ class Gateway:
     data_dir: Path
     password: str
     port: int = field(default_factory=free_port)
+    hold_file: Path | None = None  # the gateway's tests-only --hold-file
     proc: subprocess.Popen | None = None
 
     def start(self) -> None:
@@ -31,6 +32,8 @@ class Gateway:
         env = {**os.environ, PASSWORD_ENV: self.password, "PYTHONPATH": str(PROJECT_ROOT)}
         argv = [sys.executable, "-m", "stack.clickhouse_gateway", "--port", str(self.port),
                 "--data-dir", str(self.data_dir), "--password-env", PASSWORD_ENV]  # fmt: skip
+        if self.hold_file is not None:
+            argv += ["--hold-file", str(self.hold_file)]
         # A file, not a pipe: nobody reads the log while the gateway runs, and a full pipe would block it.
         log_path = self.data_dir.parent / f"gateway-{self.port}.log"
         with log_path.open("ab") as log:

@@ -2,7 +2,9 @@
 
 The stack runs a second worker of the pool ("worker-b"); the test kills, with SIGKILL, the
 worker that picked the run up and every process of the run (what a machine losing power
-does), while a download is in flight. Nothing is left to report the run: it stays Running
+does), once while a download is in flight, once between a ClickHouse insert and its reply
+(the stack's gateway is swapped for one started with `--hold-file`, which executes an insert
+and withholds the reply while the file exists: the rows are in, the task never learns it). Nothing is left to report the run: it stays Running
 until the zombie automation (no heartbeat for the window) marks it Crashed; the re-run
 automation schedules it again, the surviving worker runs it to Completed. The killed run's
 recorder slots come back when their leases expire.
@@ -26,12 +28,12 @@ pytestmark = pytest.mark.stack
 
 # A recorder of this test's own on nvr-03's simulated device: its rows are this test's alone.
 SIMULATED = "nvr-03"
-RECORDER = "crash-03"
+RECORDER = "crash-03"  # and f"{RECORDER}-insert" for the insert moment
 ZOMBIE_MESSAGE = "Flow run marked as crashed due to missing heartbeats."
 SPARE = "worker-b"
 
 
-def _register_own_recorder(stack, port: int) -> None:
+def _register_own_recorder(stack, port: int, name: str) -> None:
     from pydantic import SecretStr
 
     from blocks.recorder import HikvisionRecorder
@@ -41,7 +43,7 @@ def _register_own_recorder(stack, port: int) -> None:
     device = next(r for r in spec.recorders if r.name == SIMULATED)
     block = HikvisionRecorder(host="127.0.0.1", port=port, username=device.username,
                               password=SecretStr(device.password), channels=[c.id for c in device.channels])  # fmt: skip
-    upsert_recorder(RECORDER, block)  # and offered in the run form, which the server checks
+    upsert_recorder(name, block)  # and offered in the run form, which the server checks
 
 
 def _kill_all(flow_run_id: UUID) -> dict[int, int]:
@@ -93,13 +95,44 @@ def two_workers(stack):
             supervisor.stop_service(SPARE, stack.data_dir)
 
 
-@pytest.mark.faults(
-    fault="worker SIGKILLed mid-download (single host, two workers)",
+@pytest.fixture
+def holding_gateway(stack):
+    """The stack's ClickHouse gateway replaced, on its port and data, by one with `--hold-file`."""
+    from stack.supervisor import start_service, stop_service
+    from tests.gateway_process import Gateway
+
+    hold = stack.data_dir / "stack" / "clickhouse-hold"
+    stop_service("clickhouse-gateway", stack.data_dir)
+    gateway = Gateway(
+        stack.data_dir / "clickhouse", stack.clickhouse_password, stack.gateway_port, hold_file=hold
+    )
+    try:
+        gateway.start()
+        yield hold
+    finally:
+        hold.unlink(missing_ok=True)
+        gateway.stop()
+        start_service("clickhouse-gateway", stack.data_dir)
+
+
+_KILLED = dict(
     state="Crashed (no heartbeat for 90 s), run again, Completed",
     message="`Flow run marked as crashed due to missing heartbeats.`, then the re-run's Completed",
-    data="every segment once; the recorder's slots back",
 )
-def test_killed_worker_machine_run_is_crashed_rerun_and_completed(stack, two_workers):
+
+
+@pytest.mark.parametrize(
+    "moment",
+    [
+        pytest.param("download", marks=pytest.mark.faults(
+            fault="worker SIGKILLed mid-download (single host, two workers)",
+            data="every segment once; the recorder's slots back", **_KILLED)),
+        pytest.param("insert", marks=pytest.mark.faults(
+            fault="worker SIGKILLed between an insert and its reply (single host, two workers)",
+            data="every segment once: the re-run's insert is deduplicated by its token", **_KILLED)),
+    ],
+)  # fmt: skip
+def test_killed_worker_machine_run_is_crashed_rerun_and_completed(stack, two_workers, request, moment):
     from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
 
@@ -113,17 +146,26 @@ def test_killed_worker_machine_run_is_crashed_rerun_and_completed(stack, two_wor
     _, start = demo_window()
     end = start + timedelta(seconds=DEMO_SEGMENT_SECONDS)
     port = _port(stack, SIMULATED)
-    _register_own_recorder(stack, port)
+    recorder = RECORDER if moment == "download" else f"{RECORDER}-insert"
+    _register_own_recorder(stack, port, recorder)
     control.reset_stats(port)
-    # ~20 kB/s: a download lasts long enough to be caught in flight.
-    control.set_faults(port, bandwidth_bps=20_000)
+    hold = request.getfixturevalue("holding_gateway") if moment == "insert" else None
+    if hold is None:
+        # ~20 kB/s: a download lasts long enough to be caught in flight.
+        control.set_faults(port, bandwidth_bps=20_000)
+    else:
+        hold.touch()
     try:
         flow_run = run_deployment(
             "recorder-pipeline/recorder",
-            parameters={"recorder": RECORDER, "start": start.isoformat(), "end": end.isoformat()},
+            parameters={"recorder": recorder, "start": start.isoformat(), "end": end.isoformat()},
             timeout=0,
         )
-        wait_until("a download in flight", lambda: control.stats(port)["active_downloads"] > 0, 240)
+        if hold is None:
+            wait_until("a download in flight", lambda: control.stats(port)["active_downloads"] > 0, 240)
+        else:
+            held = hold.with_name(hold.name + ".held")
+            wait_until("an insert done, its reply held", lambda: held.exists() and held.read_text(), 240)
 
         processes = _run_processes(flow_run.id)
         assert processes, "no process carries the flow run's id"
@@ -143,6 +185,8 @@ def test_killed_worker_machine_run_is_crashed_rerun_and_completed(stack, two_wor
         supervisor.stop_service(killed, stack.data_dir)  # reaped, and out of the stack's pids
     finally:
         control.reset_faults(port)
+        if hold is not None:
+            hold.unlink(missing_ok=True)  # the re-run's inserts are answered
     assert not _run_processes(flow_run.id)
 
     with get_client(sync_client=True) as client:
@@ -170,7 +214,7 @@ def test_killed_worker_machine_run_is_crashed_rerun_and_completed(stack, two_wor
         assert history.count("Crashed") == 1, history
         assert run.run_count == 2, history
 
-        limit = client.read_global_concurrency_limit_by_name(limit_name(RECORDER))
+        limit = client.read_global_concurrency_limit_by_name(limit_name(recorder))
         assert limit.active_slots == 0, limit
 
     names = {s["name"] for s in control.segments(port)}
@@ -179,12 +223,12 @@ def test_killed_worker_machine_run_is_crashed_rerun_and_completed(stack, two_wor
             "SELECT channel, segment, count() FROM {db}.segments WHERE recorder = {rec:String} "
             "AND start >= {start:DateTime64(3, 'UTC')} AND start < {end:DateTime64(3, 'UTC')} "
             "GROUP BY channel, segment ORDER BY channel",
-            {"rec": RECORDER, "start": start.replace(tzinfo=None), "end": end.replace(tzinfo=None)},
+            {"rec": recorder, "start": start.replace(tzinfo=None), "end": end.replace(tzinfo=None)},
         )
         detections = ch.query(
             "SELECT count(), uniqExact(channel, segment, frame_time, rank) FROM {db}.detections "
             "WHERE recorder = {rec:String} AND segment IN {segs:Array(String)}",
-            {"rec": RECORDER, "segs": [r[1] for r in rows]},
+            {"rec": recorder, "segs": [r[1] for r in rows]},
         )[0]
     # One segment a channel in the window, each persisted exactly once (no FINAL).
     assert [(r[0], r[2]) for r in rows] == [(1, 1), (2, 1)], rows
