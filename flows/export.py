@@ -13,17 +13,20 @@ downloaded again. A cached download is used only where its file exists and verif
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import httpx
 from prefect import Task, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.concurrency.asyncio import ConcurrencySlotAcquisitionError
 from prefect.concurrency.sync import concurrency
 
 from blocks.isapi.download import is_complete
 from blocks.isapi.naming import UnsafeNameError, segment_path
 from blocks.recorder import DownloadResult, HikvisionRecorder, ISAPIClient, Recording
+from core.errors import ServiceError
 from core.segment import Segment, stage_key
 from core.settings import exports_dir
 from flows import retry_policy
@@ -42,14 +45,38 @@ def limit_name(recorder: str) -> str:
     return f"recorder:{recorder}"
 
 
+class SlotUnavailable(ServiceError):
+    """The Prefect server could not hand out a recorder slot (it answered 5xx or not at all)."""
+
+    retryable = True
+
+
+def _server_trouble(exc: ConcurrencySlotAcquisitionError) -> bool:
+    """A slot refused because the server was in trouble, not because the limit is missing."""
+    cause = exc.__cause__
+    if isinstance(cause, httpx.HTTPStatusError):
+        return cause.response.status_code >= 500
+    return isinstance(cause, httpx.TransportError)
+
+
 @contextmanager
 def recorder_call(recorder: HikvisionRecorder) -> Iterator[ISAPIClient]:
-    """A slot of the recorder's limit (strict: a missing limit is an error) and a client, for one call."""
-    with (
-        concurrency(limit_name(recorder.name), occupy=1, strict=True, lease_duration=SLOT_LEASE_S),
-        recorder.connect() as client,
-    ):
-        yield client
+    """A slot of the recorder's limit (strict: a missing limit is an error) and a client, for one call.
+
+    A slot the server fails to hand out (a busy database answering 503) is a retryable
+    SlotUnavailable; a missing limit stays Prefect's own error, not retried.
+    """
+    name = limit_name(recorder.name)
+    with ExitStack() as held:
+        try:
+            held.enter_context(concurrency(name, occupy=1, strict=True, lease_duration=SLOT_LEASE_S))
+        except ConcurrencySlotAcquisitionError as exc:
+            if _server_trouble(exc):
+                raise SlotUnavailable(
+                    f"{recorder.name}: no slot of {name} from the Prefect server: {exc}"
+                ) from exc
+            raise
+        yield held.enter_context(recorder.connect())
 
 
 def segment_of(rec: Recording) -> Segment:

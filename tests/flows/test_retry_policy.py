@@ -35,6 +35,30 @@ def test_the_condition_follows_each_services_flag():
     assert not heal(None, None, Failed(data=permissions))
 
 
+def test_a_recorder_slot_the_server_could_not_hand_out_is_retried_a_missing_limit_is_not():
+    import httpx
+    from prefect.concurrency.asyncio import ConcurrencySlotAcquisitionError
+
+    from flows.export import SlotUnavailable, _server_trouble
+
+    request = httpx.Request("POST", "http://prefect/api/v2/concurrency_limits/increment")
+
+    def refused(cause: BaseException | None) -> ConcurrencySlotAcquisitionError:
+        exc = ConcurrencySlotAcquisitionError("Unable to acquire concurrency slots on ['recorder:r']")
+        exc.__cause__ = cause
+        return exc
+
+    busy = httpx.HTTPStatusError("503", request=request, response=httpx.Response(503, request=request))
+    unknown = httpx.HTTPStatusError("404", request=request, response=httpx.Response(404, request=request))
+    assert _server_trouble(refused(busy))
+    assert _server_trouble(refused(httpx.ConnectError("refused", request=request)))
+    assert not _server_trouble(refused(unknown))
+    assert not _server_trouble(refused(None))  # strict: the limit does not exist
+    heal = retry_policy.retry_when_retryable
+    assert heal(None, None, Failed(data=SlotUnavailable("r: no slot of recorder:r")))
+    assert not heal(None, None, Failed(data=refused(None)))
+
+
 def test_the_last_attempt_is_known_inside_the_task():
     seen: list[bool] = []
 
