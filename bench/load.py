@@ -4,8 +4,8 @@
 Prefect database asked for (`--database sqlite`, `postgresql` or `both`, the default): SQLite
 with the worker's flow-run limit (`NVRFLOW_WORKER_LIMIT`, 4), PostgreSQL as the stack and the
 cluster target run it. Its simulator serves the recorders a day each: every channel's 24
-segments are one-hour recordings whose files are small (an hour of 160x120 video at 1 frame/s,
-some 3 MB, served as each segment), classified at one frame every 10 minutes: the load is on
+segments are one-hour recordings whose files are small (an hour of 160x120 video at 1 frame/s
+with a key frame a minute, some 0.5 MB, served as each segment), classified at one frame every 10 minutes: the load is on
 orchestration, the recorders and the databases, not on decoding.
 
 The day is dispatched as the `dispatch` flow does, one pipeline run per recorder started at
@@ -43,8 +43,9 @@ from bench.e2e import FlowRunMemory, _all_task_runs, _intervals, _stat_cpu, _uni
 
 RECORDERS, CHANNELS, SEGMENTS = 50, 2, 24
 SEGMENT_S = 3600
-# A real hour of video that makes a small file: 160x120 at 1 frame/s (a 60 s encode looped).
-CLIP_S, LOOPS, WIDTH, HEIGHT, FPS = 60, 60, 160, 120, 1
+# A real hour of video that makes a small file: 160x120 at 1 frame/s, a key frame a minute
+# (a 60 s encode looped), some 0.5 MB.
+CLIP_S, LOOPS, WIDTH, HEIGHT, FPS, GOP_S = 60, 60, 160, 120, 1, 60
 # One frame classified every 10 minutes: only those pictures' groups are decoded.
 SAMPLE_FPS = 1 / 600
 SCENES = ("coffee", "cat")
@@ -130,7 +131,10 @@ def load_pass(database: str, recorders: int) -> dict[str, Any]:
     from stack.simulator.footage import ensure_clip
     from stack.state import load_state
 
-    clips = [ensure_clip(scene, "h264", "none", CLIP_S, WIDTH, HEIGHT, FPS, loops=LOOPS) for scene in SCENES]
+    clips = [
+        ensure_clip(scene, "h264", "none", CLIP_S, WIDTH, HEIGHT, FPS, loops=LOOPS, gop_s=GOP_S)
+        for scene in SCENES
+    ]
     root = Path(tempfile.mkdtemp(prefix=f"nvrflow-bench-load-{database}-"))
     saved = {k: os.environ.get(k) for k in (prefect_database.URL_SETTING, "NVRFLOW_SCHEDULES")}
     os.environ["NVRFLOW_SCHEDULES"] = "off"

@@ -88,7 +88,9 @@ def _scene_png(scene: str, folder: Path) -> Path:
     return path
 
 
-def _encode_video(png: Path, codec: str, seconds: int, width: int, height: int, fps: int, out: Path) -> None:
+def _encode_video(
+    png: Path, codec: str, seconds: int, width: int, height: int, fps: int, out: Path, gop_s: int = 2
+) -> None:
     # Scale to cover the frame with a 12 % margin, then let the crop window drift slowly
     # around the centre: real motion, while the subject stays well inside the picture.
     margin = 1.12
@@ -103,7 +105,7 @@ def _encode_video(png: Path, codec: str, seconds: int, width: int, height: int, 
         f"x='(iw-ow)/2*(1+0.9*sin(2*PI*t/{period}))':"
         f"y='(ih-oh)/2*(1+0.9*cos(2*PI*t/{period}))'"
     )
-    gop = fps * 2
+    gop = fps * gop_s
     args = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y"]
     args += ["-loop", "1", "-framerate", str(fps), "-i", str(png), "-t", str(seconds)]
     args += ["-vf", f"{cover},{pan},format=yuv420p", "-r", str(fps)]
@@ -130,9 +132,19 @@ def _encode_audio(kind: str, seconds: int, out: Path) -> None:
 
 
 def clip_key(
-    scene: str, codec: str, audio: str, seconds: int, width: int, height: int, fps: int, loops: int = 1
+    scene: str,
+    codec: str,
+    audio: str,
+    seconds: int,
+    width: int,
+    height: int,
+    fps: int,
+    loops: int = 1,
+    gop_s: int = 2,
 ) -> str:
     raw = f"v{FORMAT_VERSION}|{scene}|{codec}|{audio_kind(audio)}|{seconds}|{width}x{height}|{fps}"
+    if gop_s != 2:
+        raw += f"|g{gop_s}"
     length = f"{seconds}s"
     if loops > 1:
         raw += f"|x{loops}"
@@ -150,26 +162,28 @@ def ensure_clip(
     height: int = 360,
     fps: int = 10,
     loops: int = 1,
+    gop_s: int = 2,
 ) -> Path:
     """Path of the cached Hikvision-form clip (IMKH + PS) for these parameters, made if missing.
 
     With `loops`, the clip lasts `seconds * loops`: the coded pictures of `seconds` repeated,
     timestamps running on (the pan's period is the encoded length and `seconds` a whole number
     of I-frame intervals, so the loop is seamless). Long footage for the cost of a short encode.
+    `gop_s` is the I-frame interval in seconds (2, as a recorder's default; `seconds` a multiple of it).
     """
     if seconds <= 0 or loops <= 0:
         raise ValueError("seconds and loops must be positive")
     kind = audio_kind(audio)
     folder = cache_dir() / "footage"
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{clip_key(scene, codec, audio, seconds, width, height, fps, loops)}.hik"
+    path = folder / f"{clip_key(scene, codec, audio, seconds, width, height, fps, loops, gop_s)}.hik"
     if path.exists():
         return path
     png = _scene_png(scene, folder)
     with tempfile.TemporaryDirectory(dir=folder, prefix=".work-") as work:
         work_dir = Path(work)
         video_path = work_dir / "video.es"
-        _encode_video(png, codec, seconds, width, height, fps, video_path)
+        _encode_video(png, codec, seconds, width, height, fps, video_path, gop_s)
         audio_bytes = b""
         if kind != "none":
             audio_path = work_dir / "audio.g711"
