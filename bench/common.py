@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Self
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -148,6 +149,42 @@ def machine() -> str:
             if line.startswith("PRETTY_NAME="):
                 system = line.split("=", 1)[1].strip('"')
     return f"{cpu}, {os.cpu_count()} cores, {memory_kib / 1024 / 1024:.0f} GB, {system}"
+
+
+class Sampler:
+    """Calls `sample()` every `every` seconds in a thread of its own while the `with` block runs."""
+
+    every = 0.5
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.every):
+            self.sample()
+
+    def sample(self) -> None:
+        raise NotImplementedError
+
+
+def status_mb(pid: int, field: str) -> float | None:
+    """A memory field of /proc/<pid>/status (VmRSS, VmHWM, ...) in MB; None once the process is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
 
 
 def write_results(name: str, rows: list[dict], results_dir: Path = RESULTS_DIR) -> Path:

@@ -41,14 +41,13 @@ import shutil
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from bench.common import print_table, row, run_measured, write_results
+from bench.common import Sampler, print_table, row, run_measured, status_mb, write_results
 from stack.paths import PROJECT_ROOT
 
 SEGMENT_S = 600
@@ -155,34 +154,21 @@ def _flow_run_pids(tag: str) -> list[int]:
     return found
 
 
-class FlowRunMemory:
+class FlowRunMemory(Sampler):
     """Samples the high-water mark (VmHWM) of every pipeline flow-run process while a pass runs."""
 
+    every = 0.2
+
     def __init__(self, tag: str) -> None:
+        super().__init__()
         self.tag = tag
         self.peak_mb: dict[int, float] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
 
-    def __enter__(self) -> FlowRunMemory:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(0.2):
-            for pid in _flow_run_pids(self.tag):
-                try:
-                    status = Path(f"/proc/{pid}/status").read_text()
-                except OSError:
-                    continue
-                for line in status.splitlines():
-                    if line.startswith("VmHWM:"):
-                        mb = int(line.split()[1]) / 1024
-                        self.peak_mb[pid] = max(self.peak_mb.get(pid, 0.0), mb)
+    def sample(self) -> None:
+        for pid in _flow_run_pids(self.tag):
+            mb = status_mb(pid, "VmHWM")
+            if mb is not None:
+                self.peak_mb[pid] = max(self.peak_mb.get(pid, 0.0), mb)
 
 
 # -- results of a pass --------------------------------------------------------------------------

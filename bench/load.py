@@ -32,13 +32,12 @@ import secrets
 import shutil
 import sys
 import tempfile
-import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from bench.common import RESULTS_DIR, print_table, row, write_results
+from bench.common import RESULTS_DIR, Sampler, print_table, row, status_mb, write_results
 from bench.e2e import FlowRunMemory, _all_task_runs, _intervals, _stat_cpu, _union
 
 RECORDERS, CHANNELS, SEGMENTS = 50, 2, 24
@@ -74,35 +73,18 @@ def simulator_spec(ports: list[int], password: str, clips: list[Path]) -> dict:
     }  # fmt: skip
 
 
-class StackMemory:
+class StackMemory(Sampler):
     """Samples the sum of the resident memory of every process of the stack (its tag)."""
 
     def __init__(self, tag: str) -> None:
+        super().__init__()
         self.tag, self.peak_mb = tag, 0.0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
 
-    def __enter__(self) -> StackMemory:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-
-    def _loop(self) -> None:
+    def sample(self) -> None:
         from stack.supervisor import _tagged_pids
 
-        while not self._stop.wait(0.5):
-            total = 0
-            for pid in _tagged_pids(self.tag):
-                try:
-                    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                        if line.startswith("VmRSS:"):
-                            total += int(line.split()[1])
-                except OSError:
-                    continue
-            self.peak_mb = max(self.peak_mb, total / 1024)
+        total = sum(status_mb(pid, "VmRSS") or 0.0 for pid in _tagged_pids(self.tag))
+        self.peak_mb = max(self.peak_mb, total)
 
 
 def _register(ports: dict[str, int], password: str) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import subprocess
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -64,10 +65,10 @@ def fleet(stack, tmp_path_factory) -> Iterator[dict[str, int]]:
         yield {r["name"].removeprefix("fm-"): r["port"] for r in recorders}
 
 
-def _run(row: str, **options):
+def _run(row: str):
     from flows.pipeline import recorder_pipeline
 
-    return recorder_pipeline(f"fm-{row}", START, END, return_state=True, **options)
+    return recorder_pipeline(f"fm-{row}", START, END, return_state=True)
 
 
 def _rows(row: str) -> tuple[dict[tuple[int, str], int], int, int]:
@@ -92,6 +93,23 @@ def _assert_complete_once(row: str, channels: int = 1) -> None:
     segments, detections, distinct = _rows(row)
     assert len(segments) == SEGMENTS * channels and set(segments.values()) == {1}, segments
     assert detections == distinct == SEGMENTS * channels * FRAMES * TOP_K, (detections, distinct)
+
+
+def _completes_once(row: str) -> None:
+    """A run of the row's window Completed, and its rows each there once."""
+    state = _run(row)
+    assert state.is_completed(), state.message
+    _assert_complete_once(row)
+
+
+@contextmanager
+def _faults(port: int, **faults: object) -> Iterator[None]:
+    """The recorder's faults set for the block, cleared after it whatever happens."""
+    control.set_faults(port, **faults)
+    try:
+        yield
+    finally:
+        control.reset_faults(port)
 
 
 def _clear_when(port: int, seen: Callable[[dict], bool]) -> threading.Thread:
@@ -129,13 +147,8 @@ def test_an_offline_recorder_back_within_the_retries(fleet):
     data="every segment once",
 )
 def test_a_slow_recorder(fleet):
-    control.set_faults(fleet["slow"], latency_ms=1500)
-    try:
-        state = _run("slow")
-    finally:
-        control.reset_faults(fleet["slow"])
-    assert state.is_completed(), state.message
-    _assert_complete_once("slow")
+    with _faults(fleet["slow"], latency_ms=1500):
+        _completes_once("slow")
 
 
 @pytest.mark.faults(
@@ -145,14 +158,9 @@ def test_a_slow_recorder(fleet):
     data="every segment once",
 )
 def test_server_errors_are_retried(fleet):
-    control.set_faults(fleet["5xx"], fail_next=3, error_status=500)
-    try:
-        state = _run("5xx")
-    finally:
-        control.reset_faults(fleet["5xx"])
-    assert state.is_completed(), state.message
+    with _faults(fleet["5xx"], fail_next=3, error_status=500):
+        _completes_once("5xx")
     assert control.stats(fleet["5xx"])["errors_injected"] == 3
-    _assert_complete_once("5xx")
 
 
 @pytest.mark.faults(
@@ -164,19 +172,14 @@ def test_server_errors_are_retried(fleet):
 def test_a_wrong_password_fails_at_once_and_a_rerun_completes(fleet):
     port = fleet["password"]
     control.reset_stats(port)
-    control.set_faults(port, wrong_password=True)
-    try:
+    with _faults(port, wrong_password=True):
         refused = _run("password")
-    finally:
-        control.reset_faults(port)
     assert refused.is_failed()
     assert "wrong credentials for recorder fm-password" in refused.message, refused.message
     # One try: the digest challenge and the refused answer, no retry.
     assert sum(control.stats(port)["requests_by_path"].values()) <= 3, control.stats(port)
     assert _rows("password")[0] == {}
-    again = _run("password")
-    assert again.is_completed(), again.message
-    _assert_complete_once("password")
+    _completes_once("password")
 
 
 @pytest.mark.faults(
@@ -214,9 +217,7 @@ def test_the_model_server_down_then_back(fleet):
     assert "GetModelMetadata failed: UNAVAILABLE" in down.message, down.message
     assert _rows("model")[0] == {}
     assert control.stats(fleet["model"])["downloads_completed"] == 0  # checked before any download
-    again = _run("model")
-    assert again.is_completed(), again.message
-    _assert_complete_once("model")
+    _completes_once("model")
 
 
 @pytest.mark.faults(
@@ -264,9 +265,7 @@ def test_a_full_data_folder(fleet, small_data_folder):
     assert left == [], left
     assert _rows("full")[0] == {}
     subprocess.run(["mount", "-o", "remount,size=64m", str(small_data_folder)], check=True, timeout=30)
-    again = _run("full")
-    assert again.is_completed(), again.message
-    _assert_complete_once("full")
+    _completes_once("full")
 
 
 @pytest.mark.faults(
@@ -276,16 +275,10 @@ def test_a_full_data_folder(fleet, small_data_folder):
     data="every segment once, in the recorder's own time",
 )
 def test_a_recorder_clock_hours_off_is_reported(fleet, caplog):
-    control.set_faults(fleet["clock"], clock_offset_s=3 * 3600)
-    try:
-        with caplog.at_level("WARNING"):
-            state = _run("clock")
-    finally:
-        control.reset_faults(fleet["clock"])
-    assert state.is_completed(), state.message
+    with _faults(fleet["clock"], clock_offset_s=3 * 3600), caplog.at_level("WARNING"):
+        _completes_once("clock")
     warnings = [r.getMessage() for r in caplog.records if "its clock is" in r.getMessage()]
     assert warnings and warnings[0].startswith("fm-clock: its clock is 3 h 00 min ahead"), warnings
-    _assert_complete_once("clock")
 
 
 def test_the_readme_carries_this_matrix():
