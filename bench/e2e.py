@@ -245,6 +245,19 @@ def _all_task_runs(client: Any, flow_run_ids: list[Any]) -> list[Any]:
             return found
 
 
+def final_task_runs(client: Any, flow_run_ids: list[Any], timeout_s: float, every_s: float) -> list[Any]:
+    """The runs' task runs once every one is final with an end time (or as they are at the timeout):
+    task states reach the API as events, a moment after the flow runs end."""
+    task_runs: list[Any] = []
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        task_runs = _all_task_runs(client, flow_run_ids)
+        if all(tr.state is not None and tr.state.is_final() and tr.end_time for tr in task_runs):
+            break
+        time.sleep(every_s)
+    return task_runs
+
+
 def nvrflow_pass(
     state: Any,
     label: str,
@@ -294,13 +307,7 @@ def nvrflow_pass(
         flow_runs = client.read_flow_runs(
             flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=list(runs.values())))
         )
-        task_runs: list[Any] = []
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:  # task states reach the API as events, a moment late
-            task_runs = _all_task_runs(client, list(runs.values()))
-            if all(tr.state is not None and tr.state.is_final() and tr.end_time for tr in task_runs):
-                break
-            time.sleep(0.5)
+        task_runs = final_task_runs(client, list(runs.values()), timeout_s=30, every_s=0.5)
     ended = max(fr.end_time.timestamp() for fr in flow_runs if fr.end_time)
     wall = ended - began
     stages: dict[str, dict[str, float]] = {}

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import RESULTS_DIR, Sampler, print_table, row, status_mb, write_results
-from bench.e2e import FlowRunMemory, _all_task_runs, _intervals, _stat_cpu, _union
+from bench.e2e import FlowRunMemory, _intervals, _stat_cpu, _union, final_task_runs
 
 RECORDERS, CHANNELS, SEGMENTS = 50, 2, 24
 SEGMENT_S = 3600
@@ -171,13 +171,7 @@ def load_pass(database: str, recorders: int) -> dict[str, Any]:
                 for name, final in states.items()
                 if final != "Completed"
             }
-            task_runs: list[Any] = []
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:  # task states reach the API as events, a moment late
-                task_runs = _all_task_runs(client, list(runs.values()))
-                if all(tr.state is not None and tr.state.is_final() and tr.end_time for tr in task_runs):
-                    break
-                time.sleep(1)
+            task_runs = final_task_runs(client, list(runs.values()), timeout_s=60, every_s=1)
         wall = ended - began
         in_flight = {name: control.stats(port)["max_active_downloads"] for name, port in by_name.items()}
         with load_block(ClickHouseSink, DEFAULT_SINK_BLOCK).connect() as ch:
