@@ -101,6 +101,15 @@ def _register(ports: dict[str, int], password: str) -> None:
         upsert_recorder(name, block)
 
 
+def _keep_logs(root: Path, database: str) -> Path:
+    """The stack's logs and Prefect's dead-letter queue, kept out of the folder the pass removes."""
+    kept = Path(tempfile.mkdtemp(prefix=f"nvrflow-bench-load-{database}-logs-"))
+    for part in ("logs", "prefect/dlq"):
+        if (root / part).is_dir():
+            shutil.copytree(root / part, kept / part)
+    return kept
+
+
 def load_pass(database: str, recorders: int) -> dict[str, Any]:
     """One stack on `database`, the day dispatched at once; the figures and the checks.
 
@@ -126,6 +135,8 @@ def load_pass(database: str, recorders: int) -> dict[str, Any]:
     else:
         os.environ.pop(prefect_database.URL_SETTING, None)
     password = secrets.token_urlsafe(12)
+    kept_logs: Path | None = None
+    print(f"load ({database}): stack in {root}", flush=True)
     try:
         state = supervisor.start(root, say=lambda msg: print(f"  {msg}", flush=True))
         os.environ.update(state.env())
@@ -162,9 +173,7 @@ def load_pass(database: str, recorders: int) -> dict[str, Any]:
         cpu = sum(_stat_cpu(p) for p in services) - cpu_before
 
         with get_client(sync_client=True) as client:
-            histories = {
-                name: [s.name for s in client.read_flow_run_states(run_id)] for name, run_id in runs.items()
-            }
+            histories = {name: client.read_flow_run_states(run_id) for name, run_id in runs.items()}
             ended = max(client.read_flow_run(run_id).end_time.timestamp() for run_id in runs.values())  # type: ignore[union-attr]
             said = {
                 name: (client.read_flow_run(runs[name]).state.message or "")[:600]  # type: ignore[union-attr]
@@ -179,6 +188,13 @@ def load_pass(database: str, recorders: int) -> dict[str, Any]:
                 "SELECT count(), uniqExact(recorder, channel, segment) FROM {db}.segments "
                 "WHERE recorder LIKE 'load-%'"
             )[0]
+        crashes = {
+            name: [f"{s.timestamp:%H:%M:%S} {s.message or ''}"[:600] for s in history if s.name == "Crashed"]
+            for name, history in histories.items()
+        }
+        crashes = {name: said for name, said in crashes.items() if said}
+        if crashes or set(states.values()) != {"Completed"}:
+            kept_logs = _keep_logs(root, database)
     finally:
         supervisor.stop(root, say=lambda _m: None)
         prefect_database.drop(root)
@@ -202,16 +218,17 @@ def load_pass(database: str, recorders: int) -> dict[str, Any]:
         "flow_run_peak_mb": round(max(run_memory.peak_mb.values(), default=0.0)),
         "prefect_share": round(1 - busy / wall, 3),
         "states": sorted(set(states.values())),
-        "crashed_runs": sorted(name for name, history in histories.items() if "Crashed" in history),
+        "crashed_runs": sorted(crashes),
+        "crashes": crashes,
         "max_downloads_in_flight": max(in_flight.values()),
         "stored_segments": stored,
         "distinct_segments": distinct,
     }
     problems = []
     if set(states.values()) != {"Completed"}:
-        problems.append(f"not every run Completed: {said}")
+        problems.append(f"not every run Completed: {said} (the stack's logs: {kept_logs})")
     if figures["crashed_runs"]:
-        problems.append(f"runs Crashed on the way: {figures['crashed_runs']}")
+        problems.append(f"runs Crashed on the way: {figures['crashed_runs']} (the stack's logs: {kept_logs})")
     if max(in_flight.values()) > SLOTS:
         problems.append(f"a recorder's limit of {SLOTS} was exceeded: {in_flight}")
     if stored != distinct or distinct != segments:
