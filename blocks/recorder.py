@@ -25,9 +25,13 @@ from blocks.isapi.errors import (
     RecorderUnavailable,
     WrongCredentials,
 )
-from blocks.isapi.parsing import Recording
+from blocks.isapi.parsing import MAIN_STREAM, SUB_STREAM, Recording
+
+# Which stream of a recorder the classify stage decodes.
+ClassifyFrom = Literal["main", "sub"]
 
 __all__ = [
+    "ClassifyFrom",
     "CorruptDownload",
     "DeviceClock",
     "DownloadRefused",
@@ -35,10 +39,12 @@ __all__ = [
     "HikvisionRecorder",
     "ISAPIClient",
     "InsufficientPermissions",
+    "MAIN_STREAM",
     "Recording",
     "RecorderError",
     "RecorderProtocolError",
     "RecorderUnavailable",
+    "SUB_STREAM",
     "WrongCredentials",
 ]
 
@@ -60,6 +66,13 @@ class HikvisionRecorder(Block):
     )
     site: str = ""
     enabled: bool = True
+    classify_from: ClassifyFrom = Field(
+        default="main",
+        description=(
+            "Stream the classify stage decodes: 'sub' takes the recorder's sub-stream (track x02) where "
+            "it records one, several times cheaper to decode; the MP4s are the main stream's either way."
+        ),
+    )
     connect_timeout: float = Field(default=5.0, gt=0)
     read_timeout: float = Field(
         default=30.0, gt=0, description="Longest silence tolerated mid-answer, seconds."

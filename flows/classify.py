@@ -1,10 +1,15 @@
 """Classify stage: frames sampled from an MP4, sent in batches to the model server.
 
-Cache key of a classification: the segment's identity, CLASSIFY_VERSION, the transcode
-key of the MP4 it reads (so new footage or other transcode options classify again), the
-model's output settings (name, signature, input size, labels, top-k), the version the
-server answered with at the start of the run, and the frame choice (the sampling rate, or
-key frames only). It never expires: the same inputs give the same labels.
+The frames come from the segment's MP4, or, for a recorder set to classify from its
+sub-stream, from the sub-stream recording that covers the segment (its export as
+downloaded: smaller pictures, several times cheaper to decode, the same instants).
+
+Cache key of a classification: the segment's identity, CLASSIFY_VERSION, what it reads
+(the transcode key of the MP4, so new footage or other transcode options classify again;
+or the sub-stream recording's identity), the model's output settings (name, signature,
+input size, labels, top-k), the version the server answered with at the start of the run,
+and the frame choice (the sampling rate, or key frames only). It never expires: the same
+inputs give the same labels.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from blocks.model_server import TFServingModel
+from blocks.recorder import DownloadResult
 from core.segment import Segment, stage_key
 from flows import retry_policy
 from flows.caching import StageKey
@@ -70,24 +76,31 @@ def classify_video(
     return Classification(model.model_name, version, frames, detections)
 
 
+@dataclass(frozen=True)
+class SubStream:
+    """The sub-stream recording that covers a segment, and its export."""
+
+    segment: Segment
+    download: DownloadResult
+
+
 def classify_key(
     segment: Segment,
-    transcoded: TranscodeResult,
+    source: TranscodeResult | SubStream,
     model: TFServingModel,
     model_version: int,
     fps: float,
     key_frames: bool = False,
 ) -> str:
     frames: dict[str, Any] = {"frames": "key"} if key_frames else {"fps": fps}
-    settings: dict[str, Any] = (
-        model.output_settings() | {"version": model_version, "mp4": transcoded.key} | frames
-    )
+    read = {"sub": source.segment.key} if isinstance(source, SubStream) else {"mp4": source.key}
+    settings: dict[str, Any] = model.output_settings() | {"version": model_version} | read | frames
     return stage_key(segment, "classify", CLASSIFY_VERSION, settings)
 
 
 def _key_of(inputs: dict[str, Any]) -> str:
     return classify_key(
-        inputs["segment"], inputs["transcoded"], inputs["model"], inputs["model_version"], inputs["fps"],
+        inputs["segment"], inputs["source"], inputs["model"], inputs["model_version"], inputs["fps"],
         inputs.get("key_frames", False),
     )  # fmt: skip
 
@@ -96,18 +109,30 @@ def _key_of(inputs: dict[str, Any]) -> str:
       **retry_policy.MEDIA)  # fmt: skip
 def classify_segment(
     segment: Segment,
-    transcoded: TranscodeResult,
+    source: TranscodeResult | SubStream,
     model: TFServingModel,
     model_version: int,
     fps: float = 1.0,
     key_frames: bool = False,
 ) -> Classification:
-    """`model_version` is the version checked at the start of the run: part of the cache key."""
+    """Labels of the segment's frames, read from its MP4 or from the sub-stream that covers it.
+
+    `model_version` is the version checked at the start of the run: part of the cache key.
+    """
+    key = classify_key(segment, source, model, model_version, fps, key_frames)
+    if isinstance(source, TranscodeResult):
+        result = classify_video(
+            source.output, segment.start, model, fps=fps, check=False, key_frames=key_frames
+        )
+        return Classification(result.model, result.model_version, result.frames, result.detections, key=key)
     result = classify_video(
-        transcoded.output, segment.start, model, fps=fps, check=False, key_frames=key_frames
+        source.download.path, source.segment.start, model, fps=fps, check=False, key_frames=key_frames
     )
-    return Classification(result.model, result.model_version, result.frames, result.detections,
-                          key=classify_key(segment, transcoded, model, model_version, fps, key_frames))  # fmt: skip
+    # The sub-stream's file may run a little past the segment's ends: only its span is kept.
+    end = segment.end or source.segment.end or segment.start
+    kept = [d for d in result.detections if segment.start <= d.frame_time < end]
+    frames = len({d.frame_time for d in kept})
+    return Classification(result.model, result.model_version, frames, kept, key=key)
 
 
 @task(name="check model", cache_policy=NO_CACHE, **retry_policy.MODEL_CHECK)

@@ -22,10 +22,11 @@ from prefect import Task, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.concurrency.asyncio import ConcurrencySlotAcquisitionError
 from prefect.concurrency.sync import concurrency
+from prefect.runtime import task_run
 
 from blocks.isapi.download import is_complete
 from blocks.isapi.naming import UnsafeNameError, segment_path
-from blocks.recorder import DownloadResult, HikvisionRecorder, ISAPIClient, Recording
+from blocks.recorder import MAIN_STREAM, SUB_STREAM, DownloadResult, HikvisionRecorder, ISAPIClient, Recording
 from core.errors import ServiceError
 from core.segment import Segment, stage_key
 from core.settings import exports_dir
@@ -83,19 +84,49 @@ def segment_of(rec: Recording) -> Segment:
     return Segment.of_recording(rec.recorder, rec.channel, rec.name, rec.start, rec.end, rec.size)
 
 
-@task(name="search", task_run_name="search {recorder.name} channel {channel}", cache_policy=NO_CACHE,
-      **retry_policy.RECORDER)  # fmt: skip
+def _search_run_name() -> str:
+    params = task_run.parameters
+    stream = " sub-stream" if params.get("stream") == SUB_STREAM else ""
+    return f"search {params['recorder'].name} channel {params['channel']}{stream}"
+
+
+@task(name="search", task_run_name=_search_run_name, cache_policy=NO_CACHE, **retry_policy.RECORDER)
 def search_recordings(
-    recorder: HikvisionRecorder, channel: int, start: datetime, end: datetime
+    recorder: HikvisionRecorder, channel: int, start: datetime, end: datetime, stream: int = MAIN_STREAM
 ) -> list[Recording]:
     with recorder_call(recorder) as client:
-        found = client.search(channel, start, end)
+        found = client.search(channel, start, end, stream)
         skew = client.clock_skew()
     logger = get_run_logger()
-    if abs(skew) >= CLOCK_SKEW_WARNING:
+    if abs(skew) >= CLOCK_SKEW_WARNING and stream == MAIN_STREAM:
         logger.warning(clock_skew_warning(recorder.name, skew))
-    logger.info(f"{recorder.name} channel {channel}: {len(found)} recordings in {start} .. {end}")
+    what = "sub-stream recordings" if stream == SUB_STREAM else "recordings"
+    logger.info(f"{recorder.name} channel {channel}: {len(found)} {what} in {start} .. {end}")
     return found
+
+
+# A sub-stream file stands in for a main one it covers to within this much at either end.
+SUB_STREAM_SLACK = timedelta(seconds=1)
+
+
+def covering_sub_streams(recordings: list[Recording], subs: list[Recording]) -> dict[Recording, Recording]:
+    """Main recording -> the sub-stream recording of its channel that covers its whole span.
+
+    A recorder writes both streams of a channel in files of its own; one whose sub-stream file
+    misses part of the main one's span (a gap, another boundary) is left out, and is classified
+    from its main stream.
+    """
+    covering = {}
+    for rec in recordings:
+        for sub in subs:
+            if (
+                sub.channel == rec.channel
+                and sub.start <= rec.start + SUB_STREAM_SLACK
+                and sub.end >= rec.end - SUB_STREAM_SLACK
+            ):
+                covering[rec] = sub
+                break
+    return covering
 
 
 def clock_skew_warning(recorder: str, skew: timedelta) -> str:

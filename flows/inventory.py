@@ -15,6 +15,7 @@ row per recorder; column order is free, header names are case-insensitive:
 | site                     | no       | free text                                                |
 | enabled                  | no (yes) | yes/no, true/false, 1/0; no: the recorder's schedule paused |
 | schedule                 | no       | cron (UTC) of the recorder's runs; default `5 * * * *`   |
+| classify_from            | no (main)| `main`, or `sub`: classify from the recorder's sub-stream |
 
 Every row is checked before anything changes: one error lists every bad row and
 column, and then nothing is created or updated. Passwords never appear in logs,
@@ -36,12 +37,15 @@ from prefect.client.schemas.schedules import CronSchedule
 from pydantic import SecretStr
 
 from blocks.loading import load_block
-from blocks.recorder import HikvisionRecorder
+from blocks.recorder import ClassifyFrom, HikvisionRecorder
 from flows.recorders import offer_recorders_in_run_form, upsert_recorder
 from flows.schedules import DEFAULT_CRON, ensure_recorder_schedule
 
 REQUIRED = ("name", "host", "channels")
-KNOWN = (*REQUIRED, "port", "username", "password", "max_concurrent_downloads", "site", "enabled", "schedule")
+KNOWN = (
+    *REQUIRED, "port", "username", "password", "max_concurrent_downloads", "site", "enabled", "schedule",
+    "classify_from",
+)  # fmt: skip
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 _HOSTNAME = re.compile(
     r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
@@ -68,6 +72,7 @@ class InventoryRow:
     site: str
     enabled: bool
     schedule: str = DEFAULT_CRON
+    classify_from: ClassifyFrom = "main"
 
     def __repr__(self) -> str:  # never show the password
         return f"InventoryRow(row={self.row}, name={self.name!r}, host={self.host!r}, port={self.port})"
@@ -126,6 +131,15 @@ def _bool(value: Any) -> bool:
     if text in _FALSE:
         return False
     raise ValueError(f"{value!r} is not yes/no")
+
+
+def _stream(value: Any) -> ClassifyFrom:
+    text = str(value or "main").strip().lower()
+    if text == "main":
+        return "main"
+    if text == "sub":
+        return "sub"
+    raise ValueError("use main or sub (the recorder's sub-stream, where it records one)")
 
 
 def _cron(value: Any) -> str:
@@ -194,6 +208,7 @@ def read_workbook(path: Path) -> list[InventoryRow]:
         slots = check("max_concurrent_downloads", lambda v: 2 if v in (None, "") else _int(v, 1, 16))
         enabled = check("enabled", _bool)
         schedule = check("schedule", _cron)
+        classify_from = check("classify_from", _stream)
         problems.extend(errors)
         if not errors:
             password = cell.get("password")
@@ -210,6 +225,7 @@ def read_workbook(path: Path) -> list[InventoryRow]:
                     site=str(cell.get("site") or "").strip(),
                     enabled=enabled,
                     schedule=schedule,
+                    classify_from=classify_from,
                 )  # fmt: skip
             )
     if problems:
@@ -231,7 +247,7 @@ def _block_for(row: InventoryRow) -> HikvisionRecorder:
     return HikvisionRecorder(
         host=row.host, port=row.port, username=row.username, password=SecretStr(password),
         channels=row.channels, max_concurrent_downloads=row.max_concurrent_downloads,
-        site=row.site, enabled=row.enabled,
+        site=row.site, enabled=row.enabled, classify_from=row.classify_from,
     )  # fmt: skip
 
 

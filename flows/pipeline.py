@@ -28,12 +28,12 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from blocks.clickhouse import ClickHouseSink
 from blocks.loading import load_block
 from blocks.model_server import TFServingModel
-from blocks.recorder import HikvisionRecorder, Recording
+from blocks.recorder import SUB_STREAM, HikvisionRecorder, Recording
 from core.segment import Segment
 from core.settings import DEFAULT_MODEL_BLOCK, DEFAULT_SINK_BLOCK, exports_dir, mp4_dir
 from core.windows import HOUR, check_window, hour_before, whole_hours
-from flows.classify import check_model, classify_segment
-from flows.export import download_task_for, export_path, search_recordings, segment_of
+from flows.classify import SubStream, check_model, classify_segment
+from flows.export import covering_sub_streams, download_task_for, export_path, search_recordings, segment_of
 from flows.persist import persist_segment, record_windows
 from flows.transcode import mp4_path_for, transcode_task_for
 from video.transcode import TranscodeOptions
@@ -148,9 +148,20 @@ def recorder_pipeline(
     chosen = channels or block.channels
 
     searches = [search_recordings.submit(block, ch, start, end) for ch in chosen]
+    sub_searches = (
+        [search_recordings.submit(block, ch, start, end, SUB_STREAM) for ch in chosen]
+        if block.classify_from == "sub"
+        else []
+    )
     recordings = [rec for s in searches for rec in s.result()]
+    subs = covering_sub_streams(recordings, _sub_recordings(recorder, chosen, sub_searches))
     segments = [segment_of(rec) for rec in recordings]
     logger.info(f"{recorder}: {len(recordings)} segments on channels {chosen} in {start} .. {end}")
+    if block.classify_from == "sub" and len(subs) < len(recordings):
+        logger.warning(
+            f"{recorder}: {len(recordings) - len(subs)} of {len(recordings)} segments have no sub-stream "
+            "recording covering them; those are classified from the main stream"
+        )
     progress: UUID = create_progress_artifact(  # type: ignore[assignment]  # sync call: the id
         0.0,
         key=_artifact_key("progress", recorder),
@@ -163,23 +174,26 @@ def recorder_pipeline(
         run_id = str(flow_run.id or "")
         # Submitted stage by stage: a task waiting for its upstream holds a worker thread,
         # so segment-by-segment submission would run the segments one after another.
-        downloads = [
-            download_task_for(rec).submit(block, seg, rec)
-            for seg, rec in zip(segments, recordings, strict=True)
-        ]
+        downloads, sub_downloads = [], []
+        for seg, rec in zip(segments, recordings, strict=True):
+            downloads.append(download_task_for(rec).submit(block, seg, rec))
+            # Right after its main one, so that the segment's classify can start sooner.
+            sub_downloads.append(_download_sub(block, subs.get(rec)))
         # return_state=False picks the overload that admits futures in place of values.
         transcodes = [
             transcode_task_for(_mp4_of(rec)).submit(seg, d, options, return_state=False)
             for seg, rec, d in zip(segments, recordings, downloads, strict=True)
         ]
         classified = [
-            classify_segment.submit(seg, t, model, model_version, sample_fps, key_frames, return_state=False)
-            for seg, t in zip(segments, transcodes, strict=True)
+            classify_segment.submit(
+                seg, sub or t, model, model_version, sample_fps, key_frames, return_state=False
+            )
+            for seg, t, sub in zip(segments, transcodes, sub_downloads, strict=True)
         ]
-        chains = {
-            persist_segment.submit(seg, t, c, sink, block.site, run_id, return_state=False): (seg, d, t, c)
-            for seg, d, t, c in zip(segments, downloads, transcodes, classified, strict=True)
-        }
+        chains = {}
+        for seg, d, t, c, sub in zip(segments, downloads, transcodes, classified, sub_downloads, strict=True):
+            persisted = persist_segment.submit(seg, t, c, sink, block.site, run_id, return_state=False)
+            chains[persisted] = (seg, d, t, c, sub)
         for done, p in enumerate(as_completed(list(chains)), start=1):
             outcomes.append(_outcome(chains[p], p))
             update_progress_artifact(progress, 100.0 * done / len(recordings))
@@ -226,9 +240,35 @@ def complete_windows(
     return complete
 
 
+def _sub_recordings(recorder: str, channels: list[int], searches: list) -> list[Recording]:
+    """The sub-stream recordings found; a channel whose search failed is classified from its main stream."""
+    found: list[Recording] = []
+    for channel, search in zip(channels, searches, strict=True):
+        search.wait()
+        if search.state.is_completed():
+            found += search.result()
+        else:
+            get_run_logger().warning(
+                f"{recorder} channel {channel}: no sub-stream recordings ({_error_text(search.state)}); "
+                "its segments are classified from the main stream"
+            )
+    return found
+
+
+def _download_sub(block: HikvisionRecorder, sub: Recording | None) -> SubStream | None:
+    """The sub-stream recording's download submitted, for the classify stage to read; None: none."""
+    if sub is None:
+        return None
+    segment = segment_of(sub)
+    download = download_task_for(sub).submit(block, segment, sub)
+    # A future in place of the result: Prefect resolves it (a dataclass field) before classify runs.
+    return SubStream(segment, download)  # type: ignore[arg-type]
+
+
 def _outcome(chain, persisted) -> SegmentOutcome:
-    segment, *stages = chain
-    for future in (*stages, persisted):
+    segment, *stages, sub = chain
+    # A sub-stream download that failed is named before the classify stage it left unrun.
+    for future in (*stages[:2], *([sub.download] if sub else []), *stages[2:], persisted):
         future.wait()  # the final state is known locally only after a wait
         state = future.state
         if not state.is_completed():

@@ -45,6 +45,7 @@ from blocks.isapi.errors import (
 )
 from blocks.isapi.naming import UnsafeNameError, segment_path
 from blocks.isapi.parsing import (
+    MAIN_STREAM,
     Recording,
     XmlFormatError,
     new_search_id,
@@ -281,14 +282,20 @@ class ISAPIClient:
         self._track_tag_settled = True
         return body
 
-    def search(self, channel: int, start: datetime, end: datetime) -> list[Recording]:
-        """Every segment of `channel` overlapping [start, end) (aware datetimes), in UTC, ordered by start."""
+    def search(
+        self, channel: int, start: datetime, end: datetime, stream: int = MAIN_STREAM
+    ) -> list[Recording]:
+        """Every segment of `channel` overlapping [start, end) (aware datetimes), in UTC, ordered by start.
+
+        `stream`: MAIN_STREAM (track `<channel>01`) or SUB_STREAM (`<channel>02`, the sub-stream
+        a recorder keeps where dual-stream recording is on).
+        """
         if start.tzinfo is None or end.tzinfo is None:
             raise ValueError("search needs timezone-aware start and end")
         if end <= start:
             return []
         clock = self.clock()
-        track_id = channel * 100 + 1
+        track_id = channel * 100 + stream
         start_text = utc_to_device_text(start.astimezone(UTC), clock)
         end_text = utc_to_device_text(end.astimezone(UTC), clock)
         search_id = new_search_id()

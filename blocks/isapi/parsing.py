@@ -29,6 +29,11 @@ class XmlFormatError(ValueError):
     """The answer is not the XML we expect; the client turns it into RecorderProtocolError."""
 
 
+# A channel's recorded streams: track `<channel>01` is the main stream, `<channel>02` the
+# sub-stream (smaller pictures, recorded beside the main one where dual-stream recording is on).
+MAIN_STREAM, SUB_STREAM = 1, 2
+
+
 @dataclass(frozen=True)
 class Recording:
     recorder: str

@@ -113,9 +113,10 @@ def streaming_channels(rec: RecorderSpec, spec: SimulatorSpec) -> bytes:
 
 def record_tracks(rec: RecorderSpec) -> bytes:
     tracks = "".join(
-        f"<Track>\n<id>{ch.id * 100 + 1}</id>\n<Channel>{ch.id}</Channel>\n<Enable>true</Enable>\n"
+        f"<Track>\n<id>{ch.id * 100 + stream}</id>\n<Channel>{ch.id}</Channel>\n<Enable>true</Enable>\n"
         "<LoopEnable>true</LoopEnable>\n</Track>\n"
         for ch in rec.channels
+        for stream in ((1, 2) if ch.sub_size else (1,))
     )
     return _doc("TrackList", tracks)
 

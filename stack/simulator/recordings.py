@@ -33,8 +33,12 @@ class Segment:
         )
 
 
-def track_id(channel_id: int) -> int:
-    return channel_id * 100 + 1
+MAIN, SUB = 1, 2  # a channel's streams: tracks <channel>01 and <channel>02
+_SUB_FILE_NUMBER = 5000  # a sub-stream's files are numbered from here, so names stay unique
+
+
+def track_id(channel_id: int, stream: int = MAIN) -> int:
+    return channel_id * 100 + stream
 
 
 def _given_clip(path: str) -> Path:
@@ -52,23 +56,29 @@ def build_catalogue(recorder: RecorderSpec, width: int, height: int, fps: int) -
     segments: list[Segment] = []
     step = timedelta(seconds=recorder.segment_seconds)
     for channel in recorder.channels:
-        start, index = recorder.start_local, 0
-        while start < recorder.end_local:
-            end = min(start + step, recorder.end_local)
-            seconds = int((end - start).total_seconds())
-            if seconds <= 0:
-                break
-            clip = (
-                _given_clip(channel.clip)
-                if channel.clip
-                else ensure_clip(channel.scene, channel.codec, channel.audio, seconds, width, height, fps)
-            )
-            # 17 digits like device file names; unique per recorder across channels.
-            name = f"{channel.id:03d}{int((start - _EPOCH).total_seconds()) % 10**10:010d}{index % 10**4:04d}"
-            segments.append(
-                Segment(track_id(channel.id), channel, start, end, name, clip, clip.stat().st_size)
-            )
-            start, index = end, index + 1
+        streams = [(MAIN, channel.clip, (width, height), channel.audio)]
+        if channel.sub_size:
+            streams.append((SUB, channel.sub_clip, channel.sub_size, "none"))
+        for stream, given, (w, h), audio in streams:
+            start, index = recorder.start_local, 0
+            while start < recorder.end_local:
+                end = min(start + step, recorder.end_local)
+                seconds = int((end - start).total_seconds())
+                if seconds <= 0:
+                    break
+                clip = (
+                    _given_clip(given) if given
+                    else ensure_clip(channel.scene, channel.codec, audio, seconds, w, h, fps)
+                )  # fmt: skip
+                number = index % _SUB_FILE_NUMBER + (_SUB_FILE_NUMBER if stream == SUB else 0)
+                # 17 digits like device file names; unique per recorder across channels and streams.
+                name = f"{channel.id:03d}{int((start - _EPOCH).total_seconds()) % 10**10:010d}{number:04d}"
+                segments.append(
+                    Segment(
+                        track_id(channel.id, stream), channel, start, end, name, clip, clip.stat().st_size
+                    )
+                )
+                start, index = end, index + 1
     segments.sort(key=lambda s: (s.start, s.track_id))
     return segments
 

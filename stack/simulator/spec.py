@@ -39,13 +39,30 @@ def parse_posix_tz(tz: str) -> timezone:
 class ChannelSpec:
     """One camera. `clip`, when set, is a ready Hikvision-form file (IMKH + PS) served as every
     segment of the channel instead of generated footage: benchmarks use it for very large segments.
-    `scene`, `codec` and `audio` then only describe the channel in ISAPI answers."""
+    `scene`, `codec` and `audio` then only describe the channel in ISAPI answers.
+
+    `sub_stream` ("640x360"), when set, makes the channel record its sub-stream too, as
+    Hikvision's dual-stream recording does: track `<id>02` next to the main stream's `<id>01`,
+    the same scene and codec at that size, in segments of the same times (`sub_clip`: a ready
+    file instead)."""
 
     id: int
     scene: str
     codec: str = "h264"
     audio: str = "none"
     clip: str = ""
+    sub_stream: str = ""
+    sub_clip: str = ""
+
+    @property
+    def sub_size(self) -> tuple[int, int] | None:
+        """(width, height) of the recorded sub-stream; None when the channel records none."""
+        if not self.sub_stream:
+            return None
+        width, _, height = self.sub_stream.partition("x")
+        if not (width.isdigit() and height.isdigit() and int(width) > 0 and int(height) > 0):
+            raise ValueError(f"channel {self.id}: sub_stream must be WIDTHxHEIGHT, not {self.sub_stream!r}")
+        return int(width), int(height)
 
 
 @dataclass
@@ -68,6 +85,8 @@ class RecorderSpec:
     def __post_init__(self) -> None:
         given: list[ChannelSpec | dict[str, Any]] = list(self.channels)  # dicts when read from JSON
         self.channels = [c if isinstance(c, ChannelSpec) else ChannelSpec(**c) for c in given]
+        for channel in self.channels:
+            channel.sub_size  # noqa: B018  (checks the spelling of the sub-stream's size)
         if self.digest_algorithm not in ("MD5", "SHA-256"):
             raise ValueError(f"{self.name}: digest_algorithm must be MD5 or SHA-256")
         if self.track_element not in ("trackIDList", "trackList"):

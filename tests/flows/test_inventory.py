@@ -36,6 +36,7 @@ def test_sample_workbook_is_valid():
     rows = read_workbook(Path(__file__).parents[2] / "deployments" / "inventory.sample.xlsx")
     assert [r.name for r in rows] == ["nvr-warehouse-1", "dvr-gate"]
     assert rows[0].channels == list(range(1, 9)) and rows[1].enabled is False
+    assert [r.classify_from for r in rows] == ["sub", "main"]
 
 
 def test_every_bad_row_and_column_is_named_and_no_password_shown(tmp_path):
@@ -104,6 +105,17 @@ def test_a_bad_schedule_is_named(tmp_path):
         InventoryError, match=r"row 2, column schedule \('every hour'\): not a cron expression"
     ):
         read_workbook(_book(tmp_path / "cron.xlsx", rows))
+
+
+def test_classify_from_is_main_or_sub(tmp_path):
+    rows = [
+        ["nvr-x", "10.1.1.1", 80, "admin", SECRET, "1", 1, "s", "yes", "", "Sub"],
+        ["nvr-y", "10.1.1.2", 80, "admin", SECRET, "1", 1, "s", "yes", ""],
+    ]
+    assert [r.classify_from for r in read_workbook(_book(tmp_path / "streams.xlsx", rows))] == ["sub", "main"]
+    rows[1].append("third")
+    with pytest.raises(InventoryError, match=r"row 3, column classify_from \('third'\): use main or sub"):
+        read_workbook(_book(tmp_path / "bad-stream.xlsx", rows))
 
 
 def test_each_recorder_gets_its_schedule_and_a_disabled_one_is_paused(stack, tmp_path):

@@ -544,3 +544,36 @@ def test_sigterm_stops_and_frees_the_ports(tmp_path):
             again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             again.bind((HOST, port))
             again.listen()
+
+
+def test_a_channel_records_its_sub_stream_as_track_x02(tmp_path):
+    from blocks.recorder import MAIN_STREAM, SUB_STREAM, HikvisionRecorder
+    from video.probe import probe
+
+    port = free_port()
+    spec = _spec([port, free_port()])
+    spec["recorders"] = spec["recorders"][:1]
+    spec["recorders"][0]["channels"][0]["sub_stream"] = "160x120"
+    start = datetime.fromisoformat(LONG_START).replace(tzinfo=parse_posix_tz("CST-8:00:00"))
+    end = start + timedelta(seconds=2 * SEGMENT_S)
+    block = HikvisionRecorder(host=HOST, port=port, username=USER, password=PASSWORD)
+    with control.running(spec, tmp_path), block.connect() as recorder:
+        tracks = recorder._call("GET", "/ISAPI/ContentMgmt/record/tracks").decode()
+        main = recorder.search(1, start, end, MAIN_STREAM)
+        sub = recorder.search(1, start, end, SUB_STREAM)
+        none = recorder.search(2, start, end, SUB_STREAM)  # channel 2 records no sub-stream
+        files = [recorder.download(rec, tmp_path / "exports").path for rec in (main[0], sub[0])]
+    assert {"101", "102", "201"} == set(re.findall(r"<id>(\d+)</id>", tracks))
+    assert [(r.start, r.end) for r in sub] == [(r.start, r.end) for r in main] and len(main) == 2
+    assert {r.track_id for r in sub} == {102} and {r.track_id for r in main} == {101}
+    assert not {r.name for r in sub} & {r.name for r in main}
+    assert none == []
+    assert [(probe(f).width, probe(f).height) for f in files] == [(320, 240), (160, 120)]
+
+
+def test_a_misspelt_sub_stream_size_is_refused():
+    from stack.simulator.spec import RecorderSpec
+
+    channel = {"id": 1, "scene": "cat", "sub_stream": "160 by 120"}
+    with pytest.raises(ValueError, match="channel 1: sub_stream must be WIDTHxHEIGHT"):
+        RecorderSpec("r", 1, USER, PASSWORD, LONG_START, LONG_END, [channel])  # type: ignore[list-item]
