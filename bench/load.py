@@ -10,7 +10,9 @@ orchestration, the recorders and the databases, not on decoding.
 
 The day is dispatched as the `dispatch` flow does, one pipeline run per recorder started at
 once, and the bench waits for every run. Then it checks and reports:
-- every run Completed and none ever Crashed (each run's state history);
+- every run Completed and none ever Crashed (each run's state history; a Crashed state's
+  message and time are kept, and the stack's logs and Prefect's dead-letter queue are copied
+  out when a pass has a problem);
 - every recorder's limit held: the simulator's highest count of its downloads in flight is at
   most the recorder's `max_concurrent_downloads` (2);
 - ClickHouse holds every segment once, counted without FINAL;
@@ -18,7 +20,9 @@ once, and the bench waits for every run. Then it checks and reports:
   the stack's processes, peak memory: the highest sum of the resident memory of every process
   of the stack (server, worker, flow runs, ffmpeg, simulator, ClickHouse, model server) and the
   highest of any one flow-run process;
-- Prefect's share of the wall time: the part in which no task of any run was running.
+- Prefect's share of the wall time: the part in which no task of any run was running;
+- the events Prefect's services gave up on (its dead-letter queue; SQLite drops some while
+  its file is locked) and the zombie window the stack ran with.
 
 Rows go to `bench/results/load.json` and `bench/RESULTS.md`.
 """
@@ -139,6 +143,7 @@ def load_pass(database: str, recorders: int) -> dict[str, Any]:
     print(f"load ({database}): stack in {root}", flush=True)
     try:
         state = supervisor.start(root, say=lambda msg: print(f"  {msg}", flush=True))
+        zombie_window_s = supervisor.zombie_window_s()
         os.environ.update(state.env())
         from prefect.client.orchestration import get_client
 
@@ -193,6 +198,8 @@ def load_pass(database: str, recorders: int) -> dict[str, Any]:
             for name, history in histories.items()
         }
         crashes = {name: said for name, said in crashes.items() if said}
+        # Events Prefect's services gave up on (a locked SQLite file): its dead-letter queue.
+        dropped = len(list((root / "prefect" / "dlq").glob("*")))
         if crashes or set(states.values()) != {"Completed"}:
             kept_logs = _keep_logs(root, database)
     finally:
@@ -220,6 +227,8 @@ def load_pass(database: str, recorders: int) -> dict[str, Any]:
         "states": sorted(set(states.values())),
         "crashed_runs": sorted(crashes),
         "crashes": crashes,
+        "dropped_events": dropped,
+        "zombie_window_s": zombie_window_s,
         "max_downloads_in_flight": max(in_flight.values()),
         "stored_segments": stored,
         "distinct_segments": distinct,

@@ -33,6 +33,23 @@ _SAFE = re.compile(r"[A-Za-z0-9_-]+")  # a password that needs no quoting in SQL
 _TIMEOUT_S = 60
 
 
+# On SQLite, what the stack's Prefect does differently. Prefect 3.8's server opens deferred
+# transactions that fail at once ("database is locked", no busy wait) when another of its
+# connections wrote first; its triggers service retries an event three times in a few
+# milliseconds and then drops it (PREFECT_HOME/dlq). Under a fleet's load the heartbeats of a
+# living run can go missing for longer than the usual 90 s zombie window, which then marks the
+# run Crashed (bench/load.py saw 3 of 50). A window of ten heartbeats rides that out, at the price
+# of a dead worker's runs being found 5 minutes after their last heartbeat instead of 90 s.
+SQLITE_ZOMBIE_WINDOW_S = 300
+# Flow runs send their logs every 2 s (Prefect's default), not 0.5 s: a quarter of the writes.
+SQLITE_LOG_BATCH_INTERVAL_S = 2.0
+
+
+def is_sqlite() -> bool:
+    """The stack's Prefect server runs on a SQLite file (named by NVRFLOW_PREFECT_DATABASE_URL)."""
+    return os.environ.get(URL_SETTING, "").startswith("sqlite")
+
+
 class DatabaseUnavailable(RuntimeError):
     """The stack cannot have a Prefect database: says what to install or set."""
 

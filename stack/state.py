@@ -13,6 +13,7 @@ import secrets
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from stack import prefect_database
 from stack.paths import PROJECT_ROOT, data_dir
 from stack.ports import HOST, free_port, is_listening
 
@@ -80,7 +81,9 @@ class StackState:
             "PREFECT_LOCAL_STORAGE_PATH": str(root / "results"),
             "PREFECT_WORKER_QUERY_SECONDS": "2",
             "PREFECT_WORKER_PREFETCH_SECONDS": "5",
-            "PREFECT_LOGGING_TO_API_BATCH_INTERVAL": "0.5",
+            "PREFECT_LOGGING_TO_API_BATCH_INTERVAL": str(
+                prefect_database.SQLITE_LOG_BATCH_INTERVAL_S if prefect_database.is_sqlite() else 0.5
+            ),
             "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
             # The server looks for expired concurrency leases this often (Prefect's default 15 s):
             # a killed flow run's recorder slots come back at most lease (60 s) + 5 s after its

@@ -30,7 +30,16 @@ WORKER_LIMIT = int(os.environ.get("NVRFLOW_WORKER_LIMIT", "4"))
 # whose process died is marked Crashed 60-95 s later (window minus the time since its last
 # heartbeat, plus the triggers service's 5 s granularity).
 HEARTBEAT_S = 30
-ZOMBIE_WINDOW_S = int(os.environ.get("NVRFLOW_ZOMBIE_WINDOW", "90"))
+ZOMBIE_WINDOW_S = 90
+
+
+def zombie_window_s() -> int:
+    """NVRFLOW_ZOMBIE_WINDOW if set; else 90 s, or 300 s on SQLite (stack/prefect_database.py)."""
+    if given := os.environ.get("NVRFLOW_ZOMBIE_WINDOW"):
+        return int(given)
+    return prefect_database.SQLITE_ZOMBIE_WINDOW_S if prefect_database.is_sqlite() else ZOMBIE_WINDOW_S
+
+
 # What a flow run gets from the work pool's job variables (work_pools/setup.py), not from its
 # worker: kept out of the workers' environment so that the stack relies on the pool as every
 # other machine does.
@@ -180,7 +189,7 @@ def start(root: Path | None = None, say: Callable[[str], None] = print) -> Stack
     _run(
         state,
         [sys.executable, "-m", "work_pools.setup", "--pool", POOL_NAME, "--root", str(PROJECT_ROOT),
-         "--data", str(data), "--heartbeat", str(HEARTBEAT_S), "--zombie-window", str(ZOMBIE_WINDOW_S)],
+         "--data", str(data), "--heartbeat", str(HEARTBEAT_S), "--zombie-window", str(zombie_window_s())],
         "work pool and automations setup",
     )  # fmt: skip
     _run(state, [_bin("prefect"), "--no-prompt", "deploy", "--all"], "prefect deploy", timeout=300)

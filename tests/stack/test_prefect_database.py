@@ -71,3 +71,19 @@ def test_a_refused_statement_never_shows_the_password():
         prefect_database._psql("ALTER ROLE x PASSWORD 'sekret-xyz' WITH;", secret="sekret-xyz")
     assert "syntax error" in str(refused.value) and "PASSWORD '***'" in str(refused.value)
     assert "sekret-xyz" not in str(refused.value)
+
+
+def test_on_sqlite_the_stack_widens_the_zombie_window_and_sends_logs_less_often(monkeypatch, tmp_path):
+    from stack import supervisor
+    from stack.state import prepare_state
+
+    monkeypatch.delenv("NVRFLOW_ZOMBIE_WINDOW", raising=False)
+    monkeypatch.delenv(prefect_database.URL_SETTING, raising=False)
+    state = prepare_state(tmp_path)
+    assert supervisor.zombie_window_s() == 90
+    assert state.env()["PREFECT_LOGGING_TO_API_BATCH_INTERVAL"] == "0.5"
+    monkeypatch.setenv(prefect_database.URL_SETTING, f"sqlite+aiosqlite:///{tmp_path}/prefect.db")
+    assert supervisor.zombie_window_s() == 300
+    assert state.env()["PREFECT_LOGGING_TO_API_BATCH_INTERVAL"] == "2.0"
+    monkeypatch.setenv("NVRFLOW_ZOMBIE_WINDOW", "120")
+    assert supervisor.zombie_window_s() == 120

@@ -25,7 +25,7 @@ def _setup(stack, *extra: str) -> list[str]:
     done = subprocess.run(
         [sys.executable, "-m", "work_pools.setup", "--pool", POOL, "--root", str(PROJECT_ROOT),
          "--data", str(stack.data_dir), "--heartbeat", str(supervisor.HEARTBEAT_S),
-         "--zombie-window", str(supervisor.ZOMBIE_WINDOW_S), *extra],
+         "--zombie-window", str(supervisor.zombie_window_s()), *extra],
         cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
@@ -102,7 +102,7 @@ def test_automations_exist_once_and_follow_their_file(stack):
         zombie_now = client.read_automations_by_name(automations.ZOMBIE_AUTOMATION)[0]
         from stack import supervisor
 
-        assert zombie_now.trigger.within.total_seconds() == supervisor.ZOMBIE_WINDOW_S  # type: ignore[union-attr]
+        assert zombie_now.trigger.within.total_seconds() == supervisor.zombie_window_s()  # type: ignore[union-attr]
     again = [line for line in _setup(stack)[1:] if line.startswith("automation ")]
     assert again and all(line.endswith("up to date") for line in again), again
 
