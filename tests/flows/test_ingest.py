@@ -82,6 +82,37 @@ def test_ingest_persists_rows_and_a_web_mp4(stack, clip, tmp_path):
 
 
 @pytest.mark.stack
+def test_shell_metacharacters_in_an_ingested_name_run_nothing_and_stay_inside_the_data_folder(
+    stack, clip, tmp_path
+):
+    from flows.ingest import ingest_video
+
+    src = tmp_path / "cam $(touch${IFS}nvrflow-pwned);`touch nvrflow-pwned`|x & y.hik"
+    shutil.copyfile(clip, src)
+    summary = ingest_video(str(src), source="t-hostile-name")
+
+    kept, mp4 = Path(summary["kept_as"]), Path(summary["output"])
+    assert kept.parent == stack.data_dir / "ingest" / "done" and kept.read_bytes() == clip.read_bytes()
+    assert mp4.is_relative_to(stack.data_dir / "mp4" / "t-hostile-name") and mp4.is_file()
+    with _sink() as ch:
+        (segment,) = ch.query("SELECT segment FROM {db}.segments WHERE recorder = 't-hostile-name'")[0]
+    assert segment == f"{summary['sha256'][:16]}-cam_touch_IFS_nvrflow-pwned_touch_nvrflow-pwned_x_y"
+    for folder in (Path.cwd(), PROJECT_ROOT, stack.data_dir, tmp_path):
+        assert not list(folder.rglob("nvrflow-pwned")), folder  # nothing ran the name
+
+
+@pytest.mark.stack
+def test_a_source_name_that_climbs_out_is_refused_and_the_file_stays(stack, clip, tmp_path):
+    from flows.ingest import ingest_video
+
+    src = tmp_path / "cam.hik"
+    shutil.copyfile(clip, src)
+    with pytest.raises(ValueError, match=r"source '\.\./\.\./etc': use 1-64 letters"):
+        ingest_video(str(src), source="../../etc")
+    assert src.read_bytes() == clip.read_bytes()
+
+
+@pytest.mark.stack
 def test_ingesting_the_same_content_again_adds_no_rows(stack, clip, tmp_path):
     from flows.ingest import ingest_video
 
