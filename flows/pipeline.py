@@ -21,7 +21,7 @@ from prefect.artifacts import (
     create_table_artifact,
     update_progress_artifact,
 )
-from prefect.futures import as_completed
+from prefect.futures import PrefectFuture, as_completed
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
@@ -149,12 +149,12 @@ def recorder_pipeline(
 
     searches = [search_recordings.submit(block, ch, start, end) for ch in chosen]
     sub_searches = (
-        [search_recordings.submit(block, ch, start, end, SUB_STREAM) for ch in chosen]
+        {ch: search_recordings.submit(block, ch, start, end, SUB_STREAM) for ch in chosen}
         if block.classify_from == "sub"
-        else []
+        else {}
     )
     recordings = [rec for s in searches for rec in s.result()]
-    subs = covering_sub_streams(recordings, _sub_recordings(recorder, chosen, sub_searches))
+    subs = covering_sub_streams(recordings, _sub_recordings(recorder, sub_searches))
     segments = [segment_of(rec) for rec in recordings]
     logger.info(f"{recorder}: {len(recordings)} segments on channels {chosen} in {start} .. {end}")
     if block.classify_from == "sub" and len(subs) < len(recordings):
@@ -240,10 +240,10 @@ def complete_windows(
     return complete
 
 
-def _sub_recordings(recorder: str, channels: list[int], searches: list) -> list[Recording]:
+def _sub_recordings(recorder: str, searches: dict[int, PrefectFuture[list[Recording]]]) -> list[Recording]:
     """The sub-stream recordings found; a channel whose search failed is classified from its main stream."""
     found: list[Recording] = []
-    for channel, search in zip(channels, searches, strict=True):
+    for channel, search in searches.items():
         search.wait()
         if search.state.is_completed():
             found += search.result()
