@@ -197,7 +197,7 @@ def load_pass(database: str, recorders: int) -> dict[str, Any]:
             name: [f"{s.timestamp:%H:%M:%S} {s.message or ''}"[:600] for s in history if s.name == "Crashed"]
             for name, history in histories.items()
         }
-        crashes = {name: said for name, said in crashes.items() if said}
+        crashes = {name: lines for name, lines in crashes.items() if lines}
         # Events Prefect's services gave up on (a locked SQLite file): its dead-letter queue.
         dropped = len(list((root / "prefect" / "dlq").glob("*")))
         if crashes or set(states.values()) != {"Completed"}:

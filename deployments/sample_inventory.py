@@ -26,7 +26,7 @@ HEADER = [
 ROWS = [
     ["nvr-warehouse-1", "192.0.2.10", 80, "operator", "change-me", "1-8", 2, "warehouse", "yes", "5 * * * *", "sub"],
     ["dvr-gate", "dvr-gate.example.net", 8080, "admin", "", "1,2", 1, "gate", "no", "20 */2 * * *", "main"],
-]
+]  # fmt: skip
 
 
 def write(path: Path) -> Path:
