@@ -33,13 +33,14 @@ _SAFE = re.compile(r"[A-Za-z0-9_-]+")  # a password that needs no quoting in SQL
 _TIMEOUT_S = 60
 
 
-# On SQLite, what the stack's Prefect does differently. Prefect 3.8's server opens deferred
-# transactions that fail at once ("database is locked", no busy wait) when another of its
-# connections wrote first; its triggers service retries an event three times in a few
-# milliseconds and then drops it (PREFECT_HOME/dlq). Under a fleet's load the heartbeats of a
-# living run can go missing for longer than the usual 90 s zombie window, which then marks the
-# run Crashed (bench/load.py saw 3 of 50). A window of ten heartbeats rides that out, at the price
-# of a dead worker's runs being found 5 minutes after their last heartbeat instead of 90 s.
+# On SQLite, what the stack's Prefect does differently. Under a fleet's load a Prefect 3.8 server
+# on SQLite stalls on "database is locked": its deferred transactions fail at once when another
+# of its connections wrote first, its triggers service drops an event after three quick retries
+# (PREFECT_HOME/dlq), and flow runs' heartbeats fail to reach it while it is busy (their events
+# websocket misses its keepalive). A living run's heartbeats then went missing for the usual 90 s
+# zombie window, which marked it Crashed (bench/load.py: 3 and 1 runs of 50 in two passes). A
+# window of ten heartbeats rides that out, at the price of a dead worker's runs being found up to
+# 5 minutes after their last heartbeat instead of 90 s.
 SQLITE_ZOMBIE_WINDOW_S = 300
 # Flow runs send their logs every 2 s (Prefect's default), not 0.5 s: a quarter of the writes.
 SQLITE_LOG_BATCH_INTERVAL_S = 2.0
