@@ -8,7 +8,9 @@ loaded (`blocks/tf_serving_protos.py`).
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from collections import deque
+from collections.abc import Iterable, Iterator
+from typing import Any, TypeVar
 
 import numpy as np
 from prefect.blocks.core import Block
@@ -17,6 +19,8 @@ from pydantic import Field
 from core.errors import ServiceError
 
 MESSAGE_LIMIT = 64 * 1024 * 1024
+IN_FLIGHT = 2  # Predict calls outstanding in classify_batches: one on the model, the next one queued
+T = TypeVar("T")
 # gRPC codes of faults that pass: the server restarting or overloaded, a deadline missed.
 _RETRYABLE = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED")
 _DTYPES = {  # numpy dtype name -> TF DataType enum name
@@ -63,7 +67,7 @@ class TFServingModel(Block):
     input_dtype: str = "uint8"
     labels: list[str] = Field(default_factory=list, description="Class names, index -> name.")
     batch_size: int = Field(
-        default=8, ge=1, description="Frames per Predict call; `make bench-classify` measures the choices."
+        default=16, ge=1, description="Frames per Predict call; `make bench-classify` measures the choices."
     )
     top_k: int = Field(default=5, ge=1)
     timeout_seconds: float = Field(default=30.0, gt=0, description="Deadline of each gRPC call.")
@@ -140,9 +144,15 @@ class ModelClient:
 
     def _call(self, method: str, request) -> Any:
         """One RPC with a deadline. No retry here: the task's retry policy decides (ModelServerError.retryable)."""
-        rpc = getattr(self._stub, method)
+        return self._result(method, self._start(method, request))
+
+    def _start(self, method: str, request) -> Any:
+        """The RPC sent, with a deadline; its answer is had with `_result`."""
+        return getattr(self._stub, method).future(request, timeout=self.model.timeout_seconds)
+
+    def _result(self, method: str, call) -> Any:
         try:
-            return rpc(request, timeout=self.model.timeout_seconds)
+            return call.result()
         except self._grpc.RpcError as exc:
             code = getattr(exc.code(), "name", "UNKNOWN")  # a closed channel may give no code
             raise ModelServerError(
@@ -237,8 +247,7 @@ class ModelClient:
         labels = self.model.labels
         return labels[index] if index < len(labels) else str(index)
 
-    def classify(self, frames: np.ndarray) -> list[list[tuple[str, float]]]:
-        """Top-k (label, score) for each frame of a uint8 [N, H, W, 3] array, in order."""
+    def _check_frames(self, frames: np.ndarray) -> np.ndarray:
         m = self.model
         frames = np.asarray(frames)
         want = (m.input_size, m.input_size, 3)
@@ -246,23 +255,64 @@ class ModelClient:
             raise ValueError(f"frames must be [N, {want[0]}, {want[1]}, 3], got {list(frames.shape)}")
         if frames.dtype != np.dtype(m.input_dtype):
             raise ValueError(f"frames must be {m.input_dtype}, got {frames.dtype}")
+        return frames
+
+    def _predict_request(self, batch: np.ndarray):
+        request = self._predict_pb2.PredictRequest()
+        self._model_spec(request.model_spec)
+        request.inputs[self.model.input_name].CopyFrom(self._tensor(batch))
+        request.output_filter.append(self.model.output_name)
+        return request
+
+    def _top_k(self, response, rows: int) -> list[list[tuple[str, float]]]:
+        m = self.model
+        self._version = int(response.model_spec.version.value)
+        probabilities = self._probabilities(response.outputs[m.output_name])
+        if probabilities.ndim != 2 or probabilities.shape[0] != rows:
+            raise ModelServerError(
+                f"model {m.model_name}: output shape {list(probabilities.shape)} for a batch of {rows}",
+                "INVALID_ARGUMENT",
+            )
+        k = min(m.top_k, probabilities.shape[1])
+        best = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
+        return [
+            [(self._label(int(i)), float(row[i])) for i in top]
+            for row, top in zip(probabilities, best, strict=True)
+        ]
+
+    def classify(self, frames: np.ndarray) -> list[list[tuple[str, float]]]:
+        """Top-k (label, score) for each frame of a uint8 [N, H, W, 3] array, in order."""
+        frames = self._check_frames(frames)
         results: list[list[tuple[str, float]]] = []
-        for start in range(0, len(frames), m.batch_size):
-            batch = frames[start : start + m.batch_size]
-            request = self._predict_pb2.PredictRequest()
-            self._model_spec(request.model_spec)
-            request.inputs[m.input_name].CopyFrom(self._tensor(batch))
-            request.output_filter.append(m.output_name)
-            response = self._call("Predict", request)
-            self._version = int(response.model_spec.version.value)
-            probabilities = self._probabilities(response.outputs[m.output_name])
-            if probabilities.ndim != 2 or probabilities.shape[0] != len(batch):
-                raise ModelServerError(
-                    f"model {m.model_name}: output shape {list(probabilities.shape)} for a batch of {len(batch)}",
-                    "INVALID_ARGUMENT",
-                )
-            k = min(m.top_k, probabilities.shape[1])
-            for row in probabilities:
-                best = np.argsort(-row, kind="stable")[:k]
-                results.append([(self._label(int(i)), float(row[i])) for i in best])
+        for start in range(0, len(frames), self.model.batch_size):
+            batch = frames[start : start + self.model.batch_size]
+            results += self._top_k(self._call("Predict", self._predict_request(batch)), len(batch))
         return results
+
+    def classify_batches(
+        self, batches: Iterable[tuple[T, np.ndarray]]
+    ) -> Iterator[tuple[T, list[list[tuple[str, float]]]]]:
+        """Top-k of each (tag, frames) batch, in order, with IN_FLIGHT Predict calls outstanding.
+
+        The next batch is on its way while the server runs the model on this one, so the server
+        never waits for the client to read an answer and send the next request. Each batch is
+        one call: batches must not hold more than the block's batch_size frames.
+        """
+        pending: deque[tuple[T, int, Any]] = deque()
+        try:
+            for tag, frames in batches:
+                frames = self._check_frames(frames)
+                if len(frames) > self.model.batch_size:
+                    raise ValueError(
+                        f"a batch of {len(frames)} frames, batch_size is {self.model.batch_size}"
+                    )
+                pending.append((tag, len(frames), self._start("Predict", self._predict_request(frames))))
+                if len(pending) >= IN_FLIGHT:
+                    tag, rows, call = pending.popleft()
+                    yield tag, self._top_k(self._result("Predict", call), rows)
+            while pending:
+                tag, rows, call = pending.popleft()
+                yield tag, self._top_k(self._result("Predict", call), rows)
+        finally:
+            for _tag, _rows, call in pending:  # stopped early or failed: nothing left running
+                call.cancel()

@@ -14,6 +14,7 @@ inputs give the same labels.
 
 from __future__ import annotations
 
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -64,14 +65,16 @@ def classify_video(
     with model.connect() as client:
         if check:
             client.check_metadata()
-        for offsets, batch in sample_frames(
+        batches = sample_frames(
             video, model.input_size, fps=fps, batch=model.batch_size, start=start, key_frames=key_frames
-        ):
-            for offset, top in zip(offsets, client.classify(batch), strict=True):
-                at = start + timedelta(milliseconds=round(offset * 1000))
-                for rank, (label, score) in enumerate(top, start=1):
-                    detections.append(Detection(at, rank, label, float(score)))
-            frames += len(batch)
+        )
+        with closing(batches):  # the decoder stops at once when a call fails
+            for offsets, tops in client.classify_batches(batches):
+                for offset, top in zip(offsets, tops, strict=True):
+                    at = start + timedelta(milliseconds=round(offset * 1000))
+                    for rank, (label, score) in enumerate(top, start=1):
+                        detections.append(Detection(at, rank, label, float(score)))
+                frames += len(tops)
         version = client.version
     return Classification(model.model_name, version, frames, detections)
 

@@ -59,7 +59,7 @@ def sample_frames(
     timeout_s: float = 600.0,
     start: datetime | None = None,
     key_frames: bool = False,
-) -> Iterator[Batch]:
+) -> Generator[Batch, None, None]:
     """Yield (offsets in seconds from the video's start, uint8 frames [n, size, size, 3]) batches.
 
     With `start`, the first instant is the first whole second of the real start time, so that

@@ -99,6 +99,42 @@ def test_classify_across_batch_boundaries(served):
         assert top[0][1] == pytest.approx(expected_probabilities(colour, version=2)[i % 3], rel=1e-5)
 
 
+def test_classify_batches_answers_each_batch_in_order_with_the_next_one_already_sent(served):
+    frames = colour_frames(10)
+    batches = [(f"b{n}", frames[i : i + MAX_BATCH]) for n, i in enumerate(range(0, 10, MAX_BATCH))]  # 4, 4, 2
+    pulled: list[str] = []  # the batches taken from the source, when each answer is handed out
+
+    def source():
+        for tag, batch in batches:
+            pulled.append(tag)
+            yield tag, batch
+
+    answered = []
+    with block(served).connect() as client:
+        for tag, tops in client.classify_batches(source()):
+            answered.append((tag, [top[0][0] for top in tops], list(pulled)))
+        alone = client.classify(frames)
+    expected = [
+        (tag, [top[0][0] for top in alone[i * MAX_BATCH : (i + 1) * MAX_BATCH]])
+        for i, (tag, _) in enumerate(batches)
+    ]
+    assert [(tag, labels) for tag, labels, _ in answered] == expected
+    # Two calls outstanding: the second batch was sent before the first answer was read.
+    assert [seen for _, _, seen in answered] == [["b0", "b1"], ["b0", "b1", "b2"], ["b0", "b1", "b2"]]
+
+
+def test_classify_batches_refuses_a_batch_over_the_block_size_and_names_server_faults(served):
+    with block(served).connect() as client:
+        with pytest.raises(ValueError, match="a batch of 5 frames, batch_size is 4"):
+            list(client.classify_batches([("x", colour_frames(MAX_BATCH + 1))]))
+    with block(served, batch_size=MAX_BATCH + 1).connect() as client:
+        with pytest.raises(
+            ModelServerError, match="Task size 5 is larger than maximum input batch size 4"
+        ) as info:
+            list(client.classify_batches([("a", colour_frames(1)), ("b", colour_frames(MAX_BATCH + 1))]))
+    assert info.value.code == "INVALID_ARGUMENT" and not info.value.retryable
+
+
 def test_pinned_version_is_used(served):
     with block(served, model_version=1).connect() as client:
         (top,) = client.classify(colour_frames(1))
