@@ -124,18 +124,16 @@ def classify_segment(
     """
     key = classify_key(segment, source, model, model_version, fps, key_frames)
     if isinstance(source, TranscodeResult):
-        result = classify_video(
-            source.output, segment.start, model, fps=fps, check=False, key_frames=key_frames
-        )
-        return Classification(result.model, result.model_version, result.frames, result.detections, key=key)
-    result = classify_video(
-        source.download.path, source.segment.start, model, fps=fps, check=False, key_frames=key_frames
-    )
-    # The sub-stream's file may run a little past the segment's ends: only its span is kept.
-    end = segment.end or source.segment.end or segment.start
-    kept = [d for d in result.detections if segment.start <= d.frame_time < end]
-    frames = len({d.frame_time for d in kept})
-    return Classification(result.model, result.model_version, frames, kept, key=key)
+        video, video_start = source.output, segment.start
+    else:
+        video, video_start = source.download.path, source.segment.start
+    result = classify_video(video, video_start, model, fps=fps, check=False, key_frames=key_frames)
+    detections, frames = result.detections, result.frames
+    if isinstance(source, SubStream):  # its file may run a little past the segment's ends
+        end = segment.end or source.segment.end or segment.start
+        detections = [d for d in detections if segment.start <= d.frame_time < end]
+        frames = len({d.frame_time for d in detections})
+    return Classification(result.model, result.model_version, frames, detections, key=key)
 
 
 @task(name="check model", cache_policy=NO_CACHE, **retry_policy.MODEL_CHECK)
