@@ -104,8 +104,6 @@ class ModelClient:
         protos = tf_serving_protos.load()
         self.model = model
         self._grpc = grpc
-        self._tensor_pb2 = protos["tensor"]
-        self._shape_pb2 = protos["tensor_shape"]
         self._types_pb2 = protos["types"]
         self._metadata_pb2 = protos["metadata"]
         self._predict_pb2 = protos["predict"]
@@ -218,17 +216,6 @@ class ModelClient:
             )
         return self._version
 
-    def _tensor(self, batch: np.ndarray):
-        """TensorProto straight from the array's bytes: no per-element copy."""
-        shape = self._shape_pb2.TensorShapeProto(
-            dim=[self._shape_pb2.TensorShapeProto.Dim(size=int(n)) for n in batch.shape]
-        )
-        return self._tensor_pb2.TensorProto(
-            dtype=self._types_pb2.DataType.Value(_DTYPES[self.model.input_dtype]),
-            tensor_shape=shape,
-            tensor_content=np.ascontiguousarray(batch).tobytes(),
-        )
-
     def _probabilities(self, proto) -> np.ndarray:
         shape = [d.size for d in proto.tensor_shape.dim]
         if proto.dtype != self._types_pb2.DT_FLOAT:
@@ -258,9 +245,14 @@ class ModelClient:
         return frames
 
     def _predict_request(self, batch: np.ndarray):
+        """The Predict request, its input tensor filled in place from the array's bytes (one copy)."""
         request = self._predict_pb2.PredictRequest()
         self._model_spec(request.model_spec)
-        request.inputs[self.model.input_name].CopyFrom(self._tensor(batch))
+        tensor = request.inputs[self.model.input_name]
+        tensor.dtype = self._types_pb2.DataType.Value(_DTYPES[self.model.input_dtype])
+        for n in batch.shape:
+            tensor.tensor_shape.dim.add(size=int(n))
+        tensor.tensor_content = np.ascontiguousarray(batch).tobytes()
         request.output_filter.append(self.model.output_name)
         return request
 

@@ -34,7 +34,7 @@ import numpy as np
 from core.errors import ServiceError
 from video.probe import input_options
 
-PREFETCH_BATCHES = 2
+PREFETCH_BATCHES = 1  # decoded ahead of the one in use; two more are in flight (classify_batches)
 PUT_POLL_S = 0.5
 
 Batch = tuple[list[float], np.ndarray]
@@ -86,19 +86,19 @@ def sample_frames(
 
     def produce() -> None:
         times: list[float] = []
-        images: list[np.ndarray] = []
+        images = np.empty((batch, size, size, 3), dtype=np.uint8)  # filled in place: no stacking copy
         chosen = (
             _key_frames(video, size, deadline) if key_frames else _on_screen(video, size, fps, skip, deadline)
         )
         try:
             for offset, image in chosen:
+                images[len(times)] = image
                 times.append(offset)
-                images.append(image)
-                if len(images) == batch:
-                    if not put((times, np.stack(images))):
+                if len(times) == batch:
+                    if not put((times, images)):
                         return
-                    times, images = [], []
-            if images and not put((times, np.stack(images))):
+                    times, images = [], np.empty_like(images)
+            if times and not put((times, images[: len(times)])):
                 return
             put(None)
         except BaseException as exc:  # handed to the consumer, which raises it

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from prefect import flow
 
-KEYS = ("NVRFLOW_ROOT", "NVRFLOW_DATA", "PREFECT_FLOWS_HEARTBEAT_FREQUENCY")
+KEYS = ("NVRFLOW_ROOT", "NVRFLOW_DATA", "PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "MALLOC_MMAP_THRESHOLD_")
 
 
 @flow(name="nvrflow-env-probe")

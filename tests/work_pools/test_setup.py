@@ -120,7 +120,12 @@ def test_flow_run_gets_the_pools_job_variables(stack, tmp_path):
         for kv in Path(f"/proc/{worker_pid}/environ").read_bytes().split(b"\0")
         if b"=" in kv
     )
-    for key in (b"NVRFLOW_ROOT", b"NVRFLOW_DATA", b"PREFECT_FLOWS_HEARTBEAT_FREQUENCY"):
+    for key in (
+        b"NVRFLOW_ROOT",
+        b"NVRFLOW_DATA",
+        b"PREFECT_FLOWS_HEARTBEAT_FREQUENCY",
+        b"MALLOC_MMAP_THRESHOLD_",
+    ):
         assert key not in worker_env
 
     # The same pull step as prefect.yaml's deployments: the working directory from $NVRFLOW_ROOT.
@@ -140,5 +145,6 @@ def test_flow_run_gets_the_pools_job_variables(stack, tmp_path):
         "NVRFLOW_ROOT": str(PROJECT_ROOT),
         "NVRFLOW_DATA": str(stack.data_dir),
         "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30",
+        "MALLOC_MMAP_THRESHOLD_": "131072",
         "cwd": str(PROJECT_ROOT),
     }
