@@ -14,13 +14,14 @@ inputs give the same labels.
 
 from __future__ import annotations
 
+import threading
 from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from blocks.model_server import TFServingModel
@@ -32,6 +33,10 @@ from video.frames import sample_frames
 from video.transcode import TranscodeResult
 
 CLASSIFY_VERSION = 1
+# Segments of one flow run classified at once. The model server takes both cores and each
+# classification keeps two calls in flight, so more at once gains no speed, only frames in memory.
+CLASSIFY_AT_ONCE = 2
+_classifying = threading.BoundedSemaphore(CLASSIFY_AT_ONCE)
 
 
 @dataclass(frozen=True)
@@ -127,7 +132,15 @@ def classify_segment(
         video, video_start = source.output, segment.start
     else:
         video, video_start = source.download.path, source.segment.start
-    result = classify_video(video, video_start, model, fps=fps, check=False, key_frames=key_frames)
+    if not _classifying.acquire(blocking=False):
+        get_run_logger().info(
+            f"{segment.label}: waiting for one of this run's {CLASSIFY_AT_ONCE} classify slots"
+        )
+        _classifying.acquire()
+    try:
+        result = classify_video(video, video_start, model, fps=fps, check=False, key_frames=key_frames)
+    finally:
+        _classifying.release()
     detections, frames = result.detections, result.frames
     if isinstance(source, SubStream):  # its file may run a little past the segment's ends
         end = segment.end or source.segment.end or segment.start
