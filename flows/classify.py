@@ -33,8 +33,9 @@ from video.frames import sample_frames
 from video.transcode import TranscodeResult
 
 CLASSIFY_VERSION = 1
-# Segments of one flow run classified at once. The model server takes both cores and each
-# classification keeps two calls in flight, so more at once gains no speed, only frames in memory.
+# Segments classified at once in one process (a flow run, under the process worker). The model
+# server takes both cores and each classification keeps two calls in flight, so more at once
+# gains no speed, only frames in memory.
 CLASSIFY_AT_ONCE = 2
 _classifying = threading.BoundedSemaphore(CLASSIFY_AT_ONCE)
 
@@ -134,7 +135,7 @@ def classify_segment(
         video, video_start = source.download.path, source.segment.start
     if not _classifying.acquire(blocking=False):
         get_run_logger().info(
-            f"{segment.label}: waiting for one of this run's {CLASSIFY_AT_ONCE} classify slots"
+            f"{segment.label}: waiting for one of the {CLASSIFY_AT_ONCE} classify slots of this flow run's process"
         )
         _classifying.acquire()
     try:
