@@ -245,7 +245,7 @@ class ModelClient:
         return frames
 
     def _predict_request(self, batch: np.ndarray):
-        """The Predict request, its input tensor filled in place from the array's bytes (one copy)."""
+        """The Predict request, its input tensor filled in place from the array's bytes (no TensorProto copied in)."""
         request = self._predict_pb2.PredictRequest()
         self._model_spec(request.model_spec)
         tensor = request.inputs[self.model.input_name]
