@@ -35,7 +35,7 @@ system-packages:
 $(DEPS_STAMP): pyproject.toml
 	@[ -x $(PY) ] || $(PYTHON_BASE) -m venv $(VENV)
 	@echo "installing Python packages into $(VENV) (log: $(VENV)/install.log)"
-	@{ $(PY) -m pip install --upgrade pip && $(PY) -m pip install -e '.[dev]'; } > $(VENV)/install.log 2>&1 \
+	@{ $(PY) -m pip install --upgrade pip && $(PY) -m pip install -e '.[dev,stack]'; } > $(VENV)/install.log 2>&1 \
 	  || { tail -40 $(VENV)/install.log; exit 1; }
 	$(PY) -m pip check
 	@rm -f $(VENV)/.deps-* && touch $@

@@ -2,7 +2,7 @@
 
 `python -m bench.classify` (or `make bench-classify`) serves the real EfficientNet-Lite0
 (`stack.model_build.ensure_model()`) with the stack's model server and measures, in one run:
-  stage      `flows.classify.classify_video(mp4, start, TFServingModel(batch_size=B))` for each
+  stage      `video.classify.classify_video(mp4, start, client, batch=B)` for each
              batch size B: ffmpeg decode + resize, gRPC Predict, model, top-k; frames/s is the
              number of frames classified over the call's wall time;
   seeds      one request per frame, the seeds' way: the sampled frames are first saved as
@@ -119,14 +119,17 @@ def stage_fps(
     video: Path, model, sample_fps: float, expected: tuple[str, ...], key_frames: bool = False
 ) -> tuple[float, int]:
     """Frames per second through the stage, and how many frames (time from the video to the last label)."""
-    from flows.classify import classify_video
+    from video.classify import classify_video
 
     start = datetime(2026, 11, 1, tzinfo=UTC)
     started = time.perf_counter()
-    result = classify_video(video, start, model, fps=sample_fps, check=False, key_frames=key_frames)
+    with model.connect() as client:
+        frames, detections = classify_video(
+            video, start, client, model.input_size, model.batch_size, sample_fps, key_frames
+        )
     seconds = time.perf_counter() - started
-    _check_labels([d.label for d in result.detections if d.rank == 1], expected, "the classify stage")
-    return result.frames / seconds, result.frames
+    _check_labels([d.label for d in detections if d.rank == 1], expected, "the classify stage")
+    return frames / seconds, frames
 
 
 def _check_labels(top1: list[str], expected: tuple[str, ...], who: str) -> None:

@@ -187,11 +187,32 @@ def status_mb(pid: int, field: str) -> float | None:
     return None
 
 
+def commit() -> str:
+    """The commit the bench ran on, `+ changes` when the work tree differs from it."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(  # noqa: S603 - fixed argument list
+            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout.strip()
+        dirty = subprocess.run(  # noqa: S603
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return f"{head} + changes" if head and dirty else head or "unknown"
+
+
 def write_results(name: str, rows: list[dict], results_dir: Path = RESULTS_DIR) -> Path:
     """`<name>.json` holds the rows; `<name>.run.json` when and where they were measured."""
     results_dir.mkdir(parents=True, exist_ok=True)
     path = results_dir / f"{name}.json"
-    run = {"date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine()}
+    run = {"date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine(), "commit": commit()}
     for target, payload in ((path, rows), (results_dir / f"{name}.run.json", run)):
         tmp = target.with_name(f".{target.name}.{os.getpid()}")
         tmp.write_text(json.dumps(payload, indent=2) + "\n")

@@ -63,7 +63,6 @@ RECORDERS: dict[str, dict[int, tuple[str, str, str]]] = {
     "e2e-a": {1: ("cat", "h264", "g711u"), 2: ("coffee", "h265", "none")},
     "e2e-b": {1: ("motorcycle", "h264", "none"), 2: ("rocket", "h264", "g711a")},
 }
-DEPLOYMENT = "recorder-pipeline/recorder"
 RUN_TIMEOUT_S = 3600
 STEP_TIMEOUT_S = 3600
 SEEDS_TABLE = "seeds_detections"
@@ -268,12 +267,12 @@ def nvrflow_pass(
 ) -> Pass:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-    from prefect.deployments import run_deployment
 
     from blocks.clickhouse import ClickHouseSink
     from blocks.loading import load_block
     from core.settings import DEFAULT_SINK_BLOCK
-    from flows.dispatch import wait_for_runs
+    from core.windows import Window
+    from flows.launch import start_pipeline_runs, wait_for_runs
     from stack.simulator.footage import EXPECTED_LABELS
 
     prefix = f"{label}-{secrets.token_hex(2)}"
@@ -283,15 +282,9 @@ def nvrflow_pass(
     cpu_before = sum(_stat_cpu(p) for p in services)
     with FlowRunMemory(tag) as memory:
         began = time.time()
-        runs = {}
-        for name in names:
-            run = run_deployment(
-                DEPLOYMENT,
-                parameters={"recorder": name, "start": START.isoformat(), "end": END.isoformat(),
-                            "key_frames": key_frames},
-                timeout=0, tags=[f"recorder:{name}", f"site:{SITE}", "bench"],
-            )  # fmt: skip
-            runs[name] = run.id  # type: ignore[union-attr]
+        runs = start_pipeline_runs(
+            dict.fromkeys(names, SITE), Window(START, END), options={"key_frames": key_frames}
+        )
         states = wait_for_runs(runs, RUN_TIMEOUT_S)
         # The flow-run processes end a moment after their state: wait for the worker to reap them
         # (an exited, unreaped one is still its child), so that their CPU, and their ffmpeg's, is in

@@ -150,7 +150,8 @@ def load_pass(database: str, recorders: int) -> dict[str, Any]:
         from blocks.clickhouse import ClickHouseSink
         from blocks.loading import load_block
         from core.settings import DEFAULT_SINK_BLOCK
-        from flows.dispatch import start_pipeline_runs, wait_for_runs
+        from core.windows import Window
+        from flows.launch import start_pipeline_runs, wait_for_runs
 
         # The stack's last recorder port last: the simulator is up once it listens.
         ports = [free_port() for _ in range(recorders - 1)] + [state.recorder_ports[-1]]
@@ -171,7 +172,7 @@ def load_pass(database: str, recorders: int) -> dict[str, Any]:
         with StackMemory(tag) as stack_memory, FlowRunMemory(tag) as run_memory:
             began = time.time()
             runs = start_pipeline_runs(
-                dict.fromkeys(by_name, SITE), START, END, options={"sample_fps": SAMPLE_FPS}
+                dict.fromkeys(by_name, SITE), Window(START, END), options={"sample_fps": SAMPLE_FPS}
             )
             dispatched = time.time() - began
             states = wait_for_runs(runs, RUN_TIMEOUT_S)

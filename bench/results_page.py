@@ -39,7 +39,8 @@ def render(results_dir: Path = RESULTS_DIR) -> str:
         lines += [
             f"## {name} (`{COMMANDS.get(name, f'python -m bench.{name}')}`)",
             "",
-            f"Measured {run.get('date', 'at an unrecorded date')} on {run.get('machine', 'an unrecorded machine')}.",
+            f"Measured {run.get('date', 'at an unrecorded date')} on {run.get('machine', 'an unrecorded machine')}, "
+            f"at commit {run.get('commit', 'not recorded')}.",
             "",
             "```",
             format_table(rows),

@@ -213,9 +213,10 @@ class ClickHouseWriter:
     # -- reading -------------------------------------------------------------------------------
 
     def query(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple]:
-        """Run a read query; `{db}` in the SQL names the sink's database."""
+        """Run a read query; `{db}` in the SQL names the sink's database. Every datetime comes back
+        aware, in UTC (clickhouse-connect gives naive ones for some column types)."""
         result = self._guard(self._client.query, self._sql(sql), parameters=parameters or {})
-        return [tuple(r) for r in result.result_rows]
+        return [tuple(_as_utc(v) if isinstance(v, datetime) else v for v in r) for r in result.result_rows]
 
     def command(self, sql: str, parameters: dict[str, Any] | None = None) -> None:
         self._guard(self._client.command, self._sql(sql), parameters=parameters or {})
@@ -249,7 +250,7 @@ class ClickHouseWriter:
             "WHERE hour >= {start:DateTime('UTC')} AND hour < {end:DateTime('UTC')}",
             _utc_naive(start=start, end=end),
         )
-        return {(recorder, int(channel), _as_utc(hour)) for recorder, channel, hour in rows}
+        return {(recorder, int(channel), hour) for recorder, channel, hour in rows}
 
     def summary_between(self, start: datetime, end: datetime, top: int = 3) -> dict[str, SegmentSummary]:
         """Per recorder: segments, seconds of video, remuxed segments and its `top` rank-1 labels."""

@@ -8,10 +8,12 @@ nvrflow: in messages, in the limit `recorder:<name>`, in the rows.
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from typing import Literal
 
 from prefect.blocks.core import Block
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 
 from blocks.isapi.client import ISAPIClient
 from blocks.isapi.clock import DeviceClock
@@ -29,6 +31,11 @@ from blocks.isapi.parsing import MAIN_STREAM, SUB_STREAM, Recording
 
 # Which stream of a recorder the classify stage decodes.
 ClassifyFrom = Literal["main", "sub"]
+MAX_CHANNEL = 256
+MAX_SLOTS = 16  # a recorder serves a few downloads at once; more only slows each one
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+)
 
 __all__ = [
     "ClassifyFrom",
@@ -60,9 +67,13 @@ class HikvisionRecorder(Block):
     scheme: Literal["http", "https"] = "http"
     username: str = "admin"
     password: SecretStr
-    channels: list[int] = Field(default_factory=lambda: [1], description="Channels (cameras) to export.")
+    channels: list[int] = Field(
+        default_factory=lambda: [1],
+        min_length=1,
+        description=f"Channels (cameras) to export, 1..{MAX_CHANNEL}.",
+    )
     max_concurrent_downloads: int = Field(
-        default=2, ge=1, description="Size of the recorder's concurrency limit."
+        default=2, ge=1, le=MAX_SLOTS, description="Size of the recorder's concurrency limit."
     )
     site: str = ""
     enabled: bool = True
@@ -80,6 +91,25 @@ class HikvisionRecorder(Block):
     verify_tls: bool = Field(
         default=True, description="Check the HTTPS certificate (off for self-signed devices)."
     )
+
+    @field_validator("host")
+    @classmethod
+    def _an_address(cls, value: str) -> str:
+        text = value.strip()
+        try:
+            return str(ipaddress.ip_address(text.strip("[]")))
+        except ValueError:
+            pass
+        if not _HOSTNAME.match(text) or text.replace(".", "").isdigit():
+            raise ValueError(f"{text!r} is not an IP address or host name")
+        return text
+
+    @field_validator("channels")
+    @classmethod
+    def _channel_numbers(cls, value: list[int]) -> list[int]:
+        if any(not 1 <= c <= MAX_CHANNEL for c in value):
+            raise ValueError(f"channels must be 1..{MAX_CHANNEL}")
+        return sorted(set(value))
 
     def base_url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host and not self.host.startswith("[") else self.host

@@ -28,6 +28,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from core.names import safe_name
+
 INGEST_CHANNEL = 0
 _SOURCE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -95,6 +97,22 @@ def check_source(source: str) -> str:
 def file_segment_name(sha256: str, file_name: str) -> str:
     stem = _UNSAFE.sub("_", Path(file_name).stem).strip("._")[:80] or "video"
     return f"{sha256[:16]}-{stem}"
+
+
+def mp4_path(segment: Segment, mp4_root: Path) -> Path:
+    """Where a segment's MP4 is kept under `mp4_root`: `<recorder>/<channel>/<date>/<name>.mp4` for a
+    recording (the export's place), `<source>/<date>/<name>.mp4` for an ingested file (dates UTC).
+
+    The one place an MP4's path is made; ValueError for a name no path can take (a hostile
+    recorder's), which never leaves `mp4_root`.
+    """
+    day = f"{segment.start.astimezone(UTC):%Y-%m-%d}"
+    folder = [safe_name(segment.source)] + ([] if segment.sha256 else [str(int(segment.channel))]) + [day]
+    root = mp4_root.resolve()
+    path = root.joinpath(*folder, f"{safe_name(segment.name)}.mp4").resolve()
+    if not path.is_relative_to(root):
+        raise ValueError(f"{segment.label}: MP4 path {path} escapes {root}")
+    return path
 
 
 def content_sha256(path: Path) -> str:

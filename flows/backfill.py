@@ -20,24 +20,51 @@ from uuid import UUID
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
-from prefect.client.schemas.objects import FlowRun
-from prefect.deployments import run_deployment
 from prefect.runtime import flow_run
+from pydantic import Field
 
 from blocks.clickhouse import ClickHouseSink
 from blocks.loading import load_block
 from core.settings import DEFAULT_SINK_BLOCK
-from core.windows import HOUR, check_window, gap_rows, hour_before, hours_touching, missing_windows
-from flows.dispatch import PIPELINE_DEPLOYMENT, window_key
-from flows.recorders import registered_recorders
+from core.windows import HOUR, Window, cli_time, gap_rows, missing_windows
+from flows.launch import PIPELINE_DEPLOYMENT, Backfill, launch_pipeline_run
+from flows.recorders import chosen_recorders
+from flows.run_form import WindowTime
 from work_pools.queues import backfill_queue
+
+MAX_LOOKBACK_HOURS = 24 * 31
+
+
+def backfill_window(start: object, end: object, lookback_hours: int, scheduled: datetime | None) -> Window:
+    """The range a backfill looks at: its parameters, else the `lookback_hours` before the hour the
+    live schedule is doing at its scheduled start (a range of any length may be looked at: only
+    the missing hours become runs)."""
+    if start is None and end is None:
+        if scheduled is None:
+            raise ValueError("start and end are empty and the run has no scheduled start time")
+        live = Window.live(scheduled)
+        return Window(live.start - lookback_hours * HOUR, live.start)
+    return Window.of_run(start, end, scheduled, long_window=True)
+
+
+def missing_hours(
+    sink: ClickHouseSink, window: Window, channels: dict[str, list[int]], now: datetime
+) -> dict[tuple[datetime, str], list[int]]:
+    """{(hour, recorder): channels} of the window's settled hours the ledger does not hold: what a
+    backfill runs, and what the report lists as gaps."""
+    hours = window.settled_hours(now)
+    if not hours or not channels:
+        return {}
+    with sink.connect() as ch:
+        complete = ch.complete_windows(hours[0], hours[-1] + HOUR)
+    return missing_windows(channels, hours, complete)
 
 
 @flow(name="backfill")
 def backfill(
-    start: datetime | None = None,
-    end: datetime | None = None,
-    lookback_hours: int = 24,
+    start: WindowTime = None,
+    end: WindowTime = None,
+    lookback_hours: int = Field(default=24, ge=1, le=MAX_LOOKBACK_HOURS),
     recorders: list[str] | None = None,
     sink_block: str = DEFAULT_SINK_BLOCK,
     deployment: str = PIPELINE_DEPLOYMENT,
@@ -46,11 +73,12 @@ def backfill(
     """Start a pipeline run for every recorder-hour in [start, end) that is not complete.
 
     Args:
-        start: First hour to look at (rounded down to the hour), with a time zone. Leave start
-            and end empty for the `lookback_hours` before the hour the live schedule is doing.
-        end: End of the range (exclusive), with a time zone. The last hour before now and later
-            ones are left to the live schedule.
-        lookback_hours: Hours to look back when start and end are empty.
+        start: First hour to look at (rounded down to the hour), with a time zone. Give start and
+            end together, or leave both empty for the `lookback_hours` before the hour the live
+            schedule is doing.
+        end: End of the range (exclusive), with a time zone, after start. The hour the live
+            schedule is doing and later ones are left to it.
+        lookback_hours: Hours to look back when start and end are empty (1 to 744).
         recorders: Names of the recorders to look at; empty: every enabled recorder.
         sink_block: Name of the ClickHouseSink block that holds the ledger.
         deployment: The pipeline deployment to start runs of.
@@ -58,60 +86,35 @@ def backfill(
             workers serve after every live queue (`work_pools.queues`).
     """
     logger = get_run_logger()
-    live_start, _ = hour_before(datetime.now(UTC))  # the hour the live schedule is doing now
-    if start is None or end is None:
-        end = hour_before(flow_run.scheduled_start_time)[0]
-        start = end - lookback_hours * HOUR
-    start, end = check_window(start, end)
-    hours = [h for h in hours_touching(start, end) if h < live_start]
-    known = registered_recorders()
-    unknown = sorted(set(recorders or []) - set(known))
-    if unknown:
-        raise ValueError(f"no recorder block named {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    names = recorders or [name for name, block in known.items() if block.enabled]
-    chosen = {name: known[name].channels for name in sorted(names)}
+    window = backfill_window(start, end, lookback_hours, flow_run.scheduled_start_time)
+    now = datetime.now(UTC)
+    hours = window.settled_hours(now)
+    chosen = chosen_recorders(recorders)
     if not hours or not chosen:
         logger.info("nothing to look at: no past hour in the range, or no recorder")
         return {"missing": 0, "runs": {}}
-    with load_block(ClickHouseSink, sink_block).connect() as ch:
-        complete = ch.complete_windows(hours[0], hours[-1] + HOUR)
-    missing = missing_windows(chosen, hours, complete)
-    gaps = gap_rows(missing)
+    every_channel = {name: b.channels for name, b in chosen.items()}
+    missing = missing_hours(load_block(ClickHouseSink, sink_block), window, every_channel, now)
     create_table_artifact(
-        gaps or [{"recorder": "-", "hours missing": 0, "first": "", "last": ""}],
+        gap_rows(missing) or [{"recorder": "-", "hours missing": 0, "first": "", "last": ""}],
         key="backfill-gaps",
-        description=f"recorder-hours not complete in {hours[0]:%Y-%m-%d %H:%M} .. {hours[-1] + HOUR:%Y-%m-%d %H:%M} UTC",
+        description=f"recorder-hours not complete in {Window(hours[0], hours[-1] + HOUR).describe()}",
     )
     runs: dict[str, UUID] = {}
     for (hour, recorder), channels in missing.items():  # oldest first
-        run: FlowRun = run_deployment(  # type: ignore[assignment]  # sync call: the flow run
-            deployment,
-            parameters={
-                "recorder": recorder,
-                "start": hour.isoformat(),
-                "end": (hour + HOUR).isoformat(),
-                "channels": channels,
-            },  # fmt: skip
-            timeout=0,
-            flow_run_name=f"{recorder} {hour:%Y-%m-%d %H:%M} backfill",
-            tags=[f"recorder:{recorder}", "backfill"],
-            work_queue_name=work_queue or backfill_queue(known[recorder].site),
-            # A retry of this backfill makes no second run; a later backfill may try again.
-            idempotency_key=f"backfill/{flow_run.id}/{window_key(recorder, hour, hour + HOUR)}",
-        )
-        runs[f"{recorder} {hour.isoformat()}"] = run.id
+        site = chosen[recorder].site
+        runs[f"{recorder} {hour.isoformat()}"] = launch_pipeline_run(
+            recorder, site, Window(hour, hour + HOUR), channels=channels, deployment=deployment,
+            backfill=Backfill(str(flow_run.id), work_queue or backfill_queue(site)),
+        )  # fmt: skip
     logger.info(f"{len(missing)} recorder-hours not complete; {len(runs)} runs started")
     return {"missing": len(missing), "runs": {k: str(v) for k, v in runs.items()}}
 
 
-def _parse_time(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m flows.backfill", description=__doc__.splitlines()[0])
-    parser.add_argument("--start", required=True, type=_parse_time, help="first hour, ISO 8601 with zone")
-    parser.add_argument("--end", required=True, type=_parse_time, help="end of the range, ISO 8601 with zone")
+    parser.add_argument("--start", required=True, type=cli_time, help="first hour, ISO 8601 with zone")
+    parser.add_argument("--end", required=True, type=cli_time, help="end of the range, ISO 8601 with zone")
     parser.add_argument(
         "--recorder", action="append", dest="recorders", help="a recorder (repeat); default: all"
     )

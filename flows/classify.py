@@ -15,10 +15,7 @@ inputs give the same labels.
 from __future__ import annotations
 
 import threading
-from contextlib import closing
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger, task
@@ -29,7 +26,7 @@ from blocks.recorder import DownloadResult
 from core.segment import Segment, stage_key
 from flows import retry_policy
 from flows.caching import StageKey
-from video.frames import sample_frames
+from video.classify import Classification, classify_video
 from video.transcode import TranscodeResult
 
 CLASSIFY_VERSION = 1
@@ -38,51 +35,6 @@ CLASSIFY_VERSION = 1
 # gains no speed, only frames in memory.
 CLASSIFY_AT_ONCE = 2
 _classifying = threading.BoundedSemaphore(CLASSIFY_AT_ONCE)
-
-
-@dataclass(frozen=True)
-class Detection:
-    frame_time: datetime
-    rank: int
-    label: str
-    score: float
-
-
-@dataclass(frozen=True)
-class Classification:
-    model: str
-    model_version: int
-    frames: int
-    detections: list[Detection]
-    key: str = ""  # the classify stage key these labels were made under
-
-
-def classify_video(
-    video: Path,
-    start: datetime,
-    model: TFServingModel,
-    fps: float = 1.0,
-    check: bool = True,
-    key_frames: bool = False,
-) -> Classification:
-    """Top-k labels for one frame a second (or `fps`, or each key frame), frame times in UTC from `start`."""
-    detections: list[Detection] = []
-    frames = 0
-    with model.connect() as client:
-        if check:
-            client.check_metadata()
-        batches = sample_frames(
-            video, model.input_size, fps=fps, batch=model.batch_size, start=start, key_frames=key_frames
-        )
-        with closing(batches):  # the decoder stops at once when a call fails
-            for offsets, tops in client.classify_batches(batches):
-                for offset, top in zip(offsets, tops, strict=True):
-                    at = start + timedelta(milliseconds=round(offset * 1000))
-                    for rank, (label, score) in enumerate(top, start=1):
-                        detections.append(Detection(at, rank, label, float(score)))
-                frames += len(tops)
-        version = client.version
-    return Classification(model.model_name, version, frames, detections)
 
 
 @dataclass(frozen=True)
@@ -139,15 +91,17 @@ def classify_segment(
         )
         _classifying.acquire()
     try:
-        result = classify_video(video, video_start, model, fps=fps, check=False, key_frames=key_frames)
+        with model.connect() as client:
+            frames, detections = classify_video(
+                video, video_start, client, model.input_size, model.batch_size, fps, key_frames
+            )
+            version = client.version
     finally:
         _classifying.release()
-    detections, frames = result.detections, result.frames
-    if isinstance(source, SubStream):  # its file may run a little past the segment's ends
-        end = segment.end or source.segment.end or segment.start
-        detections = [d for d in detections if segment.start <= d.frame_time < end]
-        frames = len({d.frame_time for d in detections})
-    return Classification(result.model, result.model_version, frames, detections, key=key)
+    result = Classification(model.model_name, version, frames, detections, key=key)
+    if isinstance(source, SubStream):
+        return result.within(segment.start, segment.end or source.segment.end or segment.start)
+    return result
 
 
 @task(name="check model", cache_policy=NO_CACHE, **retry_policy.MODEL_CHECK)

@@ -27,7 +27,7 @@ from core.settings import DEFAULT_MODEL_BLOCK, DEFAULT_SINK_BLOCK
 from flows.classify import check_model, classify_segment
 from flows.persist import persist_segment
 from flows.transcode import transcode_task_for
-from inbox.folders import claim, describe_file, failure_reason, ingest_dir, move_into, mp4_path, set_aside
+from inbox.folders import claim, describe_file, failure_reason, ingest_dir, move_into, set_aside
 from video.transcode import TranscodeOptions
 
 
@@ -66,8 +66,7 @@ def ingest_video(
         sink = load_block(ClickHouseSink, sink_block)
         version = check_model(model)
         options = transcode or TranscodeOptions()
-        output = mp4_path(segment)
-        transcoded = transcode_task_for(output)(segment, working, options, output=output)
+        transcoded = transcode_task_for(segment)(segment, working, options)
         classification = classify_segment(segment, transcoded, model, version, sample_fps, key_frames)
         persisted = persist_segment(segment, transcoded, classification, sink, segment.source, run_id)
     except BaseException as exc:

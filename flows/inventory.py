@@ -9,7 +9,7 @@ row per recorder; column order is free, header names are case-insensitive:
 | host                     | yes      | IP address or DNS name                                   |
 | port                     | no (80)  | 1-65535                                                  |
 | username                 | no       | default `admin`                                          |
-| password                 | no       | empty keeps the password already stored in the block     |
+| password                 | no       | empty keeps the one stored in the block; a disabled recorder needs none |
 | channels                 | yes      | `1,2,5` or `1-4` or `1-4,9`                              |
 | max_concurrent_downloads | no (2)   | 1-16: slots of the limit `recorder:<name>`               |
 | site                     | no       | free text                                                |
@@ -17,42 +17,40 @@ row per recorder; column order is free, header names are case-insensitive:
 | schedule                 | no       | cron (UTC) of the recorder's runs; default `5 * * * *`   |
 | classify_from            | no (main)| `main`, or `sub`: classify from the recorder's sub-stream |
 
-Every row is checked before anything changes: one error lists every bad row and
-column, and then nothing is created or updated. Passwords never appear in logs,
-errors or artifacts.
+The defaults and bounds are the recorder block's own (`blocks/recorder.py`): each row is
+validated by building its block. Every row is checked before anything changes: one error
+lists every bad row and column, and then nothing is created or updated. Passwords never
+appear in logs, errors or artifacts.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 from prefect.client.schemas.schedules import CronSchedule
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 
 from blocks.loading import load_block
-from blocks.recorder import ClassifyFrom, HikvisionRecorder
-from flows.recorders import offer_recorders_in_run_form, upsert_recorder
+from blocks.recorder import HikvisionRecorder
+from flows.recorders import upsert_recorder
+from flows.run_form import shape_run_forms
 from flows.schedules import DEFAULT_CRON, ensure_recorder_schedule
 
 REQUIRED = ("name", "host", "channels")
-KNOWN = (
-    *REQUIRED, "port", "username", "password", "max_concurrent_downloads", "site", "enabled", "schedule",
+# The block's own settings: their defaults and bounds are the block's (blocks/recorder.py).
+BLOCK_COLUMNS = (
+    "host", "port", "username", "password", "channels", "max_concurrent_downloads", "site", "enabled",
     "classify_from",
 )  # fmt: skip
+KNOWN = ("name", *BLOCK_COLUMNS, "schedule")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
-_HOSTNAME = re.compile(
-    r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
-)
 _TRUE = {"yes", "y", "true", "1", "on"}
 _FALSE = {"no", "n", "false", "0", "off"}
-MAX_CHANNEL = 256
 
 
 class InventoryError(ValueError):
@@ -63,22 +61,16 @@ class InventoryError(ValueError):
 class InventoryRow:
     row: int
     name: str
-    host: str
-    port: int
-    username: str
-    password: str | None
-    channels: list[int]
-    max_concurrent_downloads: int
-    site: str
-    enabled: bool
+    block: HikvisionRecorder  # its password empty where the workbook's cell is
+    password_given: bool
     schedule: str = DEFAULT_CRON
-    classify_from: ClassifyFrom = "main"
 
     def __repr__(self) -> str:  # never show the password
-        return f"InventoryRow(row={self.row}, name={self.name!r}, host={self.host!r}, port={self.port})"
+        return f"InventoryRow(row={self.row}, name={self.name!r}, host={self.block.host!r})"
 
 
 def parse_channels(value: Any) -> list[int]:
+    """`1,2,5`, `1-4`, `1-4,9` (or a number) as channel numbers; their bounds are the block's."""
     text = str(value).strip()
     if isinstance(value, float) and value.is_integer():
         text = str(int(value))
@@ -95,34 +87,10 @@ def parse_channels(value: Any) -> list[int]:
             raise ValueError(f"{part!r} is not a channel number or range")
     if not channels:
         raise ValueError("no channel given")
-    if min(channels) < 1 or max(channels) > MAX_CHANNEL:
-        raise ValueError(f"channels must be 1..{MAX_CHANNEL}")
     return sorted(channels)
 
 
-def _int(value: Any, low: int, high: int) -> int:
-    if isinstance(value, bool) or value in (None, ""):
-        raise ValueError("missing")
-    number = float(str(value).strip())
-    if not number.is_integer() or not low <= number <= high:
-        raise ValueError(f"must be a whole number {low}..{high}")
-    return int(number)
-
-
-def _host(value: Any) -> str:
-    text = str(value or "").strip()
-    try:
-        return str(ipaddress.ip_address(text))
-    except ValueError:
-        pass
-    if not _HOSTNAME.match(text) or text.replace(".", "").isdigit():
-        raise ValueError(f"{text!r} is not an IP address or host name")
-    return text
-
-
 def _bool(value: Any) -> bool:
-    if value in (None, ""):
-        return True
     if isinstance(value, bool):
         return value
     text = str(value).strip().lower()
@@ -131,15 +99,6 @@ def _bool(value: Any) -> bool:
     if text in _FALSE:
         return False
     raise ValueError(f"{value!r} is not yes/no")
-
-
-def _stream(value: Any) -> ClassifyFrom:
-    text = str(value or "main").strip().lower()
-    if text == "main":
-        return "main"
-    if text == "sub":
-        return "sub"
-    raise ValueError("use main or sub (the recorder's sub-stream, where it records one)")
 
 
 def _cron(value: Any) -> str:
@@ -153,14 +112,43 @@ def _cron(value: Any) -> str:
     return text
 
 
-def _parse_cell(cell: dict[str, Any], errors: list[str], row: int, column: str, parse) -> Any:
-    """`parse` the cell; a problem is added to `errors` (never showing a password) and gives None."""
+# How a workbook cell is written, for the columns whose cells are not the block's value as they are.
+_CELL_FORMATS = {
+    "channels": parse_channels,
+    "enabled": _bool,
+    "classify_from": lambda v: str(v).strip().lower(),
+    "password": lambda v: SecretStr(str(v)),
+}
+
+
+def _shown(column: str, value: Any) -> str:
+    return "" if column == "password" else f" ({value!r})"
+
+
+def _block_of(cell: dict[str, Any], row: int, errors: list[str]) -> HikvisionRecorder | None:
+    """The row's block, validated by the block itself; each problem named by row and column (a cell
+    that cannot be read is left to the block's default, so the other columns are still checked)."""
+    values: dict[str, Any] = {"password": SecretStr("")}
+    unread = len(errors)
+    for column in BLOCK_COLUMNS:
+        raw = cell.get(column)
+        if raw is None or (isinstance(raw, str) and not raw.strip()):
+            continue  # the block's default
+        try:
+            values[column] = _CELL_FORMATS.get(column, lambda v: str(v).strip() if isinstance(v, str) else v)(
+                raw
+            )
+        except ValueError as exc:
+            errors.append(f"row {row}, column {column}{_shown(column, raw)}: {exc}")
     try:
-        return parse(cell.get(column))
-    except (ValueError, TypeError) as exc:
-        shown = "" if column == "password" else f" ({cell.get(column)!r})"
-        errors.append(f"row {row}, column {column}{shown}: {exc}")
+        block = HikvisionRecorder(**values)
+    except ValidationError as exc:
+        for problem in exc.errors():
+            column = str(problem["loc"][0]) if problem["loc"] else "?"
+            reason = str(problem["msg"]).removeprefix("Value error, ")
+            errors.append(f"row {row}, column {column}{_shown(column, cell.get(column))}: {reason}")
         return None
+    return block if len(errors) == unread else None
 
 
 def read_workbook(path: Path) -> list[InventoryRow]:
@@ -193,8 +181,6 @@ def read_workbook(path: Path) -> list[InventoryRow]:
             continue
         cell = {name: (values[i] if i < len(values) else None) for name, i in index.items()}
         errors: list[str] = []
-
-        check = partial(_parse_cell, cell, errors, number)
         name = str(cell.get("name") or "").strip()
         if not _NAME.match(name):
             errors.append(f"row {number}, column name ({name!r}): use lowercase letters, digits and '-'")
@@ -202,32 +188,19 @@ def read_workbook(path: Path) -> list[InventoryRow]:
             errors.append(f"row {number}, column name ({name!r}): duplicate of row {seen[name]}")
         else:
             seen[name] = number
-        host = check("host", _host)
-        port = check("port", lambda v: 80 if v in (None, "") else _int(v, 1, 65535))
-        channels = check("channels", parse_channels)
-        slots = check("max_concurrent_downloads", lambda v: 2 if v in (None, "") else _int(v, 1, 16))
-        enabled = check("enabled", _bool)
-        schedule = check("schedule", _cron)
-        classify_from = check("classify_from", _stream)
+        schedule = DEFAULT_CRON
+        try:
+            schedule = _cron(cell.get("schedule"))
+        except ValueError as exc:
+            errors.append(f"row {number}, column schedule ({cell.get('schedule')!r}): {exc}")
+        for column in REQUIRED[1:]:
+            if cell.get(column) in (None, ""):
+                errors.append(f"row {number}, column {column}: empty")
+        block = _block_of(cell, number, errors)
         problems.extend(errors)
-        if not errors:
-            password = cell.get("password")
-            parsed.append(
-                InventoryRow(
-                    row=number,
-                    name=name,
-                    host=host,
-                    port=port,
-                    username=str(cell.get("username") or "admin").strip(),
-                    password=None if password in (None, "") else str(password),
-                    channels=channels,
-                    max_concurrent_downloads=slots,
-                    site=str(cell.get("site") or "").strip(),
-                    enabled=enabled,
-                    schedule=schedule,
-                    classify_from=classify_from,
-                )  # fmt: skip
-            )
+        if block is not None and not errors:
+            given = cell.get("password") not in (None, "")
+            parsed.append(InventoryRow(number, name, block, given, schedule))
     if problems:
         raise InventoryError(f"{path}: {len(problems)} problem(s), nothing changed:\n" + "\n".join(problems))
     if not parsed:
@@ -236,19 +209,19 @@ def read_workbook(path: Path) -> list[InventoryRow]:
 
 
 def _block_for(row: InventoryRow) -> HikvisionRecorder:
-    password = row.password
-    if password is None:
-        try:
-            password = load_block(HikvisionRecorder, row.name).password.get_secret_value()
-        except ValueError:
-            raise InventoryError(
-                f"row {row.row}, column password: empty, and recorder {row.name} has no stored password yet"
-            ) from None
-    return HikvisionRecorder(
-        host=row.host, port=row.port, username=row.username, password=SecretStr(password),
-        channels=row.channels, max_concurrent_downloads=row.max_concurrent_downloads,
-        site=row.site, enabled=row.enabled, classify_from=row.classify_from,
-    )  # fmt: skip
+    """The row's block with its password: the workbook's, else the one stored. A disabled recorder
+    needs none (it is never called until it is enabled, with a password)."""
+    if row.password_given:
+        return row.block
+    try:
+        stored = load_block(HikvisionRecorder, row.name).password
+    except ValueError:
+        if not row.block.enabled:
+            return row.block
+        raise InventoryError(
+            f"row {row.row}, column password: empty, and recorder {row.name} has no stored password yet"
+        ) from None
+    return row.block.model_copy(update={"password": stored})
 
 
 @flow(name="sync-inventory")
@@ -261,9 +234,9 @@ def sync_inventory(workbook: str) -> list[str]:
     changes: list[str] = []
     for name, block in blocks.items():
         changes += upsert_recorder(name, block, offer_in_run_form=False)
-    changes += offer_recorders_in_run_form()
+    changes += shape_run_forms()
     for row in rows:
-        changes += ensure_recorder_schedule(row.name, row.schedule, row.enabled, row.site)
+        changes += ensure_recorder_schedule(row.name, row.schedule, row.block.enabled, row.block.site)
     for line in changes:
         logger.info(line)
     logger.info(f"{len(rows)} recorders in {Path(workbook).name}: {len(changes)} change(s)")
@@ -271,11 +244,11 @@ def sync_inventory(workbook: str) -> list[str]:
         [
             {
                 "recorder": r.name,
-                "host": f"{r.host}:{r.port}",
-                "channels": ",".join(map(str, r.channels)),
-                "limit": r.max_concurrent_downloads,
-                "site": r.site,
-                "enabled": r.enabled,
+                "host": f"{r.block.host}:{r.block.port}",
+                "channels": ",".join(map(str, r.block.channels)),
+                "limit": r.block.max_concurrent_downloads,
+                "site": r.block.site,
+                "enabled": r.block.enabled,
                 "schedule": r.schedule,
             }  # fmt: skip
             for r in rows

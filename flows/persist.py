@@ -31,7 +31,7 @@ from blocks.loading import load_block
 from core.segment import Segment
 from core.settings import DEFAULT_SINK_BLOCK, outbox_dir
 from flows import retry_policy
-from flows.classify import Classification
+from video.classify import Classification
 from video.transcode import TranscodeResult
 
 

@@ -21,11 +21,12 @@ from prefect import flow, get_run_logger
 from blocks.clickhouse import ClickHouseSink
 from blocks.loading import load_block
 from core.settings import DEFAULT_SINK_BLOCK, data_dir
-from core.windows import HOUR, gap_rows, hour_before, hours_touching, missing_windows
-from flows.recorders import registered_recorders
-from reports.page import Channel, ReportData, utc, write_report
-
-PIPELINE_FLOW = "recorder-pipeline"
+from core.windows import InvalidWindow, Window, cli_time, gap_rows
+from flows.backfill import missing_hours
+from flows.launch import PIPELINE_FLOW
+from flows.recorders import chosen_recorders
+from flows.run_form import WindowTime
+from reports.page import Channel, ReportData, write_report
 
 
 def gather(sink: ClickHouseSink, start: datetime, end: datetime) -> list[Channel]:
@@ -35,13 +36,11 @@ def gather(sink: ClickHouseSink, start: datetime, end: datetime) -> list[Channel
         frames = ch.top1_frames_between(start, end)
     channels: dict[tuple[str, int], Channel] = {}
     for row in segments:
-        seg = asdict(row) | {"start": utc(row.start), "end": utc(row.end)}
-        channels.setdefault((row.recorder, row.channel), Channel(row.recorder, row.channel)).segments.append(
-            seg
-        )
+        entry = channels.setdefault((row.recorder, row.channel), Channel(row.recorder, row.channel))
+        entry.segments.append(asdict(row))
     for recorder, channel, frame_time, label, score in frames:
         entry = channels.setdefault((recorder, channel), Channel(recorder, channel))
-        entry.frames.append((utc(frame_time), label, float(score)))
+        entry.frames.append((frame_time, label, float(score)))
     return [channels[key] for key in sorted(channels)]
 
 
@@ -71,14 +70,13 @@ def failed_pipeline_runs(start: datetime, end: datetime, limit: int = 200) -> li
     for run in runs:
         params = run.parameters or {}
         try:
-            run_start, run_end = (utc(_parse_time(params[k])) for k in ("start", "end"))
-        except (KeyError, TypeError, ValueError):
-            # Without a window the run covered the hour before its scheduled start.
-            when = run.expected_start_time or run.start_time
-            if when is None:
-                continue
-            run_start, run_end = hour_before(when)
-        if run_start < end and run_end > start:
+            window = Window.of_run(
+                params.get("start"), params.get("end"), run.expected_start_time or run.start_time,
+                bool(params.get("long_window")),
+            )  # fmt: skip
+        except InvalidWindow:
+            continue  # a refused window is no window's failure
+        if window.overlaps(Window(start, end)):
             found.append({
                 "name": run.name, "id": str(run.id), "recorder": str(params.get("recorder", "")),
                 "state": run.state.name if run.state else "", "message": (run.state.message or "") if run.state else "",
@@ -87,37 +85,31 @@ def failed_pipeline_runs(start: datetime, end: datetime, limit: int = 200) -> li
     return found
 
 
-def _parse_time(value: object) -> datetime:
-    if isinstance(value, datetime):
-        return value
-    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-
-
-def gaps_between(sink: ClickHouseSink, start: datetime, end: datetime) -> list[dict]:
-    """The gap view of the window's past hours: recorders with hours the ledger does not hold."""
-    hours = [h for h in hours_touching(start, end) if h + HOUR <= datetime.now(UTC)]
-    if not hours:
-        return []
-    channels = {name: block.channels for name, block in registered_recorders().items() if block.enabled}
-    with sink.connect() as ch:
-        complete = ch.complete_windows(hours[0], hours[-1] + HOUR)
-    return gap_rows(missing_windows(channels, hours, complete))
+def gaps_between(sink: ClickHouseSink, window: Window) -> list[dict]:
+    """The gap view of the window's settled hours: the recorder-hours a backfill would run."""
+    channels = {name: block.channels for name, block in chosen_recorders(None).items()}
+    return gap_rows(missing_hours(sink, window, channels, datetime.now(UTC)))
 
 
 def default_path(start: datetime, end: datetime) -> Path:
-    return data_dir() / "reports" / f"report-{start:%Y%m%dT%H%M%S}-{end:%Y%m%dT%H%M%S}.html"
+    return data_dir() / "reports" / f"report-{start:%Y%m%dT%H%M%S}-{end:%Y%m%dT%H%M%S}" / "index.html"
 
 
 @flow(name="report")
 def report(
-    start: datetime, end: datetime, out: str | None = None, sink_block: str = DEFAULT_SINK_BLOCK
+    start: WindowTime, end: WindowTime, out: str | None = None, sink_block: str = DEFAULT_SINK_BLOCK
 ) -> str:
-    """Write the HTML report of [start, end) (UTC); returns the file's path."""
-    if start.tzinfo is None or end.tzinfo is None:
-        raise ValueError("start and end need a time zone (e.g. 2026-11-01T10:00:00Z)")
-    if end <= start:
-        raise ValueError(f"empty window: end {end} is not after start {start}")
-    start, end = start.astimezone(UTC), end.astimezone(UTC)
+    """Write the HTML report of [start, end) (UTC); returns the page's path.
+
+    Args:
+        start: Window start, with a time zone (e.g. 2026-11-01T02:00:00Z).
+        end: Window end (exclusive), with a time zone, after start.
+        out: The page to write; its clips go into a `clips` folder beside it. Default:
+            <data>/reports/report-<start>-<end>/index.html.
+        sink_block: Name of the ClickHouseSink block to read from.
+    """
+    window = Window.of_run(start, end, None, long_window=True)
+    start, end = window.start, window.end
     logger = get_run_logger()
     sink = load_block(ClickHouseSink, sink_block)
     channels = gather(sink, start, end)
@@ -125,7 +117,7 @@ def report(
     gaps: list[dict] = []
     try:
         runs = failed_pipeline_runs(start, end)
-        gaps = gaps_between(sink, start, end)
+        gaps = gaps_between(sink, window)
     except Exception as exc:  # the report is still useful without the run history
         runs, note = [], f"Prefect API not reachable, failed runs and gaps not listed: {type(exc).__name__}"
         logger.warning(note)
@@ -138,10 +130,11 @@ def report(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m flows.report", description=__doc__.splitlines()[0])
-    parser.add_argument("--start", required=True, type=_parse_time, help="window start, ISO 8601 with zone")
-    parser.add_argument("--end", required=True, type=_parse_time, help="window end, ISO 8601 with zone")
+    parser.add_argument("--start", required=True, type=cli_time, help="window start, ISO 8601 with zone")
+    parser.add_argument("--end", required=True, type=cli_time, help="window end, ISO 8601 with zone")
     parser.add_argument(
-        "--out", help="HTML file to write (default: <data>/reports/report-<start>-<end>.html)"
+        "--out",
+        help="the page to write, its clips beside it (default: <data>/reports/report-<start>-<end>/index.html)",
     )
     parser.add_argument("--sink-block", default=DEFAULT_SINK_BLOCK, help="ClickHouseSink block name")
     args = parser.parse_args(argv)

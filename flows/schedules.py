@@ -17,7 +17,8 @@ well; `resume` here also starts a backfill of the recorder's hours since the pau
 
 The recorder deployments are separate from prefect.yaml on purpose: `prefect deploy`
 replaces the schedules of the deployments it manages, and would wipe what the inventory
-made. A disabled recorder (`enabled` no) has its schedule paused by the inventory sync;
+made. A disabled recorder (`enabled` no) has its schedule paused by the inventory sync, is
+listed as *disabled*, and is not resumed here (the workbook is where it is enabled again);
 an operator's pause survives a sync of an enabled recorder.
 """
 
@@ -35,15 +36,17 @@ from prefect.client.schemas.responses import DeploymentResponse
 from prefect.client.schemas.schedules import CronSchedule
 from prefect.exceptions import ObjectNotFound
 
+from blocks.loading import load_block
+from blocks.recorder import HikvisionRecorder
+from core.windows import cli_time
+from flows.launch import PIPELINE_DEPLOYMENT, PIPELINE_FLOW, run_tags
 from work_pools.queues import ensure_site_queues, site_queue
 
-BASE_DEPLOYMENT = "recorder-pipeline/recorder"
-FLOW_NAME = "recorder-pipeline"
 DEFAULT_CRON = "5 * * * *"
 
 
 def deployment_name(recorder: str) -> str:
-    return f"{FLOW_NAME}/{recorder}"
+    return f"{PIPELINE_FLOW}/{recorder}"
 
 
 def _slug(recorder: str) -> str:
@@ -68,10 +71,10 @@ def ensure_recorder_schedule(
     schedule = CronSchedule(cron=cron, timezone="UTC")
     queue = site_queue(site)
     with get_client(sync_client=True) as client:
-        base = _read(client, BASE_DEPLOYMENT)
+        base = _read(client, PIPELINE_DEPLOYMENT)
         if base is None:
             return [
-                f"{recorder}: no {BASE_DEPLOYMENT} deployment yet, schedule not made (run prefect deploy)"
+                f"{recorder}: no {PIPELINE_DEPLOYMENT} deployment yet, schedule not made (run prefect deploy)"
             ]
         changes = ensure_site_queues(base.work_pool_name, {site}) if base.work_pool_name else []
         current = _read(client, deployment_name(recorder))
@@ -80,7 +83,7 @@ def ensure_recorder_schedule(
                 flow_id=base.flow_id, name=recorder, parameters={"recorder": recorder},
                 description=f"{recorder}: the hour before each scheduled start ({cron}, UTC).",
                 work_pool_name=base.work_pool_name, work_queue_name=queue,
-                tags=[*base.tags, f"recorder:{recorder}"], path=base.path, entrypoint=base.entrypoint,
+                tags=[*base.tags, *run_tags(recorder, site)], path=base.path, entrypoint=base.entrypoint,
                 pull_steps=base.pull_steps, parameter_openapi_schema=base.parameter_openapi_schema,
                 enforce_parameter_schema=base.enforce_parameter_schema, job_variables=base.job_variables,
                 schedules=[DeploymentScheduleCreate(schedule=schedule, active=enabled, slug=_slug(recorder))],
@@ -93,10 +96,14 @@ def ensure_recorder_schedule(
             "parameters": {"recorder": recorder},
             "entrypoint": base.entrypoint,
             "work_queue_name": queue,
+            "tags": [*base.tags, *run_tags(recorder, site)],
+            "parameter_openapi_schema": base.parameter_openapi_schema,
         }
         if any(getattr(current, field) != value for field, value in wanted.items()):
             client.update_deployment(current.id, DeploymentUpdate(**wanted))
-            changes.append(f"{deployment_name(recorder)}: parameters, entrypoint or queue updated")
+            changes.append(
+                f"{deployment_name(recorder)}: parameters, entrypoint, queue, tags or run form updated"
+            )
         mine = _schedule_of(current, recorder)
         if mine is None:
             client.create_deployment_schedules(
@@ -121,17 +128,32 @@ def _schedule_of(deployment: DeploymentResponse, recorder: str) -> DeploymentSch
 
 
 def state_of(recorder: str) -> tuple[str, DeploymentSchedule | None]:
-    """`init` (no schedule yet), `running` or `paused`, and the schedule."""
+    """`disabled` (in the inventory), `init` (no schedule yet), `running` or `paused`, and the schedule."""
     with get_client(sync_client=True) as client:
         deployment = _read(client, deployment_name(recorder))
     schedule = _schedule_of(deployment, recorder) if deployment else None
+    if not _enabled(recorder):
+        return "disabled", schedule
     if schedule is None:
         return "init", None
     return ("running" if schedule.active else "paused"), schedule
 
 
+def _enabled(recorder: str) -> bool:
+    try:
+        return load_block(HikvisionRecorder, recorder).enabled
+    except ValueError:
+        raise ValueError(f"no recorder block named {recorder!r}: sync the inventory first") from None
+
+
 def set_active(recorder: str, active: bool) -> DeploymentSchedule:
-    """Pause or resume one recorder's schedule; returns it as it was before."""
+    """Pause or resume one recorder's schedule; returns it as it was before. A recorder disabled in
+    the inventory is not resumed: the inventory is where it is enabled again."""
+    if active and not _enabled(recorder):
+        raise ValueError(
+            f"recorder {recorder!r} is disabled in the inventory (enabled: no), so it stays paused: "
+            "set enabled to yes in the workbook and run sync-inventory"
+        )
     with get_client(sync_client=True) as client:
         deployment = _read(client, deployment_name(recorder))
         schedule = _schedule_of(deployment, recorder) if deployment else None
@@ -156,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m flows.schedules", description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=["list", "pause", "resume"])
     parser.add_argument("recorder", nargs="?", help="recorder name (pause, resume)")
-    parser.add_argument("--since", type=lambda v: datetime.fromisoformat(v.replace("Z", "+00:00")),
+    parser.add_argument("--since", type=cli_time,
                         help="resume: catch up from this time (ISO 8601 with zone) instead of the pause")  # fmt: skip
     args = parser.parse_args(argv)
     if args.command == "list":

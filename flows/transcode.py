@@ -21,8 +21,8 @@ from prefect import Task, task
 from prefect_shell import ShellOperation
 
 from blocks.recorder import DownloadResult
-from core.segment import Segment, stage_key
-from core.settings import exports_dir, mp4_dir
+from core.segment import Segment, mp4_path, stage_key
+from core.settings import mp4_dir
 from flows import retry_policy
 from flows.caching import StageKey, trusting_files
 from video.command import TAIL_LINES, CommandFailed
@@ -64,32 +64,26 @@ def transcode_key(segment: Segment, options: TranscodeOptions) -> str:
     return stage_key(segment, "transcode", TRANSCODE_VERSION, options.output_settings())
 
 
-def mp4_path_for(export: Path, exports_root: Path, mp4_root: Path) -> Path:
-    """The MP4 of an export keeps the export's place: <recorder>/<channel>/<date>/<segment>.mp4."""
-    return mp4_root / export.relative_to(exports_root).with_suffix(".mp4")
-
-
 @task(name="transcode", task_run_name="transcode {segment.label}",
       cache_policy=StageKey(key_of=lambda inputs: transcode_key(inputs["segment"], inputs["options"]),
                             per_data_folder=True),
       cache_expiration=timedelta(days=TRANSCODE_CACHE_DAYS), **retry_policy.MEDIA)  # fmt: skip
 def transcode_segment(
-    segment: Segment, source: DownloadResult | Path, options: TranscodeOptions, output: Path | None = None
+    segment: Segment, source: DownloadResult | Path, options: TranscodeOptions
 ) -> TranscodeResult:
-    """`source`: a download (its MP4 mirrors the export's place) or a file, with its `output` path."""
-    if isinstance(source, DownloadResult):
-        src = source.path
-        output = output or mp4_path_for(src, exports_dir(), mp4_dir())
-    else:
-        src = source
-    if output is None:
-        raise ValueError(f"{segment.label}: a file source needs an output path")
+    """`source`: a recorder's download, or an ingested file; the MP4 goes to the segment's place."""
+    src = source.path if isinstance(source, DownloadResult) else source
     expected = (segment.end - segment.start).total_seconds() if segment.end else None
     key = transcode_key(segment, options)
+    output = mp4_path(segment, mp4_dir())
     result = transcode_file(src, output, options, expected, run=run_in_shell_operation, made_from=key)
     return dataclasses.replace(result, key=key)
 
 
-def transcode_task_for(output: Path | None) -> Task[..., TranscodeResult]:
-    """The transcode task, running again unless this data folder holds the MP4 at `output`."""
-    return trusting_files(transcode_segment, output is not None and output.is_file() and is_faststart(output))
+def transcode_task_for(segment: Segment) -> Task[..., TranscodeResult]:
+    """The transcode task, running again unless this data folder holds the segment's MP4."""
+    try:
+        output = mp4_path(segment, mp4_dir())
+    except ValueError:  # a name no path can take: the task itself fails, naming it
+        return trusting_files(transcode_segment, False)
+    return trusting_files(transcode_segment, output.is_file() and is_faststart(output))

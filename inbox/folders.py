@@ -17,7 +17,7 @@ from pathlib import Path
 
 from core.errors import is_retryable
 from core.segment import Segment, content_sha256
-from core.settings import data_dir, mp4_dir
+from core.settings import data_dir
 
 
 def ingest_dir(kind: str) -> Path:
@@ -36,11 +36,6 @@ def describe_file(path: Path, source: str, start: datetime | None = None) -> Seg
     elif start.tzinfo is None:
         raise ValueError("start needs a time zone (e.g. 2026-11-01T10:00:00Z)")
     return Segment.of_file(source, path.name, content_sha256(path), path.stat().st_size, start)
-
-
-def mp4_path(segment: Segment) -> Path:
-    """mp4/<source>/<start date, UTC>/<segment>.mp4"""
-    return mp4_dir() / segment.source / f"{segment.start:%Y-%m-%d}" / f"{segment.name}.mp4"
 
 
 def _free_path(folder: Path, name: str) -> Path:

@@ -1,19 +1,24 @@
-"""The report page: one self-contained HTML file for a window of footage (no Prefect, no SQL here).
+"""The report: a folder holding one HTML page for a window of footage and its clips (no Prefect,
+no SQL here).
 
-Per recorder and channel: the transcoded MP4s as HTML5 videos (relative links, so the page
-plays when opened from disk next to the data folder), a timeline of the top-1 labels drawn
-as inline SVG, the most frequent labels, and what failed. No script and no network resource.
+Per recorder and channel: the transcoded MP4s as HTML5 videos, a timeline of the top-1 labels
+drawn as inline SVG, the most frequent labels, and what failed. No script and no network
+resource. The clips are linked (hard links where the file system allows, else copies) into
+`clips/` beside the page and played from there, so the folder plays wherever it is copied.
 """
 
 from __future__ import annotations
 
 import html
 import os
+import shutil
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from urllib.parse import quote
+
+from core.names import safe_name
 
 TOP_LABELS = 5
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
@@ -48,10 +53,6 @@ class ReportData:
 
 def _has_output(path: str) -> bool:
     return bool(path) and Path(path).is_file() and Path(path).stat().st_size > 0
-
-
-def utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 # --- rendering ---------------------------------------------------------------------------------
@@ -149,13 +150,29 @@ def _sample_step(frames: list[tuple[datetime, str, float]]) -> float:
     return min((g for g in gaps if g > 0), default=1.0)
 
 
-def _video_src(output_path: str, page_dir: Path) -> str:
-    # Relative, so the page plays from disk wherever the data folder is mounted; the media
-    # fragment makes the browser show a frame at 0.1 s instead of a black box.
-    return quote(os.path.relpath(Path(output_path).resolve(), page_dir.resolve()), safe="/") + "#t=0.1"
+CLIPS = "clips"
 
 
-def render(data: ReportData, page_dir: Path) -> str:
+def clip_name(seg: dict) -> str:
+    """A segment's clip inside the report folder: clips/<recorder>/<channel>/<segment>.mp4."""
+    return f"{CLIPS}/{safe_name(seg['recorder'])}/{int(seg['channel'])}/{safe_name(seg['segment'])}.mp4"
+
+
+def _video_src(seg: dict) -> str:
+    # The media fragment makes the browser show a frame at 0.1 s instead of a black box.
+    return quote(clip_name(seg), safe="/") + "#t=0.1"
+
+
+def _link_clip(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.unlink(missing_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:  # another file system, or links not allowed: a copy
+        shutil.copyfile(source, target)
+
+
+def render(data: ReportData) -> str:
     colours = _colours(data.channels)
     title = f"nvrflow report {data.start:%Y-%m-%d %H:%M:%S} .. {data.end:%Y-%m-%d %H:%M:%S} UTC"
     body = [f"<h1>{_e(title)}</h1>"]
@@ -178,7 +195,7 @@ def render(data: ReportData, page_dir: Path) -> str:
                        f"{seg['source_codec']} → {seg['transcode_mode']} · {seg['duration_s']:.1f} s")  # fmt: skip
             if _has_output(seg["output_path"]):
                 media = (f'<video controls preload="metadata" data-segment="{_e(seg["segment"])}" '
-                         f'src="{_e(_video_src(seg["output_path"], page_dir))}"></video>')  # fmt: skip
+                         f'src="{_e(_video_src(seg))}"></video>')  # fmt: skip
             else:
                 media = '<p class="failures">output missing</p>'
             body.append(f"<figure>{media}<figcaption>{_e(caption)}</figcaption></figure>")
@@ -248,8 +265,13 @@ def _failures_html(data: ReportData) -> str:
 
 
 def write_report(data: ReportData, out: Path) -> Path:
+    """The page at `out`, its clips in `clips/` beside it."""
     out.parent.mkdir(parents=True, exist_ok=True)
+    for channel in data.channels:
+        for seg in channel.segments:
+            if _has_output(seg["output_path"]):
+                _link_clip(Path(seg["output_path"]), out.parent / clip_name(seg))
     tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(render(data, out.parent), encoding="utf-8")
+    tmp.write_text(render(data), encoding="utf-8")
     os.replace(tmp, out)
     return out

@@ -25,6 +25,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{name:20} {st}")
             if current:
                 print(f"Prefect UI: {current.ui_url}")
+                print(
+                    f"ClickHouse: {current.clickhouse_url} (user default; password: clickhouse_password in {current.file})"
+                )
     except RuntimeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -15,7 +15,6 @@ from collections import Counter
 from stack import supervisor
 from stack.simulator.spec import demo_window, load_spec
 
-DEPLOYMENT = "recorder-pipeline/recorder"
 TIMEOUT_S = 1800
 
 
@@ -46,12 +45,13 @@ def main() -> int:
     from blocks.clickhouse import ClickHouseSink, SegmentSummary
     from blocks.loading import load_block
     from core.settings import DEFAULT_SINK_BLOCK
-    from flows.dispatch import start_pipeline_runs, wait_for_runs
+    from core.windows import Window
+    from flows.launch import start_pipeline_runs, wait_for_runs
 
     start, end = demo_window()
     recorders = [r.name for r in load_spec(state.data_dir / "stack" / "simulator.json").recorders]
     print(f"window {start:%Y-%m-%d %H:%M:%S} .. {end:%H:%M:%S} UTC, recorders: {', '.join(recorders)}")
-    runs = start_pipeline_runs({name: "simulated" for name in recorders}, start, end, DEPLOYMENT)
+    runs = start_pipeline_runs({name: "simulated" for name in recorders}, Window(start, end))
     for name, run_id in runs.items():
         print(f"  {name}: flow run {run_id} scheduled")
 

@@ -4,8 +4,8 @@ recorders' schedules and the run form.
     python -m stack.register                  # before `prefect deploy`: blocks, limits, schema
     python -m stack.register --after-deploy   # after it: schedules, recorders in the run form
 
-`prefect deploy` writes the pipeline's parameter schema afresh, so the run form's list of
-recorders is offered again after every deploy.
+`prefect deploy` writes the parameter schemas afresh, so the run forms' rules (the list of
+recorders, whole windows) are applied again after every deploy (`flows.run_form`).
 
 Run by `python -m stack up` with the stack's environment; idempotent.
 """
@@ -24,7 +24,8 @@ from blocks.clickhouse import ClickHouseSink
 from blocks.model_server import TFServingModel
 from blocks.recorder import HikvisionRecorder
 from core.settings import DEFAULT_MODEL_BLOCK, DEFAULT_SINK_BLOCK
-from flows.recorders import offer_recorders_in_run_form, upsert_recorder
+from flows.recorders import upsert_recorder
+from flows.run_form import shape_run_forms
 from flows.schedules import ensure_recorder_schedule
 from stack import model_build
 from stack.state import StackState, load_state
@@ -64,11 +65,11 @@ def after_deploy(spec: dict) -> None:
     The test session sets NVRFLOW_SCHEDULES=off: tests decide what runs when, and a cron run
     landing in the middle of a test would change what it counts.
     """
+    for change in shape_run_forms():  # first: each recorder's deployment copies the pipeline's form
+        print(change)
     for rec in spec["recorders"]:
         for change in ensure_recorder_schedule(rec["name"], site=rec.get("site", "simulated")):
             print(change)
-    for change in offer_recorders_in_run_form():
-        print(change)
     if os.environ.get("NVRFLOW_SCHEDULES") == "off":
         with get_client(sync_client=True) as client:
             for deployment in client.read_deployments():

@@ -54,6 +54,13 @@ class Gateway:
             self.proc.send_signal(signal.SIGTERM)
         assert self.proc.wait(timeout=60) == 0
 
+    def __enter__(self) -> Gateway:
+        self.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
     def client(self, **kwargs):
         """A clickhouse-connect client, made as against a production server."""
         options = {"connect_timeout": 5, "send_receive_timeout": 30, "password": self.password, **kwargs}

@@ -6,7 +6,6 @@ import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
@@ -18,17 +17,10 @@ PASSWORD = "sink-" + uuid.uuid4().hex
 T0 = datetime(2024, 5, 6, 10, 0, 0, tzinfo=UTC)
 
 
-def running_gateway(folder: Path) -> Gateway:
-    gw = Gateway(folder / "clickhouse", PASSWORD)
-    gw.start()
-    return gw
-
-
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory) -> Iterator[Gateway]:
-    gw = running_gateway(tmp_path_factory.mktemp("sink"))
-    yield gw
-    gw.stop()
+    with Gateway(tmp_path_factory.mktemp("sink") / "clickhouse", PASSWORD) as gw:
+        yield gw
 
 
 @pytest.fixture
@@ -165,7 +157,8 @@ def test_hourly_summary_exact_after_repeated_insert(sink):
 
 
 def test_unavailable_is_raised_fast(tmp_path):
-    gw = running_gateway(tmp_path)
+    gw = Gateway(tmp_path / "clickhouse", PASSWORD)
+    gw.start()
     sink = gw.sink("nvr_down")
     writer = sink.connect()
     try:

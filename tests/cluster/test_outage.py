@@ -34,8 +34,8 @@ def test_a_download_outlives_a_restart(cluster, outage):
 
     from blocks.clickhouse import ClickHouseSink
     from core.settings import DEFAULT_SINK_BLOCK
-    from flows.dispatch import PIPELINE_DEPLOYMENT
     from flows.export import limit_name
+    from flows.launch import PIPELINE_DEPLOYMENT
 
     rec = cluster.slow_recorders[outage]
     (segment,) = control.segments(rec.port, host=rec.host)

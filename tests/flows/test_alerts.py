@@ -71,14 +71,15 @@ def alerts(stack, receiver):
 
 
 def test_a_failed_pipeline_run_notifies_naming_recorder_and_window(stack, alerts):
-    from flows.dispatch import start_pipeline_runs, wait_for_runs
+    from core.windows import Window
+    from flows.launch import start_pipeline_runs, wait_for_runs
 
     spec = load_spec(stack.data_dir / "stack" / "simulator.json")
     port = next(r.port for r in spec.recorders if r.name == "nvr-03")
     start, end = demo_window()
     control.set_faults(port, wrong_password=True)
     try:
-        runs = start_pipeline_runs({"nvr-03": "simulated"}, start, end)
+        runs = start_pipeline_runs({"nvr-03": "simulated"}, Window(start, end))
         assert wait_for_runs(runs, timeout_s=300) == {"nvr-03": "Failed"}
     finally:
         control.reset_faults(port)

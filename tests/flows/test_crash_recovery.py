@@ -23,6 +23,7 @@ import pytest
 
 from stack.simulator.spec import DEMO_SEGMENT_SECONDS, demo_window, load_spec
 from tests.polling import wait_until
+from tests.support import recorder_port
 
 pytestmark = pytest.mark.stack
 
@@ -55,11 +56,6 @@ def _kill_all(flow_run_id: UUID) -> dict[int, int]:
         except ProcessLookupError:
             pass
     return found
-
-
-def _port(stack, name: str) -> int:
-    spec = load_spec(stack.data_dir / "stack" / "simulator.json")
-    return next(r.port for r in spec.recorders if r.name == name)
 
 
 def _run_processes(flow_run_id: UUID) -> dict[int, int]:
@@ -145,7 +141,7 @@ def test_killed_worker_machine_run_is_crashed_rerun_and_completed(stack, two_wor
     # The segment after the demo window on both channels: no other test downloads it.
     _, start = demo_window()
     end = start + timedelta(seconds=DEMO_SEGMENT_SECONDS)
-    port = _port(stack, SIMULATED)
+    port = recorder_port(stack, SIMULATED)
     recorder = RECORDER if moment == "download" else f"{RECORDER}-insert"
     _register_own_recorder(stack, port, recorder)
     control.reset_stats(port)

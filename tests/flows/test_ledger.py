@@ -10,6 +10,7 @@ import pytest
 
 from stack.simulator import control
 from tests.own_recorder import one_channel_spec, register
+from tests.support import stack_clickhouse
 
 pytestmark = pytest.mark.stack
 
@@ -19,14 +20,8 @@ RECORDING_START = DAY.replace(hour=3, minute=59, second=52)
 RECORDING_END = DAY.replace(hour=4, minute=0, second=8)
 
 
-def _sink():
-    from blocks.clickhouse import ClickHouseSink
-
-    return ClickHouseSink.load("nvrflow").connect()
-
-
 def _ledger(recorder: str) -> list[tuple[datetime, int]]:
-    with _sink() as ch:
+    with stack_clickhouse() as ch:
         rows = ch.query(
             "SELECT hour, segments FROM {db}.windows WHERE recorder = {r:String} ORDER BY hour",
             {"r": recorder},
@@ -35,7 +30,7 @@ def _ledger(recorder: str) -> list[tuple[datetime, int]]:
 
 
 def _counts(recorder: str) -> tuple[int, int]:
-    with _sink() as ch:
+    with stack_clickhouse() as ch:
         where = {"r": recorder}
         return (
             ch.query("SELECT count() FROM {db}.segments WHERE recorder = {r:String}", where)[0][0],
@@ -70,7 +65,7 @@ def test_three_late_hours_are_each_done_once_and_backfill_runs_only_the_missing_
     from prefect.states import Scheduled
 
     from flows.backfill import backfill
-    from flows.dispatch import wait_for_runs
+    from flows.launch import wait_for_runs
 
     spec = one_channel_spec("ledger-01", RECORDING_START, RECORDING_END, 4)
     register(spec)

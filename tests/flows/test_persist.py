@@ -20,10 +20,10 @@ from blocks.clickhouse import Batch, ClickHouseSink
 from blocks.clickhouse_outbox import flush
 from blocks.clickhouse_schema import HOURLY_SUMMARY_SQL, MIGRATIONS
 from core.segment import Segment
-from flows.classify import Classification, Detection
 from flows.persist import PersistResult, persist_batches, segment_batches
 from stack.simulator.spec import demo_window
 from tests.gateway_process import Gateway
+from video.classify import Classification, Detection
 from video.transcode import TranscodeResult
 
 pytestmark = [
@@ -39,10 +39,8 @@ FRAMES = 20
 
 @pytest.fixture
 def gateway(tmp_path) -> Iterator[Gateway]:
-    gw = Gateway(tmp_path / "clickhouse", PASSWORD)
-    gw.start()
-    yield gw
-    gw.stop()
+    with Gateway(tmp_path / "clickhouse", PASSWORD) as gw:
+        yield gw
 
 
 @pytest.fixture

@@ -38,7 +38,7 @@ def test_text_from_data_is_escaped(tmp_path):
     })  # fmt: skip
     channel.frames = [(T0 + timedelta(seconds=i), evil if i % 2 else "cat", 0.5) for i in range(20)]
     runs = [{"name": evil, "id": "1", "recorder": evil, "state": "Failed", "message": evil, "when": T0}]
-    page = render(ReportData(T0, T0 + timedelta(minutes=1), [channel], runs), tmp_path)
+    page = render(ReportData(T0, T0 + timedelta(minutes=1), [channel], runs))
     assert "<script" not in page
     assert page.count("&lt;script&gt;") >= 6
     # The segment's MP4 does not exist: listed as a failure, no video element for it.
@@ -173,13 +173,16 @@ def window_with_rows(stack) -> tuple[datetime, datetime]:
 
 
 @pytest.mark.stack
-def test_report_plays_in_chromium(window_with_rows, chromium, tmp_path):
+def test_report_plays_in_chromium_once_copied_elsewhere(window_with_rows, chromium, tmp_path):
     from blocks.clickhouse import ClickHouseSink
     from flows.report import main
 
     start, end = window_with_rows
-    out = tmp_path / "out" / "report.html"
-    assert main(["--start", start.isoformat(), "--end", end.isoformat(), "--out", str(out)]) == 0
+    written = tmp_path / "out" / "report.html"
+    assert main(["--start", start.isoformat(), "--end", end.isoformat(), "--out", str(written)]) == 0
+    # The folder as an operator would hand it on: copied, the data folder out of reach.
+    out = Path(shutil.copytree(written.parent, tmp_path / "elsewhere" / "report")) / "report.html"
+    shutil.rmtree(written.parent)
     page = out.read_text()
     assert "no-such-recorder" in page  # the failed run is listed
     window = {"s": start.replace(tzinfo=None), "e": end.replace(tzinfo=None)}

@@ -38,8 +38,8 @@ def _scheduled_runs(deployment: str) -> int:
 
 def test_pausing_one_recorder_stops_its_runs_only_and_resuming_catches_up(stack):
     from blocks.recorder import HikvisionRecorder
-    from core.windows import hour_before
-    from flows.dispatch import wait_for_runs
+    from core.windows import Window
+    from flows.launch import wait_for_runs
     from flows.recorders import upsert_recorder
     from flows.schedules import deployment_name, ensure_recorder_schedule, resume, set_active, state_of
 
@@ -72,7 +72,7 @@ def test_pausing_one_recorder_stops_its_runs_only_and_resuming_catches_up(stack)
     assert state_of("sched-01")[0] == "paused"
 
     # Resumed: running again, and the two hours before the live one are caught up from the ledger.
-    live_start, _ = hour_before(datetime.now(UTC))
+    live_start = Window.live(datetime.now(UTC)).start
     caught = resume("sched-01", since=live_start - timedelta(hours=2))
     assert state_of("sched-01")[0] == "running"
     assert caught["missing"] == 2, caught

@@ -36,9 +36,8 @@ def start_gateway(data_dir: Path, port: int | None = None) -> Gateway:
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory) -> Iterator[Gateway]:
-    gw = start_gateway(tmp_path_factory.mktemp("clickhouse"))
-    yield gw
-    gw.stop()  # asserts a clean exit
+    with Gateway(tmp_path_factory.mktemp("clickhouse"), PASSWORD) as gw:  # its stop asserts a clean exit
+        yield gw
 
 
 @pytest.fixture(scope="module")

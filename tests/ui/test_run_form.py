@@ -1,7 +1,7 @@
 """The operator's run form of `recorder-pipeline/recorder` in the stack's Prefect UI (headless Chromium).
 
 The recorder is picked from a dropdown of the known recorders (the deployment's schema names
-them: `flows.recorders.offer_recorders_in_run_form`), the window is typed as ISO times in the
+them: `flows.run_form.offer_recorders_in_run_form`), the window is typed as ISO times in the
 properties' JSON inputs (the UI's date picker stops at minutes), the run is followed in the UI
 until Completed, and its rows are read back from ClickHouse.
 """
@@ -40,7 +40,8 @@ def _schema(stack) -> dict:
 @pytest.fixture(scope="module")
 def run_form(stack) -> list[str]:
     """The stack with the recorders offered in the run form (supervisor.start does it after deploy)."""
-    from flows.recorders import offer_recorders_in_run_form, recorder_names
+    from flows.recorders import recorder_names
+    from flows.run_form import offer_recorders_in_run_form
 
     offer_recorders_in_run_form()
     assert offer_recorders_in_run_form() == []  # idempotent
@@ -230,7 +231,7 @@ def _run_message(run_id: str) -> str:
 def test_a_missing_deployment_is_skipped_with_a_log_line(run_form, caplog):
     import logging
 
-    from flows.recorders import offer_recorders_in_run_form
+    from flows.run_form import offer_recorders_in_run_form
 
     logger = logging.getLogger("prefect.nvrflow.recorders")  # Prefect's loggers do not propagate to root
     logger.addHandler(caplog.handler)
