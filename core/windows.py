@@ -48,7 +48,14 @@ def parse_time(value: object, name: str) -> datetime:
             raise InvalidWindow(f"{name} {value!r} is not {TIME_RULE}") from None
     if moment.tzinfo is None or moment.utcoffset() is None:
         raise InvalidWindow(f"{name} {value!s} has no time zone: give {TIME_RULE}")
-    return moment.astimezone(UTC)
+    return _utc(moment)
+
+
+def _utc(moment: datetime) -> datetime:
+    """A plain `datetime` in UTC, also from a subclass (Prefect hands out pendulum's, whose
+    differences do not divide by a timedelta)."""
+    at = moment.astimezone(UTC)
+    return datetime(at.year, at.month, at.day, at.hour, at.minute, at.second, at.microsecond, tzinfo=UTC)
 
 
 def cli_time(value: str) -> datetime:
@@ -60,7 +67,7 @@ def cli_time(value: str) -> datetime:
 
 
 def _hour_of(moment: datetime) -> datetime:
-    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    return _utc(moment).replace(minute=0, second=0, microsecond=0)
 
 
 @dataclass(frozen=True)

@@ -75,3 +75,22 @@ def test_classify_key_holds_mp4_model_version_labels_top_k_size_and_rate():
     assert classify_key(seg, mp4(seg), model(labels=["cat", "wolf"]), 1, 1.0) != base
     # How frames are sent (batch size, deadline) does not change a label.
     assert classify_key(seg, mp4(seg), model(batch_size=16, timeout_seconds=5), 1, 1.0) == base
+
+
+def test_one_mp4_path_for_recordings_and_ingested_files(tmp_path):
+    from core.segment import mp4_path
+
+    start = datetime(2026, 11, 1, 23, 59, tzinfo=UTC)
+    recording = Segment.of_recording("nvr-01", 2, "00200000001", start, start, 100)
+    assert (
+        mp4_path(recording, tmp_path)
+        == tmp_path.resolve() / "nvr-01" / "2" / "2026-11-01" / "00200000001.mp4"
+    )
+    ingested = Segment.of_file("upload", "cam 1.mp4", "ab" * 32, 10, start)
+    assert (
+        mp4_path(ingested, tmp_path) == tmp_path.resolve() / "upload" / "2026-11-01" / f"{ingested.name}.mp4"
+    )
+    hostile = Segment.of_recording("nvr-01", 1, "../../../etc/passwd", start, start, 1)
+    assert mp4_path(hostile, tmp_path).is_relative_to(tmp_path.resolve())
+    with pytest.raises(ValueError, match="no usable characters"):
+        mp4_path(Segment.of_recording("nvr-01", 1, "///", start, start, 1), tmp_path)

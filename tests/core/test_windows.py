@@ -18,6 +18,7 @@ from core.windows import (
     gap_rows,
     invalid_run_name,
     missing_windows,
+    parse_time,
 )
 
 T0 = datetime(2026, 11, 1, 2, tzinfo=UTC)
@@ -30,6 +31,17 @@ def test_a_run_without_a_window_does_the_hour_before_its_scheduled_start():
     assert Window.hour_before(datetime(2026, 11, 1, 10, tzinfo=UTC)).start == datetime(
         2026, 11, 1, 9, tzinfo=UTC
     )
+
+
+def test_a_scheduled_time_from_prefect_gives_plain_utc_hours():
+    """Prefect's runtime hands out pendulum datetimes; the window's arithmetic must not depend on them."""
+    import pendulum
+
+    window = Window.of_run(None, None, pendulum.datetime(2026, 11, 1, 3, 5, tz="Asia/Shanghai"))
+    assert type(window.start) is datetime and type(window.end) is datetime
+    assert window == Window(datetime(2026, 10, 31, 18, tzinfo=UTC), datetime(2026, 10, 31, 19, tzinfo=UTC))
+    assert window.whole_hours() == [window.start]
+    assert type(parse_time(pendulum.datetime(2026, 11, 1, tz="UTC"), "start")) is datetime
 
 
 def test_times_in_any_zone_and_text_are_read_as_utc():
