@@ -105,23 +105,27 @@ def _encode_video(
         f"x='(iw-ow)/2*(1+0.9*sin(2*PI*t/{period}))':"
         f"y='(ih-oh)/2*(1+0.9*cos(2*PI*t/{period}))'"
     )
-    gop = fps * gop_s
     args = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y"]
     args += ["-loop", "1", "-framerate", str(fps), "-i", str(png), "-t", str(seconds)]
     args += ["-vf", f"{cover},{pan},format=yuv420p", "-r", str(fps)]
+    _run([*args, *encoder_args(codec, fps * gop_s), str(out)])
+
+
+def encoder_args(codec: str, gop: int) -> list[str]:
+    """ffmpeg output options for a recorder's elementary stream: Annex B with an access unit
+    delimiter before every picture (psmux cuts on them), parameter sets repeated at each key
+    frame, no B-frames, a key frame every `gop` pictures."""
     if codec == "h264":
-        args += ["-c:v", "libx264", "-preset", "veryfast", "-profile:v", "baseline"]
+        args = ["-c:v", "libx264", "-preset", "veryfast", "-profile:v", "baseline"]
         args += ["-g", str(gop), "-bf", "0", "-x264-params", "aud=1:repeat-headers=1"]
-        args += ["-f", "h264"]
-    elif codec == "h265":
-        args += ["-c:v", "libx265", "-preset", "veryfast", "-g", str(gop), "-bf", "0"]
-        args += ["-x265-params", "aud=1:repeat-headers=1:log-level=error", "-f", "hevc"]
-    else:
-        raise ValueError(f"unknown codec {codec!r}; expected one of {CODECS}")
-    _run([*args, str(out)])
+        return [*args, "-f", "h264"]
+    if codec == "h265":
+        args = ["-c:v", "libx265", "-preset", "veryfast", "-g", str(gop), "-bf", "0"]
+        return [*args, "-x265-params", "aud=1:repeat-headers=1:log-level=error", "-f", "hevc"]
+    raise ValueError(f"unknown codec {codec!r}; expected one of {CODECS}")
 
 
-def _encode_audio(kind: str, seconds: int, out: Path) -> None:
+def encode_audio(kind: str, seconds: int, out: Path) -> None:
     # A quiet two-tone hum, like a camera microphone in a room.
     source = "sine=frequency=220:sample_rate=8000,volume=0.2"
     codec = "pcm_mulaw" if kind == "g711u" else "pcm_alaw"
@@ -184,14 +188,24 @@ def ensure_clip(
         work_dir = Path(work)
         video_path = work_dir / "video.es"
         _encode_video(png, codec, seconds, width, height, fps, video_path, gop_s)
+        write_clip(path, video_path.read_bytes() * loops, codec, fps, kind, seconds, loops)
+    return path
+
+
+def write_clip(
+    path: Path, video: bytes, codec: str, fps: int, kind: str, seconds: int, loops: int = 1
+) -> None:
+    """Mux an elementary stream (and `seconds` of G.711 hum, `loops` times, when `kind` is not
+    "none") into Hikvision form at `path`, atomically: a reader never sees half a clip."""
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".mux-") as work:
+        work_dir = Path(work)
         audio_bytes = b""
         if kind != "none":
             audio_path = work_dir / "audio.g711"
-            _encode_audio(kind, seconds, audio_path)
+            encode_audio(kind, seconds, audio_path)
             audio_bytes = audio_path.read_bytes() * loops
         tmp = work_dir / "clip.hik"
         with tmp.open("wb") as out:
-            for piece in psmux.mux(video_path.read_bytes() * loops, codec, fps, audio_bytes, kind):
+            for piece in psmux.mux(video, codec, fps, audio_bytes, kind):
                 out.write(piece)
         tmp.replace(path)
-    return path

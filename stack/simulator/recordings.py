@@ -7,7 +7,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+from stack.simulator import scenes
 from stack.simulator.footage import ensure_clip
+from stack.simulator.scene_footage import ensure_scene_clip
 from stack.simulator.spec import ChannelSpec, RecorderSpec
 
 URI_TIME = "%Y%m%dT%H%M%SZ"
@@ -52,10 +54,19 @@ def _given_clip(path: str) -> Path:
 
 
 def build_catalogue(recorder: RecorderSpec, width: int, height: int, fps: int) -> list[Segment]:
-    """All segments of all channels, ordered by start time then track; makes the clips it needs."""
+    """All segments of all channels, ordered by start time then track; makes the clips it needs.
+
+    A scripted channel's segments are consecutive slices of its script; any other channel
+    serves the same clip of its still photo as every segment."""
     segments: list[Segment] = []
     step = timedelta(seconds=recorder.segment_seconds)
+    recorded = (recorder.end_local - recorder.start_local).total_seconds()
     for channel in recorder.channels:
+        script = (
+            scenes.resolve(channel.script, channel.script_seed, recorded, width, height)
+            if channel.script
+            else None
+        )
         streams = [(MAIN, channel.clip, (width, height), channel.audio)]
         if channel.sub_size:
             streams.append((SUB, channel.sub_clip, channel.sub_size, "none"))
@@ -66,10 +77,13 @@ def build_catalogue(recorder: RecorderSpec, width: int, height: int, fps: int) -
                 seconds = int((end - start).total_seconds())
                 if seconds <= 0:
                     break
-                clip = (
-                    _given_clip(given) if given
-                    else ensure_clip(channel.scene, channel.codec, audio, seconds, w, h, fps)
-                )  # fmt: skip
+                offset = int((start - recorder.start_local).total_seconds())
+                if given:
+                    clip = _given_clip(given)
+                elif script is not None:
+                    clip = ensure_scene_clip(script, offset, seconds, channel.codec, audio, w, h, fps)
+                else:
+                    clip = ensure_clip(channel.scene, channel.codec, audio, seconds, w, h, fps)
                 number = index % _SUB_FILE_NUMBER + (_SUB_FILE_NUMBER if stream == SUB else 0)
                 # 17 digits like device file names; unique per recorder across channels and streams.
                 name = f"{channel.id:03d}{int((start - _EPOCH).total_seconds()) % 10**10:010d}{number:04d}"

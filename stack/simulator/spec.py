@@ -44,7 +44,12 @@ class ChannelSpec:
     `sub_stream` ("640x360"), when set, makes the channel record its sub-stream too, as
     Hikvision's dual-stream recording does: track `<id>02` next to the main stream's `<id>01`,
     the same scene and codec at that size, in segments of the same times (`sub_clip`: a ready
-    file instead)."""
+    file instead).
+
+    `script`, when set, replaces the still-photo pan with a scripted scene (`scenes.resolve`: a
+    script JSON file, a demo script's name, or `generated[:<background>]`, made from
+    `script_seed` for the recording's length); each segment shows its own slice of the script's
+    timeline, which starts at `recording_start`. `scene` then only names the channel."""
 
     id: int
     scene: str
@@ -53,6 +58,8 @@ class ChannelSpec:
     clip: str = ""
     sub_stream: str = ""
     sub_clip: str = ""
+    script: str = ""
+    script_seed: int = 0
 
     @property
     def sub_size(self) -> tuple[int, int] | None:
@@ -167,8 +174,12 @@ def demo_spec(
     height: int = 360,
     fps: int = 10,
     username: str = "admin",
+    scripted: bool = False,
 ) -> dict:
-    """Three recorders (nvr-01..03) recording the demo window plus one segment either side."""
+    """Three recorders (nvr-01..03) recording the demo window plus one segment either side.
+
+    `scripted` gives every channel one of `scenes.DEMO_SCRIPTS` (people and vehicles entering and
+    leaving inside the window) instead of its still photo."""
     if len(ports) != 3:
         raise ValueError("demo_spec needs exactly 3 ports")
     start_utc, end_utc = demo_window(footage_seconds, segments)
@@ -182,6 +193,13 @@ def demo_spec(
         ("nvr-03", "EST5:00:00", "DS-7732NI-K4", "MD5", "trackIDList",
          [ChannelSpec(1, "coffee", "h264", "none"), ChannelSpec(2, "cat", "h265", "g711u")]),
     ]  # fmt: skip
+    if scripted:
+        scripts = iter(
+            ["demo-pasture", "demo-cliff", "demo-launch-pad", "demo-pasture", "demo-cliff", "demo-launch-pad"]
+        )
+        for layout in layouts:
+            for channel in layout[5]:
+                channel.script = next(scripts)
     recorders = []
     for port, (name, tz, model, algorithm, track_element, channels) in zip(ports, layouts, strict=True):
         local = parse_posix_tz(tz)
