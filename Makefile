@@ -22,10 +22,15 @@ help:
 	@echo "make bench   the end-to-end benchmark against the seeds' tools (bench/RESULTS.md)"
 	@echo "make up / make down / make status   start, stop, inspect the embedded stack"
 
+# tuxpaint-*: photographs of people, vehicles and places for the simulator's scripted scenes
+# (stack/simulator/cutouts.py).
 system-packages:
 	@missing=""; \
 	for cmd in ffmpeg:ffmpeg ffprobe:ffmpeg HandBrakeCLI:handbrake-cli pg_lsclusters:postgresql; do \
 	  command -v $${cmd%%:*} >/dev/null || missing="$$missing $${cmd##*:}"; \
+	done; \
+	for pkg in tuxpaint-stamps-default tuxpaint-data; do \
+	  dpkg -s $$pkg >/dev/null 2>&1 || missing="$$missing $$pkg"; \
 	done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
