@@ -1,5 +1,11 @@
 """TF Serving model block: the only place that speaks TF Serving's gRPC API.
 
+A block serves one of two kinds of model. A classifier answers top-k labels per frame. A
+detector has the TF Object Detection API's serving signature (uint8 `images` [N, S, S, 3] in;
+`detection_boxes` [N, K, 4] normalised (ymin, xmin, ymax, xmax), `detection_scores` [N, K],
+`detection_classes` [N, K] as 1-based class ids, `num_detections` [N] out) and answers, per image,
+the boxes of the tracked labels that pass the score threshold.
+
 Importing this module is cheap; grpc and tensorflow-serving-api's messages are imported by
 `connect()`, so flows that never classify never pay for them, and TensorFlow itself is never
 loaded (`blocks/tf_serving_protos.py`).
@@ -9,8 +15,8 @@ from __future__ import annotations
 
 import hashlib
 from collections import deque
-from collections.abc import Iterable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 from prefect.blocks.core import Block
@@ -21,8 +27,20 @@ from core.errors import ServiceError
 MESSAGE_LIMIT = 64 * 1024 * 1024
 IN_FLIGHT = 2  # Predict calls outstanding in classify_batches: one on the model, the next one queued
 T = TypeVar("T")
+R = TypeVar("R")
+# The TF Object Detection API's outputs, all a detector is asked for.
+DETECTOR_OUTPUTS = ("detection_boxes", "detection_scores", "detection_classes", "num_detections")
+# COCO's people and vehicles: what operators search footage for.
+TRACKED_LABELS = ("person", "bicycle", "car", "motorcycle", "bus", "truck")
+NormalisedBox = tuple[float, float, float, float]  # x0, y0, x1, y1 as shares of the image's width and height
+Found = tuple[str, float, NormalisedBox]  # a detector's answer: label, score, box
 # gRPC codes of faults that pass: the server restarting or overloaded, a deadline missed.
 _RETRYABLE = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED")
+_ARRAYS = {  # TF DataType enum name -> numpy dtype of tensor_content and the repeated field of values
+    "DT_FLOAT": ("<f4", "float_val"),
+    "DT_INT32": ("<i4", "int_val"),
+    "DT_INT64": ("<i8", "int64_val"),
+}
 _DTYPES = {  # numpy dtype name -> TF DataType enum name
     "uint8": "DT_UINT8",
     "int32": "DT_INT32",
@@ -52,20 +70,39 @@ class ModelMismatch(ServiceError):
 
 
 class TFServingModel(Block):
-    """A model on TensorFlow Serving (or the stack's compatible server), used to classify frames."""
+    """A model on TensorFlow Serving (or the stack's compatible server): a classifier of frames, or
+    a detector of objects in them."""
 
     _block_type_name = "TF Serving Model"
-    _description = "An image classifier served by TensorFlow Serving over gRPC, and how to call it."
+    _description = (
+        "An image classifier or object detector served by TensorFlow Serving over gRPC, and how to call it."
+    )
 
     target: str = Field(default="127.0.0.1:8500", description="host:port of the gRPC API.")
     model_name: str = Field(description="Model name as configured in TF Serving.")
     model_version: int | None = Field(default=None, description="Pin a version; empty serves the latest.")
+    kind: Literal["classifier", "detector"] = Field(
+        default="classifier",
+        description="classifier: top-k labels per frame (output_name). detector: boxes, with the TF Object "
+        "Detection API's outputs (detection_boxes, detection_scores, detection_classes, num_detections).",
+    )
     signature_name: str = "serving_default"
     input_name: str = "images"
     output_name: str = "probabilities"
     input_size: int = Field(default=224, description="Frames are input_size x input_size RGB.")
     input_dtype: str = "uint8"
-    labels: list[str] = Field(default_factory=list, description="Class names, index -> name.")
+    labels: list[str] = Field(
+        default_factory=list,
+        description="Class names, index -> name. A detector's class id i is labels[i - 1] "
+        "(its 1-based ids: line i of a labels.txt is id i).",
+    )
+    score_threshold: float = Field(
+        default=0.4, ge=0.0, le=1.0, description="Detector: boxes scored below this are dropped."
+    )
+    tracked_labels: list[str] = Field(
+        default_factory=lambda: list(TRACKED_LABELS),
+        description="Detector: the labels kept; boxes of other labels are dropped.",
+    )
     batch_size: int = Field(
         default=16, ge=1, description="Frames per Predict call; `make bench-classify` measures the choices."
     )
@@ -81,6 +118,16 @@ class TFServingModel(Block):
 
         The served version is added by the caller (it is what the server answers, not a setting).
         """
+        if self.kind == "detector":
+            return {
+                "kind": self.kind,
+                "model": self.model_name,
+                "signature": self.signature_name,
+                "input": [self.input_name, self.input_size, self.input_dtype],
+                "labels": hashlib.sha256("\n".join(self.labels).encode()).hexdigest()[:16],
+                "score_threshold": self.score_threshold,
+                "tracked_labels": sorted(self.tracked_labels),
+            }
         return {
             "model": self.model_name,
             "signature": self.signature_name,
@@ -126,6 +173,16 @@ class ModelClient:
 
     def close(self) -> None:
         self._channel.close()
+
+    @property
+    def input_size(self) -> int:
+        """Side of the square images the model takes."""
+        return self.model.input_size
+
+    @property
+    def batch_size(self) -> int:
+        """Most images one Predict call carries."""
+        return self.model.batch_size
 
     @property
     def version(self) -> int:
@@ -189,12 +246,23 @@ class ModelClient:
             raise ModelMismatch(
                 f"{where}: input_name expected {m.input_name!r}, served {sorted(signature.inputs)}"
             )
-        if m.output_name not in signature.outputs:
+        if m.kind == "detector":
+            missing = [name for name in DETECTOR_OUTPUTS if name not in signature.outputs]
+            if missing:
+                raise ModelMismatch(
+                    f"{where}: kind 'detector' expects the outputs {list(DETECTOR_OUTPUTS)}, "
+                    f"served {sorted(signature.outputs)} (a classifier?)"
+                )
+        elif m.output_name not in signature.outputs:
             raise ModelMismatch(
                 f"{where}: output_name expected {m.output_name!r}, served {sorted(signature.outputs)}"
             )
         served_input = signature.inputs[m.input_name]
         served_dtype = self._types_pb2.DataType.Name(served_input.dtype)
+        if m.kind == "detector" and served_dtype != "DT_UINT8":
+            raise ModelMismatch(
+                f"{where}: kind 'detector' expects a DT_UINT8 image input, served {served_dtype}"
+            )
         if served_dtype != _DTYPES[m.input_dtype]:
             raise ModelMismatch(
                 f"{where}: input_dtype expected {_DTYPES[m.input_dtype]}, served {served_dtype}"
@@ -209,6 +277,9 @@ class ModelClient:
             raise ModelMismatch(
                 f"{where}: input_size {m.input_size} expects input shape {wanted}, served {dims}"
             )
+        if m.kind == "detector":
+            self._check_label_map(where)
+            return self._version
         out_dims = [d.size for d in signature.outputs[m.output_name].tensor_shape.dim]
         if m.labels and out_dims and out_dims[-1] not in (-1, len(m.labels)):
             raise ModelMismatch(
@@ -216,19 +287,43 @@ class ModelClient:
             )
         return self._version
 
-    def _probabilities(self, proto) -> np.ndarray:
-        shape = [d.size for d in proto.tensor_shape.dim]
-        if proto.dtype != self._types_pb2.DT_FLOAT:
+    def _check_label_map(self, where: str) -> None:
+        """A detector answers class ids: without the label map, or with tracked labels it does not
+        name (a typo), every box would be dropped without a word."""
+        m = self.model
+        if not m.labels:
+            raise ModelMismatch(
+                f"{where}: labels is empty: a detector needs its label map (line i is class id i)"
+            )
+        unknown = sorted(set(m.tracked_labels) - set(m.labels))
+        if unknown:
+            raise ModelMismatch(f"{where}: tracked_labels {unknown} are not in the model's labels")
+
+    def _array(self, response, name: str) -> np.ndarray:
+        """An output of the response as a numpy array (float32, int32 or int64 tensors)."""
+        proto = response.outputs[name]
+        dtype = self._types_pb2.DataType.Name(proto.dtype)
+        if dtype not in _ARRAYS:
             raise ModelServerError(
-                f"model {self.model.model_name}: output {self.model.output_name!r} is "
-                f"{self._types_pb2.DataType.Name(proto.dtype)}, expected DT_FLOAT",
+                f"model {self.model.model_name}: output {name!r} is {dtype}, expected one of {sorted(_ARRAYS)}",
                 "INVALID_ARGUMENT",
             )
+        numpy_dtype, field = _ARRAYS[dtype]
         if proto.tensor_content:
-            values = np.frombuffer(proto.tensor_content, dtype="<f4")
+            values = np.frombuffer(proto.tensor_content, dtype=numpy_dtype)
         else:
-            values = np.asarray(proto.float_val, dtype=np.float32)
-        return values.reshape(shape)
+            values = np.asarray(getattr(proto, field), dtype=numpy_dtype)
+        return values.reshape([d.size for d in proto.tensor_shape.dim])
+
+    def _probabilities(self, response) -> np.ndarray:
+        name = self.model.output_name
+        if response.outputs[name].dtype != self._types_pb2.DT_FLOAT:
+            raise ModelServerError(
+                f"model {self.model.model_name}: output {name!r} is "
+                f"{self._types_pb2.DataType.Name(response.outputs[name].dtype)}, expected DT_FLOAT",
+                "INVALID_ARGUMENT",
+            )
+        return self._array(response, name)
 
     def _label(self, index: int) -> str:
         labels = self.model.labels
@@ -244,6 +339,10 @@ class ModelClient:
             raise ValueError(f"frames must be {m.input_dtype}, got {frames.dtype}")
         return frames
 
+    def _require(self, kind: str, method: str) -> None:
+        if self.model.kind != kind:
+            raise ValueError(f"model {self.model.model_name} is a {self.model.kind}: {method} needs a {kind}")
+
     def _predict_request(self, batch: np.ndarray):
         """The Predict request, its input tensor filled in place from the array's bytes (no TensorProto copied in)."""
         request = self._predict_pb2.PredictRequest()
@@ -253,13 +352,16 @@ class ModelClient:
         for n in batch.shape:
             tensor.tensor_shape.dim.add(size=int(n))
         tensor.tensor_content = np.ascontiguousarray(batch).tobytes()
-        request.output_filter.append(self.model.output_name)
+        if self.model.kind == "detector":
+            request.output_filter.extend(DETECTOR_OUTPUTS)
+        else:
+            request.output_filter.append(self.model.output_name)
         return request
 
     def _top_k(self, response, rows: int) -> list[list[tuple[str, float]]]:
         m = self.model
         self._version = int(response.model_spec.version.value)
-        probabilities = self._probabilities(response.outputs[m.output_name])
+        probabilities = self._probabilities(response)
         if probabilities.ndim != 2 or probabilities.shape[0] != rows:
             raise ModelServerError(
                 f"model {m.model_name}: output shape {list(probabilities.shape)} for a batch of {rows}",
@@ -272,8 +374,42 @@ class ModelClient:
             for row, top in zip(probabilities, best, strict=True)
         ]
 
+    def _found(self, response, rows: int) -> list[list[Found]]:
+        """Per image, the boxes of tracked labels at or above the score threshold, best first."""
+        m = self.model
+        self._version = int(response.model_spec.version.value)
+        boxes, scores, classes, counts = (self._array(response, name) for name in DETECTOR_OUTPUTS)
+        if (
+            boxes.ndim != 3
+            or boxes.shape[0] != rows
+            or boxes.shape[2] != 4
+            or scores.shape != boxes.shape[:2]
+            or classes.shape != boxes.shape[:2]
+            or counts.shape != (rows,)
+        ):
+            raise ModelServerError(
+                f"model {m.model_name}: detector outputs of shapes {list(boxes.shape)}, {list(scores.shape)}, "
+                f"{list(classes.shape)}, {list(counts.shape)} for a batch of {rows}",
+                "INVALID_ARGUMENT",
+            )
+        tracked = set(m.tracked_labels)
+        answers: list[list[Found]] = []
+        for row in range(rows):
+            found: list[Found] = []
+            for k in range(min(int(counts[row]), boxes.shape[1])):
+                score = float(scores[row, k])
+                label = self._label(int(round(float(classes[row, k]))) - 1)
+                if score < m.score_threshold or label not in tracked:
+                    continue
+                ymin, xmin, ymax, xmax = np.clip(boxes[row, k].astype(np.float64), 0.0, 1.0)
+                if xmax > xmin and ymax > ymin:
+                    found.append((label, score, (float(xmin), float(ymin), float(xmax), float(ymax))))
+            answers.append(sorted(found, key=lambda f: -f[1]))
+        return answers
+
     def classify(self, frames: np.ndarray) -> list[list[tuple[str, float]]]:
         """Top-k (label, score) for each frame of a uint8 [N, H, W, 3] array, in order."""
+        self._require("classifier", "classify")
         frames = self._check_frames(frames)
         results: list[list[tuple[str, float]]] = []
         for start in range(0, len(frames), self.model.batch_size):
@@ -290,6 +426,26 @@ class ModelClient:
         never waits for the client to read an answer and send the next request. Each batch is
         one call: batches must not hold more than the block's batch_size frames.
         """
+        self._require("classifier", "classify_batches")
+        return self._in_flight(batches, self._top_k)
+
+    def detect_batches(
+        self, batches: Iterable[tuple[T, np.ndarray]]
+    ) -> Iterator[tuple[T, list[list[Found]]]]:
+        """Each (tag, images) batch's detections, in order, with IN_FLIGHT Predict calls outstanding.
+
+        Per image, a list of (label, score, (x0, y0, x1, y1)): the box as shares of the image's
+        width and height (the model's (ymin, xmin, ymax, xmax) reordered to x first), only tracked
+        labels scored at least score_threshold, best first. Each batch is one call: batches must
+        not hold more than the block's batch_size images. The source is read one batch ahead of
+        the answers: what it yields next may depend on every answer but the last one sent.
+        """
+        self._require("detector", "detect_batches")
+        return self._in_flight(batches, self._found)
+
+    def _in_flight(
+        self, batches: Iterable[tuple[T, np.ndarray]], answer: Callable[[Any, int], R]
+    ) -> Iterator[tuple[T, R]]:
         pending: deque[tuple[T, int, Any]] = deque()
         try:
             for tag, frames in batches:
@@ -301,10 +457,10 @@ class ModelClient:
                 pending.append((tag, len(frames), self._start("Predict", self._predict_request(frames))))
                 if len(pending) >= IN_FLIGHT:
                     tag, rows, call = pending.popleft()
-                    yield tag, self._top_k(self._result("Predict", call), rows)
+                    yield tag, answer(self._result("Predict", call), rows)
             while pending:
                 tag, rows, call = pending.popleft()
-                yield tag, self._top_k(self._result("Predict", call), rows)
+                yield tag, answer(self._result("Predict", call), rows)
         finally:
             for _tag, _rows, call in pending:  # stopped early or failed: nothing left running
                 call.cancel()

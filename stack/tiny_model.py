@@ -1,10 +1,16 @@
-"""A tiny SavedModel with the classifier's signature, quick to make at test time,
-and a helper that serves a model folder with `stack.model_server` on a free port.
+"""Tiny SavedModels with the classifier's and the detector's signatures, quick to make at test
+time, and a helper that serves a model folder with `stack.model_server` on a free port.
 
-`serving_default`: `images` uint8 [None, S, S, 3] RGB -> `probabilities` float32
+Classifier, `serving_default`: `images` uint8 [None, S, S, 3] RGB -> `probabilities` float32
 [None, num_classes]. The logits are the mean red, green and blue of the frame (0..1)
 times a per-version sharpness, so a pure red, green or blue frame is classified as
 "red", "green" or "blue", and the score tells which version answered.
+
+Detector, `serving_default` with the TF Object Detection API's outputs: it finds the bright
+pixels of each image (grey level above a threshold) and answers one box around all of them, of
+class id 1 ("person"), scored by their mean brightness, or nothing when there are none. Bright
+things on a dark scene are people to it: a real model and a real server whose answers a test
+knows in advance.
 """
 
 from __future__ import annotations
@@ -24,6 +30,11 @@ from stack.ports import HOST, free_port, wait_for_port
 from stack.processes import terminate
 
 COLOUR_LABELS = ("red", "green", "blue")
+# COCO's first class ids, in its order: the block's default tracked labels all have an id; the tiny
+# detector answers id 1 only.
+DETECTOR_LABELS = ("person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck")
+DETECTOR_MAX_BOXES = 100
+BRIGHT = 200  # grey level above which the tiny detector sees a pixel as part of a person
 
 
 @dataclass
@@ -91,6 +102,46 @@ def make_tiny_model(
     labels = list(COLOUR_LABELS) + [f"class_{i}" for i in range(3, num_classes)]
     (base_path / "labels.txt").write_text("\n".join(labels) + "\n", encoding="utf-8")
     return labels
+
+
+def make_tiny_detector(base_path: Path, image_size: int = 416, version: int = 1) -> list[str]:
+    """Write `<base_path>/<version>/`, a SavedModel of the tiny detector; return the labels (line i is id i)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    class BrightBlobs(tf.Module):
+        @tf.function(
+            input_signature=[tf.TensorSpec([None, image_size, image_size, 3], tf.uint8, name="images")]
+        )
+        def serve(self, images):
+            grey = tf.reduce_mean(tf.cast(images, tf.float32), axis=-1)  # [N, S, S]
+            bright = grey > BRIGHT
+            rows, cols = tf.reduce_any(bright, axis=2), tf.reduce_any(bright, axis=1)  # [N, S]
+            found = tf.reduce_any(rows, axis=1)  # [N]
+            index = tf.range(image_size, dtype=tf.float32)
+            size = float(image_size)
+            ymin = tf.reduce_min(tf.where(rows, index, size), axis=1)
+            ymax = tf.reduce_max(tf.where(rows, index + 1, 0.0), axis=1)
+            xmin = tf.reduce_min(tf.where(cols, index, size), axis=1)
+            xmax = tf.reduce_max(tf.where(cols, index + 1, 0.0), axis=1)
+            box = tf.stack([ymin, xmin, ymax, xmax], axis=1) / size  # [N, 4]
+            count = tf.reduce_sum(tf.cast(bright, tf.float32), axis=[1, 2])
+            score = tf.reduce_sum(tf.where(bright, grey, 0.0), axis=[1, 2]) / tf.maximum(count, 1.0) / 255.0
+            found_f = tf.cast(found, tf.float32)
+            pad = [[0, 0], [0, DETECTOR_MAX_BOXES - 1]]
+            return {
+                "detection_boxes": tf.pad(
+                    (box * found_f[:, None])[:, None, :], [[0, 0], [0, DETECTOR_MAX_BOXES - 1], [0, 0]]
+                ),
+                "detection_scores": tf.pad((score * found_f)[:, None], pad),
+                "detection_classes": tf.pad(found_f[:, None], pad),
+                "num_detections": found_f,
+            }
+
+    module = BrightBlobs()
+    tf.saved_model.save(module, str(base_path / str(version)), signatures={"serving_default": module.serve})
+    (base_path / "labels.txt").write_text("\n".join(DETECTOR_LABELS) + "\n", encoding="utf-8")
+    return list(DETECTOR_LABELS)
 
 
 @contextmanager

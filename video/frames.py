@@ -1,5 +1,6 @@
 """Frame sampling: frames decoded in this process (PyAV, FFmpeg's own libraries), resized for the
-model, streamed in batches.
+model and streamed in batches (a classifier: `sample_frames`), or whole, one at a time (a
+detector, which cuts its own regions from the full frame: `sample_images`).
 
 Two ways to choose frames:
 - **every 1/fps seconds** (default, 1 fps): the frame taken for an instant is the one on screen
@@ -13,8 +14,8 @@ Two ways to choose frames:
   is one frame every 2 s); an interval longer than the scenes an operator looks for misses
   them, a shorter one costs the recorder bit rate.
 
-Memory holds a few batches of frames (the one in use and the ones decoded ahead) and one group
-of pictures' compressed packets, whatever the length of the video.
+Memory holds a few batches of frames (the one in use and the ones decoded ahead), or a few whole
+frames, and one group of pictures' compressed packets, whatever the length of the video.
 """
 
 from __future__ import annotations
@@ -23,10 +24,11 @@ import math
 import queue
 import threading
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from datetime import datetime
 from fractions import Fraction
 from pathlib import Path
+from typing import TypeVar
 
 import av
 import numpy as np
@@ -35,9 +37,12 @@ from core.errors import ServiceError
 from video.probe import input_options
 
 PREFETCH_BATCHES = 1  # decoded ahead of the one in use; two more are in flight (classify_batches)
+PREFETCH_IMAGES = 2  # whole frames decoded ahead of the one in use (1280x720 RGB is 2.7 MB)
 PUT_POLL_S = 0.5
 
 Batch = tuple[list[float], np.ndarray]
+Picture = Callable[[av.VideoFrame], np.ndarray]  # a decoded frame as the caller wants it
+X = TypeVar("X")
 
 
 class FrameSamplingError(ServiceError):
@@ -66,16 +71,89 @@ def sample_frames(
     frame times line up across segments and recorders (not with `key_frames`: those are where
     the recorder put them).
     """
-    skip = 0.0
-    if start is not None:
-        skip = math.ceil(start.timestamp()) - start.timestamp()
-    # Decoding runs ahead in a thread (FFmpeg's decoder releases the GIL), so the next batch is
-    # decoded while the caller's current one is on the model server instead of after it.
-    ready: queue.Queue[Batch | BaseException | None] = queue.Queue(maxsize=PREFETCH_BATCHES)
-    stop = threading.Event()
+    skip = _skip(start)
     deadline = time.monotonic() + timeout_s
 
-    def put(item: Batch | BaseException | None) -> bool:
+    def batches() -> Generator[Batch, None, None]:
+        times: list[float] = []
+        images = np.empty((batch, size, size, 3), dtype=np.uint8)  # filled in place: no stacking copy
+        chosen = _chosen(video, lambda frame: _picture(frame, size), fps, skip, deadline, key_frames)
+        try:
+            for offset, image in chosen:
+                images[len(times)] = image
+                times.append(offset)
+                if len(times) == batch:
+                    yield times, images
+                    times, images = [], np.empty_like(images)
+            if times:
+                yield times, images[: len(times)]
+        finally:
+            chosen.close()  # the container, also when the consumer stopped early
+
+    yield from _ahead(batches, PREFETCH_BATCHES, deadline)
+
+
+def sample_images(
+    video: Path,
+    max_width: int | None = None,
+    fps: float = 1.0,
+    timeout_s: float = 600.0,
+    start: datetime | None = None,
+    key_frames: bool = False,
+) -> Generator[tuple[float, np.ndarray], None, None]:
+    """Yield (offset in seconds from the video's start, uint8 RGB frame [H, W, 3]) for each frame
+    chosen as `sample_frames` chooses them, at full size, or scaled down to `max_width` keeping the
+    aspect ratio. Frames are decoded ahead in a thread, a few at most.
+    """
+    deadline = time.monotonic() + timeout_s
+
+    def picture(frame: av.VideoFrame) -> np.ndarray:
+        if max_width is None or frame.width <= max_width:
+            return frame.reformat(format="rgb24").to_ndarray()
+        height = max(2, round(frame.height * max_width / frame.width / 2) * 2)
+        return frame.reformat(
+            width=max_width, height=height, format="rgb24", interpolation="AREA"
+        ).to_ndarray()
+
+    def images() -> Generator[tuple[float, np.ndarray], None, None]:
+        chosen = _chosen(video, picture, fps, _skip(start), deadline, key_frames)
+        try:
+            yield from chosen
+        finally:
+            chosen.close()
+
+    yield from _ahead(images, PREFETCH_IMAGES, deadline)
+
+
+def _skip(start: datetime | None) -> float:
+    """Seconds from the video's start to the first whole second of real time (0 without a start)."""
+    if start is None:
+        return 0.0
+    return math.ceil(start.timestamp()) - start.timestamp()
+
+
+def _chosen(
+    video: Path, picture: Picture, fps: float, skip: float, deadline: float, key_frames: bool
+) -> Generator[tuple[float, np.ndarray], None, None]:
+    return (
+        _key_frames(video, picture, deadline)
+        if key_frames
+        else _on_screen(video, picture, fps, skip, deadline)
+    )
+
+
+def _ahead(
+    produce: Callable[[], Generator[X, None, None]], prefetch: int, deadline: float
+) -> Generator[X, None, None]:
+    """The items of `produce()`, made in a thread up to `prefetch` ahead of the one in use.
+
+    Decoding runs ahead in a thread (FFmpeg's decoder releases the GIL), so the next frames are
+    decoded while the caller's current ones are on the model server instead of after them.
+    """
+    ready: queue.Queue[X | BaseException | None] = queue.Queue(maxsize=prefetch)
+    stop = threading.Event()
+
+    def put(item: X | BaseException | None) -> bool:
         while not stop.is_set():
             try:
                 ready.put(item, timeout=PUT_POLL_S)
@@ -84,29 +162,19 @@ def sample_frames(
                 continue
         return False
 
-    def produce() -> None:
-        times: list[float] = []
-        images = np.empty((batch, size, size, 3), dtype=np.uint8)  # filled in place: no stacking copy
-        chosen = (
-            _key_frames(video, size, deadline) if key_frames else _on_screen(video, size, fps, skip, deadline)
-        )
+    def run() -> None:
+        items = produce()
         try:
-            for offset, image in chosen:
-                images[len(times)] = image
-                times.append(offset)
-                if len(times) == batch:
-                    if not put((times, images)):
-                        return
-                    times, images = [], np.empty_like(images)
-            if times and not put((times, images[: len(times)])):
-                return
+            for item in items:
+                if not put(item):
+                    return
             put(None)
         except BaseException as exc:  # handed to the consumer, which raises it
             put(exc)
         finally:
-            chosen.close()  # the container, also when the consumer stopped early
+            items.close()
 
-    decoder = threading.Thread(target=produce, name="frames", daemon=True)
+    decoder = threading.Thread(target=run, name="frames", daemon=True)
     decoder.start()
     try:
         while True:
@@ -145,6 +213,7 @@ def _check_time(video: Path, deadline: float) -> None:
 
 
 def _picture(frame: av.VideoFrame, size: int) -> np.ndarray:
+    """The classifier's square."""
     return frame.reformat(width=size, height=size, format="rgb24", interpolation="AREA").to_ndarray()
 
 
@@ -182,7 +251,7 @@ def _decode(
 
 
 def _on_screen(
-    video: Path, size: int, fps: float, skip: float, deadline: float
+    video: Path, picture: Picture, fps: float, skip: float, deadline: float
 ) -> Generator[tuple[float, np.ndarray], None, None]:
     """The frame on screen at skip, skip + 1/fps, ...: each group decoded up to its last one taken."""
     container, stream = _open(video, deadline)
@@ -202,14 +271,14 @@ def _on_screen(
                 if not wanted:
                     break  # the rest of this group shows no instant: never decoded
                 _check_time(video, deadline)
-                yield from _taken(_decode(video, stream, packet), stream, size, wanted)
-        yield from _taken(_decode(video, stream, None), stream, size, wanted)
+                yield from _taken(_decode(video, stream, packet), stream, picture, wanted)
+        yield from _taken(_decode(video, stream, None), stream, picture, wanted)
 
 
 def _taken(
     frames: list[av.VideoFrame],
     stream: av.video.stream.VideoStream,
-    size: int,
+    picture: Picture,
     wanted: dict[float, list[float]],
 ) -> Iterator[tuple[float, np.ndarray]]:
     for frame in frames:
@@ -217,9 +286,9 @@ def _taken(
             continue
         instants = wanted.pop(_seconds(frame.pts, stream), None)
         if instants:
-            picture = _picture(frame, size)
+            image = picture(frame)
             for instant in instants:
-                yield instant, picture
+                yield instant, image
 
 
 def _duration(packets: list[av.Packet], stream: av.video.stream.VideoStream) -> float:
@@ -230,7 +299,9 @@ def _duration(packets: list[av.Packet], stream: av.video.stream.VideoStream) -> 
     return float(1 / rate) if rate else 0.04
 
 
-def _key_frames(video: Path, size: int, deadline: float) -> Generator[tuple[float, np.ndarray], None, None]:
+def _key_frames(
+    video: Path, picture: Picture, deadline: float
+) -> Generator[tuple[float, np.ndarray], None, None]:
     """Each key frame at its own time; no other frame is decoded."""
     container, stream = _open(video, deadline)
     stream.codec_context.skip_frame = "NONKEY"
@@ -238,7 +309,7 @@ def _key_frames(video: Path, size: int, deadline: float) -> Generator[tuple[floa
         for packets, _next in _groups(video, container, stream, deadline):
             for frame in _decode(video, stream, packets[0]):
                 if frame.pts is not None:
-                    yield _seconds(frame.pts, stream), _picture(frame, size)
+                    yield _seconds(frame.pts, stream), picture(frame)
         for frame in _decode(video, stream, None):
             if frame.pts is not None:
-                yield _seconds(frame.pts, stream), _picture(frame, size)
+                yield _seconds(frame.pts, stream), picture(frame)

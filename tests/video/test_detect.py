@@ -1,0 +1,112 @@
+"""detect_video on H.264 files made with ffmpeg, the tiny detector on the stack's model server."""
+
+from __future__ import annotations
+
+import subprocess
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from blocks.model_server import TFServingModel
+from stack.tiny_model import make_tiny_detector, serve
+from video.detect import DetectSettings, detect_video
+from video.frames import sample_images
+from video.motion import MotionSettings
+from video.tracking import TrackingSettings
+
+START = datetime(2024, 5, 1, 8, 0, 0, tzinfo=UTC)
+W, H = 640, 360
+
+
+@pytest.fixture(scope="module")
+def detector(tmp_path_factory):
+    base = tmp_path_factory.mktemp("detector")
+    labels = make_tiny_detector(base, image_size=416)
+    with serve(base, "detector", max_batch=8) as running:
+        block = TFServingModel(
+            target=running.target,
+            model_name="detector",
+            kind="detector",
+            input_size=416,
+            labels=labels,
+            batch_size=8,
+        )
+        with block.connect() as client:
+            client.check_metadata()
+            yield client
+
+
+def square_video(path: Path, x: str, seconds: int, shown: tuple[float, float]) -> Path:
+    """A bright 40 x 80 square on a dark scene at x(t), shown between the two times, 10 fps H.264."""
+    command = [
+        "ffmpeg", "-nostdin", "-v", "error", "-y",
+        "-f", "lavfi", "-i", f"color=c=0x141414:s={W}x{H}:r=10:d={seconds}",
+        "-f", "lavfi", "-i", f"color=c=white:s=40x80:r=10:d={seconds}",
+        "-filter_complex", f"[0][1]overlay=x='{x}':y=140:enable='between(t,{shown[0]},{shown[1]})'",
+        "-c:v", "libx264", "-g", "20", "-pix_fmt", "yuv420p", str(path),
+    ]  # fmt: skip
+    subprocess.run(command, check=True, timeout=120)  # noqa: S603
+    return path
+
+
+def test_full_frames_are_sampled_once_a_second_at_full_or_reduced_size(tmp_path):
+    video = square_video(tmp_path / "walk.mp4", "40+50*(t-2)", 10, (2, 8))
+    frames = list(sample_images(video, start=START))
+    assert [round(t, 3) for t, _ in frames] == list(range(10))
+    assert {f.shape for _, f in frames} == {(H, W, 3)}
+    assert frames[0][1].max() < 60 and frames[3][1].max() > 200  # dark, then the square
+    small = list(sample_images(video, max_width=320, start=START, key_frames=True))
+    assert [round(t, 3) for t, _ in small] == [0, 2, 4, 6, 8]  # key frames every 20 frames
+    assert {f.shape for _, f in small} == {(180, 320, 3)}
+
+
+def test_a_square_walking_through_is_one_object(tmp_path, detector):
+    video = square_video(tmp_path / "walk.mp4", "40+50*(t-2)", 10, (2, 8))
+    found = detect_video(video, START, detector)
+    assert (found.width, found.height, found.frames) == (W, H, 10)
+    assert len(found.objects) == 1
+    walker = found.objects[0]
+    assert walker.label == "person" and walker.frames >= 5
+    assert abs((walker.start - (START + timedelta(seconds=2))).total_seconds()) <= 1
+    assert abs((walker.end - (START + timedelta(seconds=8))).total_seconds()) <= 1
+    assert walker.thumbnail is not None and walker.thumbnail[:2] == b"\xff\xd8"
+    seconds = sorted({round((b.at - START).total_seconds()) for b in found.boxes})
+    assert seconds == [2, 3, 4, 5, 6, 7, 8]
+    at_4 = [b for b in found.boxes if b.at == START + timedelta(seconds=4)]
+    assert len(at_4) == 1 and at_4[0].box == pytest.approx((140, 140, 180, 220), abs=4)  # in frame pixels
+
+    whole = detect_video(video, START, detector, DetectSettings(regions=False))
+    assert whole.detector_calls == whole.crops == whole.frames == 10
+    assert len(whole.objects) == 1
+    # motion first: dark still seconds cost no call, a look at the whole frame every 5 s
+    assert found.crops < whole.crops + 3 and found.motion_frames <= 8
+
+
+def test_nothing_moving_only_costs_the_periodic_look(tmp_path, detector):
+    video = square_video(tmp_path / "empty.mp4", "0", 10, (20, 30))  # the square never shows
+    found = detect_video(video, START, detector)
+    assert found.objects == [] and found.boxes == [] and found.motion_frames == 0
+    assert found.crops == 2  # the whole frame at 0 s and 5 s
+
+
+def test_a_square_that_stops_is_kept_by_the_periodic_look(tmp_path, detector):
+    # It walks from 2 s to 5 s, then stands until 12 s; the background takes it in within seconds.
+    video = square_video(tmp_path / "stop.mp4", "40+50*(min(t,5)-2)", 14, (2, 12))
+    settings = DetectSettings(
+        full_look_s=5, motion=MotionSettings(alpha_moving=0.5), tracking=TrackingSettings(lost_after_s=8)
+    )
+    found = detect_video(video, START, detector, settings)
+    assert len(found.objects) == 1
+    parked = found.objects[0]
+    assert parked.start == START + timedelta(seconds=2) and parked.end >= START + timedelta(seconds=10)
+    seen = {round((b.at - START).total_seconds()) for b in found.boxes}
+    assert 10 in seen and 9 not in seen  # no motion left at 9 s: at 10 s, only the whole-frame look saw it
+
+
+def test_a_bright_thing_on_the_scene_from_the_start_is_found_by_the_first_look(tmp_path, detector):
+    video = square_video(tmp_path / "there.mp4", "300", 4, (0, 4))
+    found = detect_video(video, START, detector, DetectSettings(full_look_s=2))
+    assert len(found.objects) == 1 and found.objects[0].start == START
+    assert np.isclose(found.objects[0].best_box[0], 300, atol=4)

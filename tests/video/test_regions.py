@@ -1,0 +1,84 @@
+"""Regions for the detector: squares in the frame, merged when close, cut and mapped back."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from video.regions import Candidate, View, cut, iou, regions, square_region, suppress, whole_frame
+
+W, H = 1280, 720
+
+
+def inside_frame(view: View) -> bool:
+    return view.x0 >= 0 and view.y0 >= 0 and view.x0 + view.side <= W and view.y0 + view.side <= H
+
+
+def contains(view: View, box) -> bool:
+    x0, y0, x1, y1 = view.box
+    return x0 <= box[0] and y0 <= box[1] and x1 >= box[2] and y1 >= box[3]
+
+
+@pytest.mark.parametrize(
+    "box",
+    [(600, 300, 630, 360), (0, 0, 20, 40), (1260, 680, 1280, 720), (100, 50, 400, 700), (500, 100, 900, 200)],
+    ids=["small-middle", "top-left-corner", "bottom-right-corner", "tall", "wide"],
+)
+def test_a_region_is_a_square_inside_the_frame_around_the_box(box):
+    view = square_region(box, W, H, 416)
+    assert inside_frame(view) and contains(view, box)
+    longest = max(box[2] - box[0], box[3] - box[1])
+    assert view.side == min(max(416, 2 * longest), H)
+
+
+def test_a_region_is_never_larger_than_a_small_frame():
+    view = square_region((10, 10, 50, 90), 640, 360, 416)
+    assert view.side == 360 and view.y0 == 0
+
+
+def test_close_boxes_share_a_region_and_far_ones_do_not():
+    close = regions([(500, 300, 530, 360), (600, 320, 630, 380)], W, H, 416)
+    assert len(close) == 1 and all(
+        contains(close[0], b) for b in [(500, 300, 530, 360), (600, 320, 630, 380)]
+    )
+    far = regions([(50, 300, 80, 360), (1100, 320, 1130, 380)], W, H, 416)
+    assert len(far) == 2 and contains(far[0], (50, 300, 80, 360)) and contains(far[1], (1100, 320, 1130, 380))
+    assert regions([], W, H, 416) == []
+
+
+def test_a_crop_shows_the_region_and_its_boxes_map_back_to_the_frame():
+    frame = np.zeros((H, W, 3), dtype=np.uint8)
+    frame[300:380, 700:740] = 255
+    views = regions([(700, 300, 740, 380)], W, H, 416) + [whole_frame(W, H)]
+    crops = cut(frame, views, 416)
+    assert crops.shape == (2, 416, 416, 3) and crops.dtype == np.uint8
+    assert not crops[1, 416 * H // W + 2 :].any()  # the whole frame is letterboxed: black below
+    for view, crop in zip(views, crops, strict=True):
+        ys, xs = np.nonzero(crop[..., 0] > 128)
+        normalised = (xs.min() / 416, ys.min() / 416, (xs.max() + 1) / 416, (ys.max() + 1) / 416)
+        mapped = view.to_frame(normalised, W, H)
+        assert mapped == pytest.approx((700, 300, 740, 380), abs=view.side / 416 * 2)
+
+
+def test_a_box_cut_by_an_inner_edge_of_its_region_is_told_apart():
+    view = View(200, 100, 416)
+    assert view.cuts((180, 150, 260, 300), W, H)  # runs past the region's left edge, inside the frame
+    assert not view.cuts((300, 150, 360, 300), W, H)
+    assert not View(0, 0, 416).cuts((0, 0, 60, 100), W, H)  # the frame's edge is not a cut
+
+
+def test_suppression_keeps_one_box_per_object_and_label():
+    person = Candidate("person", 0.7, (100, 100, 140, 200))
+    same_better = Candidate("person", 0.9, (102, 98, 141, 203))
+    part_uncut = Candidate("person", 0.5, (100, 100, 140, 200.5))
+    part_cut = Candidate("person", 0.95, (100, 100, 140, 150), cut=True)
+    car = Candidate("car", 0.8, (100, 100, 140, 200))
+    other = Candidate("person", 0.6, (400, 100, 440, 200))
+    assert suppress([person, same_better, car, other]) == [same_better, car, other]
+    assert suppress([part_cut, part_uncut]) == [part_uncut]
+
+
+def test_iou():
+    assert iou((0, 0, 10, 10), (0, 0, 10, 10)) == 1.0
+    assert iou((0, 0, 10, 10), (5, 0, 15, 10)) == pytest.approx(1 / 3)
+    assert iou((0, 0, 10, 10), (20, 20, 30, 30)) == 0.0

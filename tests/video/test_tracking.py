@@ -1,0 +1,105 @@
+"""Tracking detections of successive frames into objects, and their thumbnails."""
+
+from __future__ import annotations
+
+import io
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+from PIL import Image
+
+from video.tracking import FrameBox, Tracker, TrackingSettings
+
+T0 = datetime(2024, 5, 1, 8, 0, 0, tzinfo=UTC)
+W, H = 1280, 720
+
+
+def at(second: float) -> datetime:
+    return T0 + timedelta(seconds=second)
+
+
+def frame(shade: int = 40) -> np.ndarray:
+    return np.full((H, W, 3), shade, dtype=np.uint8)
+
+
+def person(x: float, y: float = 300, score: float = 0.8, w: float = 40, h: float = 100) -> FrameBox:
+    return FrameBox("person", score, (x, y, x + w, y + h))
+
+
+def test_a_walking_person_is_one_object_from_first_to_last_sighting():
+    tracker = Tracker()
+    ended = []
+    for second in range(3, 13):  # 60 px a second: more than their width, no overlap between frames
+        score = 0.9 if second == 7 else 0.7
+        ended += tracker.update(at(second), [person(100 + 60 * second, score=score)], frame(second))
+    for second in range(13, 30):
+        ended += tracker.update(at(second), [], None)
+    assert len(ended) == 1 and not tracker.active
+    walker = ended[0]
+    assert (walker.label, walker.start, walker.end, walker.frames) == ("person", at(3), at(12), 10)
+    assert (walker.best_score, walker.best_time) == (0.9, at(7))
+    assert walker.best_box == (520, 300, 560, 400)
+
+
+def test_two_people_crossing_stay_two():
+    tracker = Tracker()
+    for second in range(12):
+        boxes = [person(200 + 50 * second, score=0.8), person(750 - 50 * second, y=310, score=0.6)]
+        tracker.update(at(second), boxes, frame())
+    objects = tracker.finish()
+    assert len(objects) == 2 and [o.frames for o in objects] == [12, 12]
+    went_left, went_right = sorted(objects, key=lambda o: o.last_box[0])
+    # each kept its own walk through the crossing: its own score, from its own side to the other
+    assert (went_right.best_score, went_right.last_box[0]) == (0.8, 750)
+    assert (went_left.best_score, went_left.last_box[0]) == (0.6, 200)
+
+
+def test_labels_are_tracked_apart():
+    tracker = Tracker()
+    for second in range(3):
+        tracker.update(at(second), [person(100), FrameBox("car", 0.8, (100, 300, 140, 400))], frame())
+    assert sorted(o.label for o in tracker.finish()) == ["car", "person"]
+
+
+def test_a_lone_detection_is_no_object_and_a_long_gap_ends_one():
+    tracker = Tracker(TrackingSettings(min_frames=2, lost_after_s=5))
+    tracker.update(at(0), [person(100)], frame())
+    assert tracker.update(at(6), [], None) == []  # seen once: not counted
+    tracker.update(at(10), [person(500)], frame())
+    tracker.update(at(11), [person(510)], frame())
+    tracker.update(at(15), [person(520)], frame())  # 4 s unseen: the same object
+    ended = tracker.update(at(21), [person(530)], frame())  # 6 s unseen: a new one
+    assert [(o.start, o.end, o.frames) for o in ended] == [(at(10), at(15), 3)]
+    assert [(o.start, o.frames) for o in tracker.active] == [(at(21), 1)]
+
+
+def test_a_stopped_object_seen_only_by_the_periodic_look_stays_one():
+    tracker = Tracker(TrackingSettings(lost_after_s=12))
+    for second in range(0, 4):
+        tracker.update(at(second), [person(100 + 50 * second)], frame())
+    assert tracker.look_at(at(4)) == [(250, 300, 340, 400)]  # where it was, to 50 px on
+    tracker.update(at(4), [person(250)], frame())  # stopped
+    assert tracker.look_at(at(5)) == [] and tracker.look_at(at(5), moving_only=False) == [
+        (250, 300, 290, 400)
+    ]
+    for second in range(5, 40):
+        seen = [person(250)] if second % 5 == 0 else []  # only the look every 5 s sees it
+        assert tracker.update(at(second), seen, frame() if seen else None) == []
+    (parked,) = tracker.finish()
+    assert (parked.start, parked.end) == (at(0), at(35))
+
+
+def test_the_thumbnail_is_a_small_jpeg_of_the_best_frame_with_its_box():
+    tracker = Tracker(TrackingSettings(thumbnail_width=320))
+    best = frame(200)
+    tracker.update(at(0), [person(600, score=0.5)], frame(40))
+    tracker.update(at(1), [person(640, score=0.9)], best)
+    tracker.update(at(2), [person(680, score=0.6)], frame(40))
+    (obj,) = tracker.finish()
+    assert obj.thumbnail is not None and obj.thumbnail[:2] == b"\xff\xd8"
+    image = Image.open(io.BytesIO(obj.thumbnail))
+    assert image.format == "JPEG" and image.size == (320, 180)
+    pixels = np.asarray(image.convert("RGB")).astype(int)
+    assert abs(pixels[20, 20] - 200).max() < 12  # the best frame, not another one
+    box_edge = pixels[round(300 / 4) + 5, round(640 / 4)]  # left edge of the box, scaled by 320/1280
+    assert box_edge[0] > 200 and box_edge[1] < 120

@@ -1,0 +1,199 @@
+"""People and vehicles in one video file: sampled frames -> motion -> regions -> detector ->
+boxes per frame -> tracked objects with thumbnails.
+
+Frigate's way on live streams, here on recorded footage faster than real time: each sampled frame
+is decoded once, at full size; a cheap motion test says where to look; the detector sees squares
+around what moves (and around the objects being followed), scaled to its input, and every
+`full_look_s` seconds the whole frame and every open object, so that what stopped moving is kept.
+`regions=False` shows the detector every sampled frame whole instead (to compare, or for cameras
+where everything of interest is large).
+
+The detector is anything with `input_size`, `batch_size` and `detect_batches` (the TF Serving
+block's client, `blocks.model_server.ModelClient`): each frame's crops are one call, with the
+next frame's call sent while the model runs this one. Memory holds a few whole frames (decoded
+ahead, in flight) and one small picture per open object.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Protocol, TypeVar
+
+import numpy as np
+
+from video.frames import sample_images
+from video.motion import MotionDetector, MotionSettings
+from video.regions import Candidate, FloatBox, View, cut, regions, suppress, whole_frame
+from video.tracking import FrameBox, TrackedObject, Tracker, TrackingSettings
+
+T = TypeVar("T")
+NormalisedBox = tuple[float, float, float, float]  # x0, y0, x1, y1 as shares of the image's sides
+Found = tuple[str, float, NormalisedBox]
+
+
+class Detector(Protocol):
+    """What `detect_video` needs of a detector (`blocks.model_server.ModelClient` of a detector block)."""
+
+    @property
+    def input_size(self) -> int: ...
+
+    @property
+    def batch_size(self) -> int: ...
+
+    def detect_batches(
+        self, batches: Iterable[tuple[T, np.ndarray]]
+    ) -> Iterator[tuple[T, list[list[Found]]]]: ...
+
+
+@dataclass(frozen=True)
+class DetectSettings:
+    """Which frames, where the detector looks, and how detections become objects."""
+
+    fps: float = 1.0
+    key_frames: bool = False  # only the key frames (see video.frames)
+    max_width: int | None = None  # frames wider are scaled down first (a 4K main stream)
+    regions: bool = True  # False: every sampled frame whole, no motion test
+    full_look_s: float = 5.0  # the whole frame and every open object, this often
+    region_multiplier: float = 2.0  # a region's side is at least this times its box's longest side
+    timeout_s: float = 600.0  # for the whole video, decoding and detector calls together
+    motion: MotionSettings = field(default_factory=MotionSettings)
+    tracking: TrackingSettings = field(default_factory=TrackingSettings)
+
+    def __post_init__(self) -> None:
+        if self.regions and self.full_look_s >= self.tracking.lost_after_s:
+            raise ValueError(
+                f"full_look_s ({self.full_look_s}) must be shorter than tracking.lost_after_s "
+                f"({self.tracking.lost_after_s}): objects that stop moving would be lost between looks"
+            )
+
+
+@dataclass(frozen=True)
+class BoxDetection:
+    """One box of one sampled frame, in frame pixels (x0, y0, x1, y1)."""
+
+    at: datetime
+    label: str
+    score: float
+    box: FloatBox
+
+
+@dataclass
+class VideoDetections:
+    """What the detector found in one video, and what it cost."""
+
+    width: int = 0
+    height: int = 0
+    frames: int = 0  # sampled
+    motion_frames: int = 0  # sampled frames with motion
+    detector_calls: int = 0  # Predict calls
+    crops: int = 0  # images sent to the detector
+    boxes: list[BoxDetection] = field(default_factory=list)
+    objects: list[TrackedObject] = field(default_factory=list)  # counted ones, by start
+
+
+@dataclass
+class _Pending:
+    """A sampled frame between decoding and tracking: its views and the answers come back so far."""
+
+    at: datetime
+    frame: np.ndarray | None
+    views: list[View]
+    answers: list[list[Found]] = field(default_factory=list)
+
+    @property
+    def answered(self) -> bool:
+        return len(self.answers) == len(self.views)
+
+
+def detect_video(
+    video: Path, start: datetime, detector: Detector, settings: DetectSettings | None = None
+) -> VideoDetections:
+    """Boxes and tracked objects of one video whose first frame is at `start` (UTC).
+
+    The caller checks the served model first (`ModelClient.check_metadata`) and reads the version
+    it answered with (`ModelClient.version`) after.
+    """
+    s = settings or DetectSettings()
+    result = VideoDetections()
+    motion = MotionDetector(s.motion)
+    tracker = Tracker(s.tracking)
+    size, batch_size = detector.input_size, detector.batch_size
+    order: deque[_Pending] = deque()  # frames in time order, tracked once answered
+    last_full: datetime | None = None
+
+    def track_answered() -> None:
+        while order and order[0].answered:
+            pending = order.popleft()
+            boxes = _frame_boxes(pending, result.width, result.height)
+            result.boxes += [BoxDetection(pending.at, b.label, b.score, b.box) for b in boxes]
+            result.objects += tracker.update(pending.at, boxes, pending.frame if boxes else None)
+
+    def batches() -> Iterator[tuple[_Pending, np.ndarray]]:
+        nonlocal last_full
+        images = sample_images(
+            video, s.max_width, fps=s.fps, timeout_s=s.timeout_s, start=start, key_frames=s.key_frames
+        )
+        try:
+            for offset, frame in images:
+                at = start + timedelta(milliseconds=round(offset * 1000))
+                result.height, result.width = frame.shape[:2]
+                result.frames += 1
+                full = last_full is None or (at - last_full).total_seconds() >= s.full_look_s - 1e-3
+                if full:
+                    last_full = at
+                views = _views(frame, at, full, s, motion, tracker, size, result)
+                pending = _Pending(at, frame if views else None, views)
+                order.append(pending)
+                for first in range(0, len(views), batch_size):
+                    crops = cut(frame, views[first : first + batch_size], size)
+                    result.detector_calls += 1
+                    result.crops += len(crops)
+                    yield pending, crops
+                track_answered()  # a frame with nothing to look at is tracked (time passes) at once
+        finally:
+            images.close()
+
+    for pending, answers in detector.detect_batches(batches()):
+        pending.answers += answers
+        track_answered()
+    track_answered()
+    result.objects += tracker.finish()
+    result.objects.sort(key=lambda o: (o.start, o.id))
+    return result
+
+
+def _views(
+    frame: np.ndarray,
+    at: datetime,
+    full: bool,
+    s: DetectSettings,
+    motion: MotionDetector,
+    tracker: Tracker,
+    size: int,
+    result: VideoDetections,
+) -> list[View]:
+    height, width = frame.shape[:2]
+    if not s.regions:
+        return [whole_frame(width, height)]
+    moving = motion.detect(frame)
+    result.motion_frames += bool(moving)
+    boxes: list[FloatBox] = [(float(x0), float(y0), float(x1), float(y1)) for x0, y0, x1, y1 in moving]
+    boxes += tracker.look_at(at, moving_only=not full)
+    views = regions(boxes, width, height, size, s.region_multiplier)
+    if full:
+        views.append(whole_frame(width, height))
+    return views
+
+
+def _frame_boxes(pending: _Pending, width: int, height: int) -> list[FrameBox]:
+    candidates = []
+    for view, found in zip(pending.views, pending.answers, strict=True):
+        for label, score, normalised in found:
+            box = view.to_frame(normalised, width, height)
+            if box[2] > box[0] and box[3] > box[1]:
+                candidates.append(Candidate(label, score, box, cut=view.cuts(box, width, height)))
+    return [FrameBox(c.label, c.score, c.box) for c in suppress(candidates)]

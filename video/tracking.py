@@ -1,0 +1,235 @@
+"""Detections of one camera joined across sampled frames into objects: what was there, from when to
+when, and its best picture.
+
+Operators ask "when was a person or a vehicle on this camera, show me", not "which frames had a
+box": so each detection is joined to an object of the same label seen before, by the overlap of
+its box with where that object is expected now (its last box moved by its last velocity), or,
+frames being a second apart and a walking person moving about their own width in that time, by
+the distance of their centres. Assignment is optimal per label (Hungarian), so two people crossing
+stay two. An object counts once seen in `min_frames` frames (one lone box is more often a false
+detection than a visit); it ends `lost_after_s` seconds after it was last seen, its end being that
+last sighting. Objects that stop moving are looked at again by the detector's periodic whole-frame
+look and regions, which must come more often than `lost_after_s`.
+
+Each object keeps a small copy of the frame of its best score only; the thumbnail, JPEG with the
+box drawn, is made once, when the object ends.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import numpy as np
+from PIL import Image, ImageDraw
+from scipy.optimize import linear_sum_assignment
+
+from video.regions import FloatBox, iou
+
+_NO_MATCH = 1e6
+LOOK_AHEAD_S = 2.0  # an object unseen for longer is looked for where it would be by then
+
+
+@dataclass(frozen=True)
+class TrackingSettings:
+    """How detections are joined into objects."""
+
+    min_frames: int = 2  # an object counts once seen in this many frames
+    lost_after_s: float = 12.0  # an object ends when not seen for this long
+    min_iou: float = 0.1  # overlap with the expected box that joins a detection at once
+    max_distance: float = 1.5  # else centres at most this many times the object's size apart
+    moving: float = 0.1  # an object moved when its centre moved by this share of its size
+    thumbnail_width: int = 320
+    thumbnail_quality: int = 80
+
+
+@dataclass(frozen=True)
+class FrameBox:
+    """One detection of one frame: label, score and box in frame pixels (x0, y0, x1, y1)."""
+
+    label: str
+    score: float
+    box: FloatBox
+
+
+@dataclass
+class TrackedObject:
+    """A thing seen in successive frames: its label, first and last sighting, best sighting."""
+
+    id: int
+    label: str
+    start: datetime
+    end: datetime
+    best_score: float
+    best_time: datetime
+    best_box: FloatBox
+    frames: int = 1
+    last_box: FloatBox = (0.0, 0.0, 0.0, 0.0)
+    velocity: tuple[float, float] = (0.0, 0.0)  # pixels a second, of the box's centre
+    moved: bool = True  # its centre moved at its last sighting
+    thumbnail: bytes | None = None  # JPEG of the best frame with the box drawn, made when it ends
+    _best_picture: np.ndarray | None = field(default=None, repr=False)
+    _picture_scale: float = field(default=1.0, repr=False)
+
+    def expected_box(self, at: datetime) -> FloatBox:
+        """Its last box moved by its velocity to `at`."""
+        dt = (at - self.end).total_seconds()
+        dx, dy = self.velocity[0] * dt, self.velocity[1] * dt
+        x0, y0, x1, y1 = self.last_box
+        return (x0 + dx, y0 + dy, x1 + dx, y1 + dy)
+
+
+class Tracker:
+    """Objects of one camera's frames, fed in time order with `update`; `finish` at the end."""
+
+    def __init__(self, settings: TrackingSettings | None = None) -> None:
+        self.settings = settings or TrackingSettings()
+        self.active: list[TrackedObject] = []
+        self._next_id = 1
+
+    def update(
+        self, at: datetime, boxes: Sequence[FrameBox], frame: np.ndarray | None = None
+    ) -> list[TrackedObject]:
+        """Join a frame's detections to the objects; the objects that ended (counted ones only).
+
+        `frame` (uint8 [H, W, 3] RGB) is needed when there are boxes: it gives the thumbnails.
+        """
+        ended = self._expire(at)
+        unmatched = list(range(len(boxes)))
+        for label in sorted({b.label for b in boxes}):
+            tracks = [t for t in self.active if t.label == label]
+            indices = [i for i in unmatched if boxes[i].label == label]
+            matched = self._assign(at, tracks, [boxes[i] for i in indices])
+            for track_index, box_index in matched:
+                self._extend(tracks[track_index], at, boxes[indices[box_index]], frame)
+                unmatched.remove(indices[box_index])
+        for i in unmatched:
+            self._start(at, boxes[i], frame)
+        return ended
+
+    def finish(self) -> list[TrackedObject]:
+        """The objects still open, ended at their last sighting (counted ones only)."""
+        ended, self.active = self.active, []
+        return [self._close(t) for t in ended if t.frames >= self.settings.min_frames]
+
+    def look_at(self, at: datetime, moving_only: bool = True) -> list[FloatBox]:
+        """Boxes worth a look at `at`, from where each open object was last seen to where it is
+        expected (moved on for at most LOOK_AHEAD_S): the moving ones (worth a region in every
+        frame), or all of them (for the periodic look, which keeps those that stopped)."""
+        boxes = []
+        for track in self.active:
+            if track.moved or not moving_only:
+                ahead = min(at, track.end + timedelta(seconds=LOOK_AHEAD_S))
+                expected, last = track.expected_box(ahead), track.last_box
+                boxes.append(
+                    (
+                        min(expected[0], last[0]),
+                        min(expected[1], last[1]),
+                        max(expected[2], last[2]),
+                        max(expected[3], last[3]),
+                    )
+                )
+        return boxes
+
+    def _assign(
+        self, at: datetime, tracks: list[TrackedObject], boxes: list[FrameBox]
+    ) -> list[tuple[int, int]]:
+        if not tracks or not boxes:
+            return []
+        s = self.settings
+        cost = np.full((len(tracks), len(boxes)), _NO_MATCH)
+        for ti, track in enumerate(tracks):
+            expected = track.expected_box(at)
+            size = max(_size(track.last_box), 1.0)
+            for bi, box in enumerate(boxes):
+                overlap = iou(expected, box.box)
+                distance = _distance(expected, box.box) / size
+                if overlap >= s.min_iou:
+                    cost[ti, bi] = 1.0 - overlap
+                elif distance <= s.max_distance:
+                    cost[ti, bi] = 1.0 + distance
+        rows, cols = linear_sum_assignment(cost)
+        return [(int(r), int(c)) for r, c in zip(rows, cols, strict=True) if cost[r, c] < _NO_MATCH]
+
+    def _start(self, at: datetime, box: FrameBox, frame: np.ndarray | None) -> None:
+        track = TrackedObject(
+            id=self._next_id,
+            label=box.label,
+            start=at,
+            end=at,
+            best_score=box.score,
+            best_time=at,
+            best_box=box.box,
+            last_box=box.box,
+        )
+        self._next_id += 1
+        self._keep_picture(track, frame)
+        self.active.append(track)
+
+    def _extend(self, track: TrackedObject, at: datetime, box: FrameBox, frame: np.ndarray | None) -> None:
+        dt = (at - track.end).total_seconds()
+        (lx, ly), (nx, ny) = _centre(track.last_box), _centre(box.box)
+        if dt > 0:
+            track.velocity = ((nx - lx) / dt, (ny - ly) / dt)
+        track.moved = math.hypot(nx - lx, ny - ly) > self.settings.moving * max(_size(box.box), 1.0)
+        track.end = at
+        track.last_box = box.box
+        track.frames += 1
+        if box.score > track.best_score:
+            track.best_score, track.best_time, track.best_box = box.score, at, box.box
+            self._keep_picture(track, frame)
+
+    def _keep_picture(self, track: TrackedObject, frame: np.ndarray | None) -> None:
+        if frame is None:
+            return
+        height, width = frame.shape[:2]
+        scale = min(1.0, self.settings.thumbnail_width / width)
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        image = Image.fromarray(frame)
+        track._best_picture = np.asarray(
+            image.resize(size, Image.Resampling.BILINEAR) if scale < 1 else image
+        )
+        track._picture_scale = scale
+
+    def _expire(self, at: datetime) -> list[TrackedObject]:
+        lost = [t for t in self.active if (at - t.end).total_seconds() >= self.settings.lost_after_s]
+        if not lost:
+            return []
+        self.active = [t for t in self.active if t not in lost]
+        return [self._close(t) for t in lost if t.frames >= self.settings.min_frames]
+
+    def _close(self, track: TrackedObject) -> TrackedObject:
+        if track._best_picture is not None:
+            track.thumbnail = thumbnail(
+                track._best_picture,
+                tuple(v * track._picture_scale for v in track.best_box),  # type: ignore[arg-type]
+                self.settings.thumbnail_quality,
+            )
+            track._best_picture = None
+        return track
+
+
+def thumbnail(picture: np.ndarray, box: FloatBox, quality: int = 80) -> bytes:
+    """JPEG of the picture with the box drawn on it."""
+    image = Image.fromarray(picture)
+    line = max(1, round(image.width / 160))
+    ImageDraw.Draw(image).rectangle(box, outline=(255, 48, 48), width=line)
+    out = io.BytesIO()
+    image.save(out, format="JPEG", quality=quality)
+    return out.getvalue()
+
+
+def _centre(box: FloatBox) -> tuple[float, float]:
+    return ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
+
+
+def _size(box: FloatBox) -> float:
+    return max(box[2] - box[0], box[3] - box[1])
+
+
+def _distance(a: FloatBox, b: FloatBox) -> float:
+    (ax, ay), (bx, by) = _centre(a), _centre(b)
+    return math.hypot(ax - bx, ay - by)
