@@ -125,6 +125,69 @@ MIGRATIONS: tuple[Migration, ...] = (
             + _DEDUP,
         ),
     ),
+    # A detector's answers: its boxes per sampled frame, and the objects they were tracked into
+    # (what operators search), with per-hour counts for dashboards.
+    Migration(
+        5,
+        "detector boxes, tracked objects, hourly object counts",
+        (
+            """CREATE TABLE IF NOT EXISTS {db}.boxes (
+                recorder LowCardinality(String),
+                channel UInt16,
+                segment String,
+                frame_time DateTime64(3, 'UTC'),
+                model LowCardinality(String),
+                model_version UInt32,
+                label LowCardinality(String),
+                score Float32,
+                x0 Float32, y0 Float32, x1 Float32, y1 Float32,
+                inserted_at DateTime64(3, 'UTC'),
+                version_key String
+            ) ENGINE = ReplacingMergeTree(inserted_at)
+            ORDER BY (recorder, channel, segment, frame_time, model, label, x0, y0) """
+            + _DEDUP,
+            """CREATE TABLE IF NOT EXISTS {db}.objects (
+                recorder LowCardinality(String),
+                site LowCardinality(String),
+                channel UInt16,
+                segment String,
+                object_id String,
+                label LowCardinality(String),
+                start DateTime64(3, 'UTC'),
+                end DateTime64(3, 'UTC'),
+                best_score Float32,
+                best_time DateTime64(3, 'UTC'),
+                x0 Float32, y0 Float32, x1 Float32, y1 Float32,
+                frame_width UInt16,
+                frame_height UInt16,
+                frames UInt32,
+                clip String,
+                clip_offset_s Float32,
+                thumbnail String,
+                model LowCardinality(String),
+                model_version UInt32,
+                inserted_at DateTime64(3, 'UTC'),
+                version_key String
+            ) ENGINE = ReplacingMergeTree(inserted_at)
+            ORDER BY (recorder, channel, segment, object_id) """
+            + _DEDUP,
+            """CREATE TABLE IF NOT EXISTS {db}.objects_hourly (
+                recorder LowCardinality(String),
+                channel UInt16,
+                hour DateTime('UTC'),
+                label LowCardinality(String),
+                objects SimpleAggregateFunction(sum, UInt64),
+                best_score SimpleAggregateFunction(max, Float32)
+            ) ENGINE = AggregatingMergeTree
+            ORDER BY (recorder, channel, hour, label) """
+            + _DEDUP,
+            """CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.objects_hourly_mv TO {db}.objects_hourly AS
+            SELECT recorder, channel, toStartOfHour(start) AS hour, label,
+                   toUInt64(count()) AS objects, max(best_score) AS best_score
+            FROM {db}.objects
+            GROUP BY recorder, channel, hour, label""",
+        ),
+    ),
 )
 
 # How to read the summary: partial rows of one key are folded by merges, so always aggregate.
@@ -133,6 +196,15 @@ SELECT recorder, channel, hour, model, model_version, label, sum(frames) AS fram
 FROM {db}.detections_hourly
 GROUP BY recorder, channel, hour, model, model_version, label
 ORDER BY recorder, channel, hour, frames DESC, label
+"""
+
+
+# Objects per hour, label and channel (dashboards): aggregate, as above.
+HOURLY_OBJECTS_SQL = """
+SELECT recorder, channel, hour, label, sum(objects) AS objects, max(best_score) AS best_score
+FROM {db}.objects_hourly
+GROUP BY recorder, channel, hour, label
+ORDER BY recorder, channel, hour, label
 """
 
 
@@ -188,8 +260,67 @@ class WindowRow:
     completed_at: datetime
 
 
-Row = SegmentRow | DetectionRow | WindowRow
-ROW_TYPES: dict[str, type[Row]] = {t.TABLE: t for t in (SegmentRow, DetectionRow, WindowRow)}
+@dataclass(frozen=True)
+class BoxRow:
+    """One row of `boxes`: a detector's box in one sampled frame, in frame pixels."""
+
+    TABLE: ClassVar[str] = "boxes"
+    recorder: str
+    channel: int
+    segment: str
+    frame_time: datetime
+    model: str
+    model_version: int
+    label: str
+    score: float
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+    inserted_at: datetime
+    version_key: str
+
+
+@dataclass(frozen=True)
+class ObjectRow:
+    """One row of `objects`: a person or vehicle tracked through a segment's frames.
+
+    `clip` and `thumbnail` are paths in the video store (the MP4 and the JPEG of the best frame
+    with its box drawn); the clip plays the object from `clip_offset_s`. The box is the best
+    frame's, in pixels of a `frame_width` x `frame_height` frame.
+    """
+
+    TABLE: ClassVar[str] = "objects"
+    recorder: str
+    site: str
+    channel: int
+    segment: str
+    object_id: str
+    label: str
+    start: datetime
+    end: datetime
+    best_score: float
+    best_time: datetime
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+    frame_width: int
+    frame_height: int
+    frames: int
+    clip: str
+    clip_offset_s: float
+    thumbnail: str
+    model: str
+    model_version: int
+    inserted_at: datetime
+    version_key: str
+
+
+Row = SegmentRow | DetectionRow | WindowRow | BoxRow | ObjectRow
+ROW_TYPES: dict[str, type[Row]] = {
+    t.TABLE: t for t in (SegmentRow, DetectionRow, WindowRow, BoxRow, ObjectRow)
+}
 
 
 def columns(row_type: type[Row]) -> list[str]:
