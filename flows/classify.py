@@ -15,6 +15,8 @@ inputs give the same labels.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,11 +32,25 @@ from video.classify import Classification, classify_video
 from video.transcode import TranscodeResult
 
 CLASSIFY_VERSION = 1
-# Segments classified at once in one process (a flow run, under the process worker). The model
-# server takes both cores and each classification keeps two calls in flight, so more at once
+# Segments classified (or detected) at once in one process (a flow run, under the process worker).
+# The model server takes both cores and each segment keeps two calls in flight, so more at once
 # gains no speed, only frames in memory.
 CLASSIFY_AT_ONCE = 2
 _classifying = threading.BoundedSemaphore(CLASSIFY_AT_ONCE)
+
+
+@contextmanager
+def claim_model_slot(segment: Segment) -> Iterator[None]:
+    """One of the CLASSIFY_AT_ONCE slots of this process for the segment's frames (said when it waits)."""
+    if not _classifying.acquire(blocking=False):
+        get_run_logger().info(
+            f"{segment.label}: waiting for one of the {CLASSIFY_AT_ONCE} model slots of this flow run's process"
+        )
+        _classifying.acquire()
+    try:
+        yield
+    finally:
+        _classifying.release()
 
 
 @dataclass(frozen=True)
@@ -85,19 +101,11 @@ def classify_segment(
         video, video_start = source.output, segment.start
     else:
         video, video_start = source.download.path, source.segment.start
-    if not _classifying.acquire(blocking=False):
-        get_run_logger().info(
-            f"{segment.label}: waiting for one of the {CLASSIFY_AT_ONCE} classify slots of this flow run's process"
+    with claim_model_slot(segment), model.connect() as client:
+        frames, detections = classify_video(
+            video, video_start, client, model.input_size, model.batch_size, fps, key_frames
         )
-        _classifying.acquire()
-    try:
-        with model.connect() as client:
-            frames, detections = classify_video(
-                video, video_start, client, model.input_size, model.batch_size, fps, key_frames
-            )
-            version = client.version
-    finally:
-        _classifying.release()
+        version = client.version
     result = Classification(model.model_name, version, frames, detections, key=key)
     if isinstance(source, SubStream):
         return result.within(segment.start, segment.end or source.segment.end or segment.start)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -90,19 +91,28 @@ def _search_run_name() -> str:
     return f"search {params['recorder'].name} channel {params['channel']}{stream}"
 
 
+@dataclass(frozen=True)
+class Search:
+    """A channel's recordings in a window, and the recorder's clock: its local time is UTC plus `utc_offset`."""
+
+    recordings: list[Recording]
+    utc_offset: timedelta
+
+
 @task(name="search", task_run_name=_search_run_name, cache_policy=NO_CACHE, **retry_policy.RECORDER)
 def search_recordings(
     recorder: HikvisionRecorder, channel: int, start: datetime, end: datetime, stream: int = MAIN_STREAM
-) -> list[Recording]:
+) -> Search:
     with recorder_call(recorder) as client:
         found = client.search(channel, start, end, stream)
         skew = client.clock_skew()
+        offset = client.clock().utc_offset
     logger = get_run_logger()
     if abs(skew) >= CLOCK_SKEW_WARNING and stream == MAIN_STREAM:
         logger.warning(clock_skew_warning(recorder.name, skew))
     what = "sub-stream recordings" if stream == SUB_STREAM else "recordings"
     logger.info(f"{recorder.name} channel {channel}: {len(found)} {what} in {start} .. {end}")
-    return found
+    return Search(found, offset)
 
 
 # A sub-stream file stands in for a main one it covers to within this much at either end.

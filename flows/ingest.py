@@ -1,7 +1,7 @@
 """`ingest_video`: one video file from outside the recorders (an upload, a dropped clip).
 
-transcode -> classify -> persist with the pipeline's own stage tasks, the rows in the
-same `segments` / `detections` tables: recorder = the source name, channel 0, segment =
+transcode -> detect (or classify) -> persist with the pipeline's own stage tasks, the rows in
+the same tables: recorder = the source name, channel 0, segment =
 `<first 16 hex of the content's sha256>-<file stem>` (`core.segment.Segment.of_file`).
 The file moves through `ingest/processing`, then `done` or `failed` (`inbox/folders.py`).
 
@@ -22,10 +22,12 @@ from prefect.runtime import flow_run
 from blocks.clickhouse import ClickHouseSink
 from blocks.loading import load_block
 from blocks.model_server import TFServingModel
+from blocks.video_store import load_store
 from core.segment import Segment, check_source
-from core.settings import DEFAULT_MODEL_BLOCK, DEFAULT_SINK_BLOCK
+from core.settings import DEFAULT_MODEL_BLOCK, DEFAULT_SINK_BLOCK, DEFAULT_VIDEO_STORE_BLOCK
 from flows.classify import check_model, classify_segment
-from flows.persist import persist_segment
+from flows.detect import DetectOptions, detect_segment
+from flows.persist import Analysis, Destination, persist_segment
 from flows.transcode import transcode_task_for
 from inbox.folders import claim, describe_file, failure_reason, ingest_dir, move_into, set_aside
 from video.transcode import TranscodeOptions
@@ -41,6 +43,7 @@ def ingest_video(
     key_frames: bool = False,
     model_block: str = DEFAULT_MODEL_BLOCK,
     sink_block: str = DEFAULT_SINK_BLOCK,
+    video_store_block: str = DEFAULT_VIDEO_STORE_BLOCK,
 ) -> dict[str, Any]:
     """Transcode, classify and persist one video file; it ends in ingest/done/ or ingest/failed/.
 
@@ -49,10 +52,11 @@ def ingest_video(
         source: Name the rows carry as `recorder` (letters, digits, `.`, `_`, `-`).
         start: When the recording began (UTC); empty: the file's modification time.
         transcode: How the MP4 is made; empty: remux H.264, x264 veryfast for the rest, AAC audio.
-        sample_fps: Frames classified per second of video.
-        key_frames: Classify the key frames only, each at its own time (instead of sample_fps).
-        model_block: Name of the TFServingModel block to classify with.
+        sample_fps: Frames looked at per second of video.
+        key_frames: Look at the key frames only, each at its own time (instead of sample_fps).
+        model_block: Name of the TFServingModel block: a detector (the default) or a classifier.
         sink_block: Name of the ClickHouseSink block to store the rows in.
+        video_store_block: Name of the file system block where clips and thumbnails go.
     """
     logger = get_run_logger()
     original = Path(path)
@@ -67,15 +71,22 @@ def ingest_video(
         version = check_model(model)
         options = transcode or TranscodeOptions()
         transcoded = transcode_task_for(segment)(segment, working, options)
-        classification = classify_segment(segment, transcoded, model, version, sample_fps, key_frames)
-        persisted = persist_segment(segment, transcoded, classification, sink, segment.source, run_id)
+        analysis: Analysis
+        if model.kind == "detector":
+            analysis = detect_segment(
+                segment, transcoded, transcoded, model, version, DetectOptions(sample_fps, key_frames)
+            )
+        else:
+            analysis = classify_segment(segment, transcoded, model, version, sample_fps, key_frames)
+        to = Destination(sink, load_store(video_store_block), segment.source, run_id)
+        persisted = persist_segment(segment, transcoded, analysis, to)
     except BaseException as exc:
         kept = set_aside(working, failure_reason(original, segment, exc, run_id))
         logger.error(f"{original.name}: {type(exc).__name__}: {exc}; kept as {kept}")
         raise
     done = move_into(working, ingest_dir("done"))
     logger.info(
-        f"{original.name}: {classification.frames} frames, {persisted.inserted} rows inserted, "
+        f"{original.name}: {analysis.frames} frames, {persisted.inserted} rows inserted, "
         f"{persisted.outboxed} in the outbox; output {transcoded.output}; source kept as {done}"
     )
     return {
@@ -84,7 +95,7 @@ def ingest_video(
         "sha256": segment.sha256,
         "output": str(transcoded.output),
         "mode": transcoded.mode,
-        "frames": classification.frames,
+        "frames": analysis.frames,
         "inserted": persisted.inserted,
         "outboxed": persisted.outboxed,
         "kept_as": str(done),

@@ -26,19 +26,36 @@ from prefect.logging import get_logger
 
 from blocks import clickhouse_outbox
 from blocks.clickhouse import Batch, ClickHouseSink, ClickHouseUnavailable
-from blocks.clickhouse_schema import DetectionRow, SegmentRow, WindowRow
+from blocks.clickhouse_schema import BoxRow, DetectionRow, ObjectRow, SegmentRow, WindowRow
 from blocks.loading import load_block
+from blocks.video_store import VideoStore
 from core.segment import Segment
 from core.settings import DEFAULT_SINK_BLOCK, outbox_dir
+from core.store import clip_key, thumbnail_key
 from flows import retry_policy
+from flows.detect import SegmentDetections
+from flows.events import announce_objects
 from video.classify import Classification
 from video.transcode import TranscodeResult
+
+Analysis = Classification | SegmentDetections
 
 
 @dataclass(frozen=True)
 class PersistResult:
     inserted: int
     outboxed: int
+
+
+@dataclass(frozen=True)
+class Destination:
+    """Where a run's segments go (ClickHouse, the video store) and what their rows and events carry."""
+
+    sink: ClickHouseSink
+    store: VideoStore
+    site: str
+    flow_run_id: str
+    utc_offset: timedelta = timedelta(0)  # the recorder's clock: its local time is UTC plus this
 
 
 def _logger():
@@ -52,7 +69,7 @@ def _logger():
 def segment_batches(
     segment: Segment,
     transcoded: TranscodeResult,
-    classification: Classification,
+    analysis: Analysis,
     site: str,
     flow_run_id: str,
     now: datetime | None = None,
@@ -62,7 +79,6 @@ def segment_batches(
     end = segment.end or segment.start + timedelta(seconds=transcoded.duration_s)
     scope = (segment.source, segment.channel, segment.name)
     segments_token = f"segments/{transcoded.key}"
-    detections_token = f"detections/{classification.key}"
     row = SegmentRow(
         recorder=segment.source, site=site, channel=segment.channel, segment=segment.name,
         start=segment.start, end=end, duration_s=transcoded.duration_s, bytes=segment.size,
@@ -70,7 +86,15 @@ def segment_batches(
         output_path=str(transcoded.output), flow_run_id=flow_run_id, exported_at=now,
         version_key=segments_token,
     )  # fmt: skip
-    detections = tuple(
+    batches = [Batch(SegmentRow.TABLE, segments_token, (row,), scope)]
+    if isinstance(analysis, Classification):
+        return batches + [_detection_batch(segment, analysis, now, scope)]
+    return batches + _object_batches(segment, analysis, site, now, scope)
+
+
+def _detection_batch(segment: Segment, classification: Classification, now: datetime, scope) -> Batch:
+    token = f"detections/{classification.key}"
+    rows = tuple(
         DetectionRow(
             recorder=segment.source,
             channel=segment.channel,
@@ -82,14 +106,79 @@ def segment_batches(
             label=d.label,
             score=d.score,
             inserted_at=now,
-            version_key=detections_token,
+            version_key=token,
         )  # fmt: skip
         for d in classification.detections
     )
+    return Batch(DetectionRow.TABLE, token, rows, scope)
+
+
+def _object_batches(
+    segment: Segment, found: SegmentDetections, site: str, now: datetime, scope
+) -> list[Batch]:
+    boxes_token, objects_token = f"boxes/{found.key}", f"objects/{found.key}"
+    boxes = tuple(
+        BoxRow(
+            recorder=segment.source,
+            channel=segment.channel,
+            segment=segment.name,
+            frame_time=b.at,
+            model=found.model,
+            model_version=found.model_version,
+            label=b.label,
+            score=b.score,
+            x0=b.box[0],
+            y0=b.box[1],
+            x1=b.box[2],
+            y1=b.box[3],
+            inserted_at=now,
+            version_key=boxes_token,
+        )  # fmt: skip
+        for b in found.boxes
+    )
+    objects = tuple(
+        ObjectRow(
+            recorder=segment.source,
+            site=site,
+            channel=segment.channel,
+            segment=segment.name,
+            object_id=o.object_id,
+            label=o.label,
+            start=o.start,
+            end=o.end,
+            best_score=o.best_score,
+            best_time=o.best_time,
+            x0=o.box[0],
+            y0=o.box[1],
+            x1=o.box[2],
+            y1=o.box[3],
+            frame_width=found.width,
+            frame_height=found.height,
+            frames=o.frames,
+            clip=clip_key(segment),
+            clip_offset_s=round(max(0.0, (o.start - segment.start).total_seconds()), 3),
+            thumbnail=thumbnail_key(segment, o.object_id) if o.thumbnail else "",
+            model=found.model,
+            model_version=found.model_version,
+            inserted_at=now,
+            version_key=objects_token,
+        )  # fmt: skip
+        for o in found.objects
+    )
     return [
-        Batch(SegmentRow.TABLE, segments_token, (row,), scope),
-        Batch(DetectionRow.TABLE, detections_token, detections, scope),
+        Batch(BoxRow.TABLE, boxes_token, boxes, scope),
+        Batch(ObjectRow.TABLE, objects_token, objects, scope),
     ]
+
+
+def store_media(store: VideoStore, segment: Segment, transcoded: TranscodeResult, analysis: Analysis) -> None:
+    """The segment's clip and its objects' thumbnails, into the store every machine reaches."""
+    if not isinstance(analysis, SegmentDetections):
+        return
+    store.put_file(Path(transcoded.output), clip_key(segment))
+    for o in analysis.objects:
+        if o.thumbnail:
+            store.put_bytes(o.thumbnail, thumbnail_key(segment, o.object_id))
 
 
 def persist_batches(sink: ClickHouseSink, batches: list[Batch], outbox: Path | None = None) -> PersistResult:
@@ -114,15 +203,14 @@ def persist_batches(sink: ClickHouseSink, batches: list[Batch], outbox: Path | N
     name="persist", task_run_name="persist {segment.label}", cache_policy=NO_CACHE, **retry_policy.CLICKHOUSE
 )
 def persist_segment(
-    segment: Segment,
-    transcoded: TranscodeResult,
-    classification: Classification,
-    sink: ClickHouseSink,
-    site: str,
-    flow_run_id: str,
+    segment: Segment, transcoded: TranscodeResult, analysis: Analysis, to: Destination
 ) -> PersistResult:
-    batches = segment_batches(segment, transcoded, classification, site, flow_run_id)
-    return persist_batches(sink, batches)
+    """The segment's media into the store, then its rows; each object announced as an event."""
+    store_media(to.store, segment, transcoded, analysis)
+    result = persist_batches(to.sink, segment_batches(segment, transcoded, analysis, to.site, to.flow_run_id))
+    if isinstance(analysis, SegmentDetections):
+        announce_objects(segment, to.site, analysis, to.utc_offset)
+    return result
 
 
 def window_batches(

@@ -9,6 +9,7 @@ anything is searched or written.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -20,13 +21,15 @@ from blocks.clickhouse import ClickHouseSink
 from blocks.loading import load_block
 from blocks.model_server import TFServingModel
 from blocks.recorder import SUB_STREAM, HikvisionRecorder, Recording
-from core.settings import DEFAULT_MODEL_BLOCK, DEFAULT_SINK_BLOCK
+from blocks.video_store import load_store
+from core.settings import DEFAULT_MODEL_BLOCK, DEFAULT_SINK_BLOCK, DEFAULT_VIDEO_STORE_BLOCK
 from core.windows import InvalidWindow, Window, complete_hours, invalid_run_name
 from flows.chain import CACHED_STAGES, Chain, RunSettings, SegmentOutcome, error_text, submit_chains
 from flows.classify import check_model
-from flows.export import covering_sub_streams, search_recordings
+from flows.detect import DetectOptions
+from flows.export import Search, covering_sub_streams, search_recordings
 from flows.launch import PIPELINE_FLOW, tag_this_run
-from flows.persist import record_windows
+from flows.persist import Destination, record_windows
 from flows.run_artifacts import collect_outcomes, publish
 from flows.run_form import WindowTime, window_of_run
 from video.transcode import TranscodeOptions
@@ -62,9 +65,11 @@ def recorder_pipeline(
     transcode: TranscodeOptions | None = None,
     sample_fps: float = 1.0,
     key_frames: bool = False,
+    whole_frames: bool = False,
     long_window: bool = False,
     model_block: str = DEFAULT_MODEL_BLOCK,
     sink_block: str = DEFAULT_SINK_BLOCK,
+    video_store_block: str = DEFAULT_VIDEO_STORE_BLOCK,
 ) -> dict:
     """Export, transcode, classify and persist one recorder's recordings of [start, end) (UTC).
 
@@ -77,14 +82,19 @@ def recorder_pipeline(
         channels: Channels (cameras) to export; empty: every channel of the recorder block.
         transcode: How MP4s are made; empty: H.264 remuxed, anything else x264 veryfast CRF 23,
             audio as AAC 96 kb/s.
-        sample_fps: Frames classified per second of video.
+        sample_fps: Frames looked at per second of video.
         key_frames: Screen by key frames instead: only the recorder's key frames are decoded and
-            classified, each at its own time (as often as the channel's I-frame interval, e.g.
+            looked at, each at its own time (as often as the channel's I-frame interval, e.g.
             every 2 s); several times faster than sample_fps, coarser where the interval is long.
+        whole_frames: A detector sees every sampled frame whole, instead of the squares around what
+            moves (and a whole frame every few seconds); slower, and small people are missed.
         long_window: Allow a window longer than 7 days in one run (one run then holds every
             segment of it; a backfill of hours is usually the better way).
-        model_block: Name of the TFServingModel block to classify with.
+        model_block: Name of the TFServingModel block: a detector of people and vehicles (the
+            default), or a classifier.
         sink_block: Name of the ClickHouseSink block to store the rows in.
+        video_store_block: Name of the file system block every machine and the review app reach,
+            where clips and thumbnails go.
     """
     window = window_of_run(start, end, long_window)
     try:
@@ -99,12 +109,13 @@ def recorder_pipeline(
     sink = load_block(ClickHouseSink, sink_block)
     chosen = channels or block.channels
 
-    recordings, subs = find_recordings(block, chosen, window)
+    recordings, subs, utc_offset = find_recordings(block, chosen, window)
     chains: list[Chain] = []
     if recordings:
         run = RunSettings(
-            block, model, check_model(model), sink, transcode or TranscodeOptions(), sample_fps, key_frames,
-            str(flow_run.id or ""),
+            block, model, check_model(model), transcode or TranscodeOptions(),
+            DetectOptions(sample_fps, key_frames, regions=not whole_frames),
+            Destination(sink, load_store(video_store_block), block.site, str(flow_run.id or ""), utc_offset),
         )  # fmt: skip
         chains = submit_chains(recordings, subs, run)
     outcomes = collect_outcomes(recorder, chains)
@@ -118,9 +129,9 @@ def recorder_pipeline(
 
 def find_recordings(
     block: HikvisionRecorder, channels: list[int], window: Window
-) -> tuple[list[Recording], dict[Recording, Recording]]:
-    """The window's recordings of each channel, and the sub-stream recording covering each (if the
-    recorder classifies from its sub-stream)."""
+) -> tuple[list[Recording], dict[Recording, Recording], timedelta]:
+    """The window's recordings of each channel, the sub-stream recording covering each (if the
+    recorder classifies from its sub-stream), and the recorder's UTC offset."""
     logger = get_run_logger()
     searches = [search_recordings.submit(block, ch, window.start, window.end) for ch in channels]
     sub_searches = (
@@ -128,24 +139,25 @@ def find_recordings(
         if block.classify_from == "sub"
         else {}
     )
-    recordings = [rec for s in searches for rec in s.result()]
+    found = [s.result() for s in searches]
+    recordings = [rec for f in found for rec in f.recordings]
     subs = covering_sub_streams(recordings, _sub_recordings(block.name, sub_searches))
     logger.info(f"{block.name}: {len(recordings)} segments on channels {channels} in {window.describe()}")
     if block.classify_from == "sub" and len(subs) < len(recordings):
         logger.warning(
             f"{block.name}: {len(recordings) - len(subs)} of {len(recordings)} segments have no sub-stream "
-            "recording covering them; those are classified from the main stream"
+            "recording covering them; those are looked at in the main stream"
         )
-    return recordings, subs
+    return recordings, subs, found[0].utc_offset if found else timedelta(0)
 
 
-def _sub_recordings(recorder: str, searches: dict[int, PrefectFuture[list[Recording]]]) -> list[Recording]:
+def _sub_recordings(recorder: str, searches: dict[int, PrefectFuture[Search]]) -> list[Recording]:
     """The sub-stream recordings found; a channel whose search failed is classified from its main stream."""
     found: list[Recording] = []
     for channel, search in searches.items():
         search.wait()
         if search.state.is_completed():
-            found += search.result()
+            found += search.result().recordings
         else:
             get_run_logger().warning(
                 f"{recorder} channel {channel}: no sub-stream recordings ({error_text(search.state)}); "

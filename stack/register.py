@@ -18,16 +18,16 @@ import sys
 from pathlib import Path
 
 from prefect.client.orchestration import get_client
+from prefect.filesystems import LocalFileSystem
 from pydantic import SecretStr
 
 from blocks.clickhouse import ClickHouseSink
-from blocks.model_server import TFServingModel
 from blocks.recorder import HikvisionRecorder
-from core.settings import DEFAULT_MODEL_BLOCK, DEFAULT_SINK_BLOCK
+from core.settings import DEFAULT_SINK_BLOCK, DEFAULT_VIDEO_STORE_BLOCK
 from flows.recorders import upsert_recorder
 from flows.run_form import shape_run_forms
 from flows.schedules import ensure_recorder_schedule
-from stack import model_build
+from stack.models import model_blocks
 from stack.state import StackState, load_state
 
 
@@ -38,11 +38,9 @@ def before_deploy(state: StackState, spec: dict) -> None:
         applied = writer.migrate()
     print(f"ClickHouse schema: {', '.join(applied) if applied else 'up to date'}")
 
-    TFServingModel(
-        target=state.model_target,
-        model_name=model_build.MODEL_NAME,
-        labels=model_build.labels(),
-    ).save(DEFAULT_MODEL_BLOCK, overwrite=True)
+    for name, model in model_blocks(state.model_target).items():
+        model.save(name, overwrite=True)
+    LocalFileSystem(basepath=str(state.data_dir / "store")).save(DEFAULT_VIDEO_STORE_BLOCK, overwrite=True)
 
     for rec in spec["recorders"]:
         block = HikvisionRecorder(

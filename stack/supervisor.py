@@ -124,10 +124,8 @@ def is_running(state: StackState | None) -> TypeGuard[StackState]:
     return state is not None and bool(state.pids) and all(_alive(pid) for pid in state.pids.values())
 
 
-def _services(state: StackState, model_base: Path) -> dict[str, tuple[list[str], dict[str, str], int]]:
+def _services(state: StackState, models: dict[str, Path]) -> dict[str, tuple[list[str], dict[str, str], int]]:
     """The stack's own services: argv, extra environment, and the port that says it is ready."""
-    from stack import model_build
-
     py, data = sys.executable, state.data_dir
     return {
         "clickhouse-gateway": (
@@ -138,7 +136,7 @@ def _services(state: StackState, model_base: Path) -> dict[str, tuple[list[str],
         ),
         "model-server": (
             [py, "-m", "stack.model_server", "--port", str(state.model_port),
-             "--model-name", model_build.MODEL_NAME, "--model-base-path", str(model_base)],
+             *(f"--model={name}={path}" for name, path in models.items())],
             {},
             state.model_port,
         ),
@@ -150,10 +148,15 @@ def _services(state: StackState, model_base: Path) -> dict[str, tuple[list[str],
     }  # fmt: skip
 
 
-def start(root: Path | None = None, say: Callable[[str], None] = print) -> StackState:
-    """Bring the stack up (idempotent: a running stack is left as it is)."""
-    from stack import model_build
-    from stack.simulator.spec import demo_spec
+def start(root: Path | None = None, say: Callable[[str], None] = print, scripted: bool = True) -> StackState:
+    """Bring the stack up (idempotent: a running stack is left as it is).
+
+    `scripted`: the simulated cameras show the scripted scenes of people and vehicles (the demo's);
+    else the still photographs whose ImageNet labels the classifier's tests check.
+    """
+    from stack.models import ensure_models
+    from stack.simulator.recordings import build_catalogue
+    from stack.simulator.spec import demo_spec, spec_from_dict
 
     current = load_state(root)
     if is_running(current):
@@ -163,11 +166,17 @@ def start(root: Path | None = None, say: Callable[[str], None] = print) -> Stack
         stop(current.data_dir, say=say)
     state = prepare_state(root)
     data = state.data_dir
-    model_base = model_build.ensure_model()
+    models = ensure_models()
 
     spec_path = data / "stack" / "simulator.json"
     spec_path.parent.mkdir(parents=True, exist_ok=True)
-    spec_path.write_text(json.dumps(demo_spec(state.recorder_ports, state.recorder_password), indent=2))
+    spec = demo_spec(state.recorder_ports, state.recorder_password, scripted=scripted)
+    spec_path.write_text(json.dumps(spec, indent=2))
+    # The footage is made once and cached; made here, the simulator starts at once.
+    say("footage for the simulated recorders (made once, then cached) ...")
+    simulated = spec_from_dict(spec)
+    for recorder in simulated.recorders:
+        build_catalogue(recorder, simulated.width, simulated.height, simulated.fps)
 
     _spawn(
         state,
@@ -175,7 +184,7 @@ def start(root: Path | None = None, say: Callable[[str], None] = print) -> Stack
         [_bin("prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(state.prefect_port)],
         {"PREFECT_API_DATABASE_CONNECTION_URL": prefect_database.ensure(data, state.prefect_db_password)},
     )
-    services = _services(state, model_base)
+    services = _services(state, models)
     for name, (argv, env, _port) in services.items():
         _spawn(state, name, argv, env)
     for name, (_argv, _env, port) in services.items():
@@ -339,7 +348,7 @@ def start_service(name: str, root: Path | None = None, timeout: float = 120) -> 
     """Start one stopped process of a running stack again, on its old port and data; returns its pid.
 
     `worker` (or another `worker-<x>`, an extra worker of the same pool) returns once it polls."""
-    from stack import model_build
+    from stack.models import ensure_models
 
     state = load_state(root)
     if state is None:
@@ -348,7 +357,7 @@ def start_service(name: str, root: Path | None = None, timeout: float = 120) -> 
         return state.pids[name]
     if name == "worker" or name.startswith("worker-"):
         return start_worker(state, name, timeout)
-    commands = _services(state, model_build.ensure_model())
+    commands = _services(state, ensure_models())
     if name not in commands:
         raise ValueError(f"cannot restart {name!r} alone; one of {sorted(commands)}")
     argv, env, port = commands[name]

@@ -28,14 +28,23 @@ def port_is_free(port: int, host: str = HOST) -> bool:
     return True
 
 
+def _model(given: str) -> tuple[str, Path]:
+    name, sep, path = given.partition("=")
+    if not sep or not name or not path:
+        raise SystemExit(f"--model {given!r}: give NAME=PATH")
+    return name, Path(path)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m stack.model_server", description=__doc__)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--host", default=HOST, help="address to listen on (default %(default)s)")
-    parser.add_argument("--model-name", required=True)
     parser.add_argument(
-        "--model-base-path", type=Path, required=True, help="folder of numeric version folders"
-    )
+        "--model", action="append", default=[], metavar="NAME=PATH",
+        help="a model to serve and its folder of numeric version folders (repeat for several)",
+    )  # fmt: skip
+    parser.add_argument("--model-name", help="with --model-base-path: one model (as --model NAME=PATH)")
+    parser.add_argument("--model-base-path", type=Path, help="folder of numeric version folders")
     parser.add_argument(
         "--max-batch",
         type=int,
@@ -68,9 +77,19 @@ def main(argv: list[str] | None = None) -> int:
     if not port_is_free(args.port, args.host):
         log.error("cannot listen on %s:%d: port in use", args.host, args.port)
         return 1
-    if not args.model_base_path.is_dir():
-        log.error("model base path %s is not a folder", args.model_base_path)
+    models = dict(_model(given) for given in args.model)
+    if args.model_name or args.model_base_path:
+        if not (args.model_name and args.model_base_path):
+            log.error("--model-name and --model-base-path go together")
+            return 1
+        models[args.model_name] = args.model_base_path
+    if not models:
+        log.error("no model to serve: give --model NAME=PATH")
         return 1
+    for name, path in models.items():
+        if not path.is_dir():
+            log.error("model %s: base path %s is not a folder", name, path)
+            return 1
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from stack.model_server.server import run
@@ -79,8 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         log.error("--max-batch must be at least 1 and --batch-timeout-ms not negative")
         return 1
     return run(
-        args.model_name,
-        args.model_base_path,
+        models,
         args.port,
         args.max_batch,
         args.workers,

@@ -30,7 +30,7 @@ log = logging.getLogger("model_server")
 
 Arrays = dict[str, np.ndarray]
 RunModel = Callable[[Arrays], Arrays]
-LaneKey = tuple[int, str]  # (version, signature name)
+LaneKey = tuple[str, int, str]  # (model, version, signature name)
 DEFAULT_BATCH_TIMEOUT_MS = 2.0  # how long the oldest request waits for others to join
 WAIT_LIMIT_S = 600.0  # a request without a deadline still stops waiting at some point
 

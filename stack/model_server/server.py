@@ -84,16 +84,23 @@ def load_servables(base_path: Path) -> dict[int, Servable]:
 
 
 class ModelRepository:
-    """The loaded versions of one model, looked up as TF Serving does."""
+    """The loaded versions of each model served, looked up as TF Serving does."""
 
-    def __init__(self, name: str, servables: dict[int, Servable], max_batch: int) -> None:
-        self.name = name
-        self.servables = servables
+    def __init__(self, models: dict[str, dict[int, Servable]], max_batch: int) -> None:
+        self.models = models
         self.max_batch = max_batch
+
+    def versions(self, model_spec) -> dict[int, Servable]:
+        if model_spec.name not in self.models:
+            raise ServingError(
+                grpc.StatusCode.NOT_FOUND, f"Could not find any versions of model {model_spec.name}"
+            )
+        return self.models[model_spec.name]
 
     def find(self, model_spec) -> Servable:
         specific = model_spec.HasField("version")
-        if model_spec.name != self.name or (specific and model_spec.version.value not in self.servables):
+        servables = self.models.get(model_spec.name, {})
+        if not servables or (specific and model_spec.version.value not in servables):
             request = (
                 f"Specific({model_spec.name}, {model_spec.version.value})"
                 if specific
@@ -103,9 +110,9 @@ class ModelRepository:
         if model_spec.version_label:
             raise ServingError(
                 grpc.StatusCode.INVALID_ARGUMENT,
-                f"version labels are not configured for model {self.name}: {model_spec.version_label}",
+                f"version labels are not configured for model {model_spec.name}: {model_spec.version_label}",
             )
-        return self.servables[model_spec.version.value if specific else max(self.servables)]
+        return servables[model_spec.version.value if specific else max(servables)]
 
     def signature(self, servable: Servable, signature_name: str):
         name = signature_name or DEFAULT_SIGNATURE
@@ -224,7 +231,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
                         )
                 try:
                     job = intake.submit(
-                        (servable.version, name),
+                        (request.model_spec.name, servable.version, name),
                         _model_runner(function),  # the lane keeps the first one it is given
                         arrays,
                         is_active=context.is_active,
@@ -242,14 +249,14 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         outputs = job.outputs
         assert outputs is not None, "a job finishes with outputs or with an error"
         response = predict_pb2.PredictResponse()
-        response.model_spec.name = self.repository.name
+        response.model_spec.name = request.model_spec.name
         response.model_spec.version.value = servable.version
         response.model_spec.signature_name = name
         for alias in wanted:
             response.outputs[alias].CopyFrom(tf.make_tensor_proto(outputs[alias]))
         log.debug(
             "Predict %s v%d: %s",
-            self.repository.name,
+            request.model_spec.name,
             servable.version,
             {a: x.shape for a, x in arrays.items()},
         )
@@ -276,7 +283,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         for name, signature_def in servable.signature_defs.items():
             signature_map.signature_def[name].CopyFrom(signature_def)
         response = get_model_metadata_pb2.GetModelMetadataResponse()
-        response.model_spec.name = self.repository.name
+        response.model_spec.name = request.model_spec.name
         response.model_spec.version.value = servable.version
         response.metadata["signature_def"].Pack(signature_map)
         return response
@@ -290,17 +297,19 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
         self, request: get_model_status_pb2.GetModelStatusRequest, context: grpc.ServicerContext
     ) -> get_model_status_pb2.GetModelStatusResponse:
         spec = request.model_spec
-        name = self.repository.name
-        if spec.name != name:
-            context.abort(grpc.StatusCode.NOT_FOUND, f"Could not find any versions of model {spec.name}")
+        try:
+            servables = self.repository.versions(spec)
+        except ServingError as exc:
+            context.abort(exc.code, exc.message)
         if spec.HasField("version"):
-            if spec.version.value not in self.repository.servables:
+            if spec.version.value not in servables:
                 context.abort(
-                    grpc.StatusCode.NOT_FOUND, f"Could not find version {spec.version.value} of model {name}"
+                    grpc.StatusCode.NOT_FOUND,
+                    f"Could not find version {spec.version.value} of model {spec.name}",
                 )
             versions = [spec.version.value]
         else:
-            versions = sorted(self.repository.servables, reverse=True)
+            versions = sorted(servables, reverse=True)
         response = get_model_status_pb2.GetModelStatusResponse()
         for version in versions:
             status = response.model_version_status.add()
@@ -342,8 +351,7 @@ def make_server(
 
 
 def run(
-    model_name: str,
-    base_path: Path,
+    models: dict[str, Path],
     port: int,
     max_batch: int,
     workers: int,
@@ -352,16 +360,18 @@ def run(
     stats_file: Path | None = None,
     host: str = HOST,
 ) -> int:
-    """Load the model, serve until `stop` is set, then drain in-flight calls; an exit status."""
+    """Load the models ({name: base path}), serve until `stop` is set, then drain in-flight calls; an
+    exit status."""
     try:
-        repository = ModelRepository(model_name, load_servables(base_path), max_batch)
+        repository = ModelRepository({name: load_servables(path) for name, path in models.items()}, max_batch)
         batching = Batching(max_batch, batch_timeout_ms / 1000, stats_file)
         server = make_server(repository, port, workers, batching, host)
     except (OSError, ValueError) as exc:
         log.error("%s", exc)
         return 1
     server.start()
-    log.info("serving model %s versions %s on %s:%d", model_name, sorted(repository.servables), host, port)
+    for name, servables in repository.models.items():
+        log.info("serving model %s versions %s on %s:%d", name, sorted(servables), host, port)
     stop.wait()
     log.info("stopping")
     server.stop(GRACE_SECONDS).wait()
