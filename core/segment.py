@@ -28,11 +28,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from core.names import safe_name
+from core.names import UnsafeNameError, sanitise_name
 
 INGEST_CHANNEL = 0
 _SOURCE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _HASH_CHUNK = 1 << 20
 
 
@@ -95,7 +94,11 @@ def check_source(source: str) -> str:
 
 
 def file_segment_name(sha256: str, file_name: str) -> str:
-    stem = _UNSAFE.sub("_", Path(file_name).stem).strip("._")[:80] or "video"
+    """`<sha256[:16]>-<file stem>`, the stem made safe by the one name rule; `video` when nothing is left."""
+    try:
+        stem = sanitise_name(Path(file_name).stem)
+    except UnsafeNameError:
+        stem = "video"
     return f"{sha256[:16]}-{stem}"
 
 
@@ -107,9 +110,9 @@ def mp4_path(segment: Segment, mp4_root: Path) -> Path:
     recorder's), which never leaves `mp4_root`.
     """
     day = f"{segment.start.astimezone(UTC):%Y-%m-%d}"
-    folder = [safe_name(segment.source)] + ([] if segment.sha256 else [str(int(segment.channel))]) + [day]
+    folder = [sanitise_name(segment.source)] + ([] if segment.sha256 else [str(int(segment.channel))]) + [day]
     root = mp4_root.resolve()
-    path = root.joinpath(*folder, f"{safe_name(segment.name)}.mp4").resolve()
+    path = root.joinpath(*folder, f"{sanitise_name(segment.name)}.mp4").resolve()
     if not path.is_relative_to(root):
         raise ValueError(f"{segment.label}: MP4 path {path} escapes {root}")
     return path

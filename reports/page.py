@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from urllib.parse import quote
 
-from core.names import safe_name
+from core.names import sanitise_name
 
 TOP_LABELS = 5
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
@@ -155,7 +155,9 @@ CLIPS = "clips"
 
 def clip_name(seg: dict) -> str:
     """A segment's clip inside the report folder: clips/<recorder>/<channel>/<segment>.mp4."""
-    return f"{CLIPS}/{safe_name(seg['recorder'])}/{int(seg['channel'])}/{safe_name(seg['segment'])}.mp4"
+    return (
+        f"{CLIPS}/{sanitise_name(seg['recorder'])}/{int(seg['channel'])}/{sanitise_name(seg['segment'])}.mp4"
+    )
 
 
 def _video_src(seg: dict) -> str:

@@ -3,8 +3,11 @@
 Every failure leaves here as a RecorderError subclass naming the recorder (and channel and
 segment where relevant, and the device's own words); retrying is the caller's job, except two
 firmware fallbacks that are remembered per client: `trackList` for devices that reject
-`trackIDList`, and the other documented request forms (`download_forms`) for devices that
-refuse the POST form of `/ISAPI/ContentMgmt/download`.
+`trackIDList`, and the other documented request forms (`download_forms`: method, and shape
+of the body) for devices that refuse the first form of `/ISAPI/ContentMgmt/download`.
+
+The HTTP transport is httpx's own unless one is given: tests hand in an `httpx.MockTransport`
+playing a device, so everything above the socket (digest auth included) runs as in production.
 
 What a refusal means is read from the device's ResponseStatus (`refusals`), not from the
 HTTP status alone: a Hikvision 403 can be a missing right, a wrong password or a request
@@ -56,7 +59,7 @@ from blocks.isapi.parsing import (
     parse_search_page,
     search_request,
 )
-from blocks.isapi.refusals import DeviceRefusal, Refusal, read_refusal
+from blocks.isapi.refusals import DeviceRefusal, Refusal, read_refusal, refuses_body
 
 T = TypeVar("T")
 
@@ -80,6 +83,7 @@ class ISAPIClient:
         connect_timeout: float = 5.0,
         read_timeout: float = 30.0,
         verify_tls: bool = True,
+        transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.name = name
         # For messages only ("user 'viewer' lacks the rights ..."); the password is never kept here.
@@ -91,6 +95,7 @@ class ISAPIClient:
             verify=verify_tls,
             headers={"Accept": "application/xml, */*"},
             follow_redirects=False,
+            transport=transport,
         )
         self._clock: DeviceClock | None = None
         self._clock_read_at = datetime.now(UTC)
@@ -338,11 +343,17 @@ class ISAPIClient:
     @contextmanager
     def _download_stream(self, rec: Recording) -> Iterator[httpx.Response]:
         """The accepted download answer, trying the other documented forms while the device
-        refuses a form; any other refusal (401, lowPrivilege, 5xx, noRecord ...) ends it at once."""
+        refuses a form; any other refusal (401, lowPrivilege, 5xx, noRecord ...) ends it at once.
+
+        A refusal of the method (not of the body) rules out the other bodies on that request line.
+        """
         channel, segment = rec.channel, rec.name
         refused: list[str] = []
         last: DeviceRefusal | None = None
+        ruled_out: set[tuple[str, bool]] = set()
         for form in self._download_forms_to_try():
+            if form.request_line in ruled_out:
+                continue
             try:
                 options = form.request_options(rec.playback_uri)
                 with self._http.stream(form.method, DOWNLOAD_PATH, **options) as response:
@@ -358,6 +369,8 @@ class ISAPIClient:
                             last, response, form.action, channel=channel, segment=segment
                         )
                     refused.append(f"{form.label}: {last.summary()}")
+                    if not refuses_body(last):
+                        ruled_out.add(form.request_line)
             except httpx.HTTPError as exc:
                 raise self._transport_error(exc, form.action, channel=channel, segment=segment) from exc
         raise DownloadRefused(

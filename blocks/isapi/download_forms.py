@@ -1,10 +1,21 @@
 """The documented forms of a `/ISAPI/ContentMgmt/download` request, in the order we try them.
 
-Hikvision documents three ways to ask for a recording, and firmwares each take only some:
-POST with a `<downloadRequest>` body (the ISAPI manual's form, most NVRs), GET with the same
-body (older DVRs), and GET with the playbackURI as a query parameter (some firmwares that
-read no request body on GET). The client tries them in this order until one is accepted
-and then keeps to that one for the rest of its life.
+Firmwares each take only some forms of the request, and differ on two things:
+
+- the request line: POST with a `<downloadRequest>` body (the ISAPI manual's, most NVRs),
+  GET with the same body (older DVRs), or GET with the playbackURI as a query parameter
+  (firmware that reads no body on GET);
+- the body's shape: the ISAPI manual's `<downloadRequest version="1.0"
+  xmlns="http://www.isapi.org/ver20/XMLSchema">` (what most clients send and most devices
+  take), a bare `<downloadRequest>` (what hikload sends; firmware whose schema has no
+  namespace), or the older `http://www.hikvision.com/ver20/XMLSchema` namespace that such
+  firmware writes in its own answers. The playbackURI is always XML-escaped (`&amp;`):
+  scripts that paste it raw send a body no XML parser accepts.
+
+The client tries the forms in this order until one is accepted, then keeps to that one for
+the rest of its life. A refusal of the body (badXmlContent and the like) moves on to the next
+body on the same request line; any other refusal of the form (methodNotAllowed, notSupport,
+405 ...) passes over the request line's other bodies, which the device would refuse the same way.
 """
 
 from __future__ import annotations
@@ -15,6 +26,8 @@ from typing import TypedDict
 from blocks.isapi.parsing import download_request
 
 DOWNLOAD_PATH = "/ISAPI/ContentMgmt/download"
+ISAPI_NAMESPACE = "http://www.isapi.org/ver20/XMLSchema"
+HIKVISION_NAMESPACE = "http://www.hikvision.com/ver20/XMLSchema"
 
 
 class StreamOptions(TypedDict, total=False):
@@ -24,10 +37,42 @@ class StreamOptions(TypedDict, total=False):
 
 
 @dataclass(frozen=True)
+class RequestBody:
+    """One shape of the `<downloadRequest>` body."""
+
+    name: str  # for messages: "isapi.org", "bare", "hikvision.com"
+    namespace: str  # "" for the bare element
+
+    def render(self, playback_uri: str) -> bytes:
+        return download_request(playback_uri, self.namespace)
+
+
+ISAPI_BODY = RequestBody("isapi.org", ISAPI_NAMESPACE)
+BARE_BODY = RequestBody("bare", "")
+HIKVISION_BODY = RequestBody("hikvision.com", HIKVISION_NAMESPACE)
+REQUEST_BODIES: tuple[RequestBody, ...] = (ISAPI_BODY, BARE_BODY, HIKVISION_BODY)
+
+
+@dataclass(frozen=True)
 class DownloadForm:
-    label: str  # for messages: "POST with XML body"
     method: str
-    in_query: bool  # playbackURI as a query parameter instead of an XML body
+    body: RequestBody | None  # None: the playbackURI goes in the query string
+
+    @property
+    def in_query(self) -> bool:
+        return self.body is None
+
+    @property
+    def request_line(self) -> tuple[str, bool]:
+        """The method and where the playbackURI goes: what a refusal of the method is about."""
+        return self.method, self.in_query
+
+    @property
+    def label(self) -> str:
+        """For messages: `POST with isapi.org XML body`, `GET with playbackURI query`."""
+        if self.body is None:
+            return f"{self.method} with playbackURI query"
+        return f"{self.method} with {self.body.name} XML body"
 
     @property
     def action(self) -> str:
@@ -35,13 +80,17 @@ class DownloadForm:
 
     def request_options(self, playback_uri: str) -> StreamOptions:
         """Keyword arguments for `httpx.Client.stream` that ask for `playback_uri` in this form."""
-        if self.in_query:
+        if self.body is None:
             return {"params": {"playbackURI": playback_uri}}
-        body = download_request(playback_uri)
-        return {"content": body, "headers": {"Content-Type": "application/xml; charset=UTF-8"}}
+        return {
+            "content": self.body.render(playback_uri),
+            "headers": {"Content-Type": "application/xml; charset=UTF-8"},
+        }
 
 
-POST_XML = DownloadForm("POST with XML body", "POST", in_query=False)
-GET_XML = DownloadForm("GET with XML body", "GET", in_query=False)
-GET_QUERY = DownloadForm("GET with playbackURI query", "GET", in_query=True)
-DOWNLOAD_FORMS: tuple[DownloadForm, ...] = (POST_XML, GET_XML, GET_QUERY)
+GET_QUERY = DownloadForm("GET", None)
+DOWNLOAD_FORMS: tuple[DownloadForm, ...] = (
+    *(DownloadForm("POST", body) for body in REQUEST_BODIES),
+    *(DownloadForm("GET", body) for body in REQUEST_BODIES),
+    GET_QUERY,
+)

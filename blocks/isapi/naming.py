@@ -1,34 +1,18 @@
 """File names for downloaded segments.
 
 Names come from the device (segment name) and from configuration (recorder name): both
-are reduced to `[A-Za-z0-9._-]` and the final path is checked to stay inside data_dir, so
-neither a hostile recorder nor a typo in the inventory can write elsewhere.
+go through the one safe-name rule (`core.names`) and the final path is checked to stay
+inside data_dir, so neither a hostile recorder nor a typo in the inventory can write elsewhere.
 """
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime
 from pathlib import Path
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-MAX_NAME_LENGTH = 120
+from core.names import UnsafeNameError, sanitise_name
 
-
-class UnsafeNameError(ValueError):
-    pass
-
-
-def sanitise_name(raw: str) -> str:
-    """Map a device- or user-given name to a safe single path component.
-
-    Runs of other characters become `_`; leading dots are dropped so that the result is
-    never `.`, `..` or a hidden file. An empty result is refused.
-    """
-    cleaned = _UNSAFE.sub("_", raw).lstrip(".")[:MAX_NAME_LENGTH]
-    if not cleaned.strip("_"):
-        raise UnsafeNameError(f"name {raw!r} has no usable characters")
-    return cleaned
+__all__ = ["UnsafeNameError", "sanitise_name", "segment_path"]
 
 
 def segment_path(data_dir: Path, recorder: str, channel: int, start_utc: datetime, name: str) -> Path:

@@ -222,10 +222,12 @@ def new_search_id() -> str:
     return str(uuid.uuid4()).upper()
 
 
-def download_request(playback_uri: str) -> bytes:
+def download_request(playback_uri: str, namespace: str = "") -> bytes:
+    """downloadRequest for one recording, the URI XML-escaped; namespace "" writes the bare element."""
+    root = f'downloadRequest version="1.0" xmlns="{escape(namespace)}"' if namespace else "downloadRequest"
     return (
         '<?xml version="1.0" encoding="UTF-8"?>\n'
-        f"<downloadRequest><playbackURI>{escape(playback_uri)}</playbackURI></downloadRequest>"
+        f"<{root}><playbackURI>{escape(playback_uri)}</playbackURI></downloadRequest>"
     ).encode()
 
 

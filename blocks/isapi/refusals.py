@@ -39,6 +39,9 @@ FORM_SUB_STATUSES = frozenset(
         "badurlformat",
     }
 )
+# Of those, the sub statuses saying the request body is not what the firmware's schema wants:
+# the same method with another shape of body may be accepted.
+BODY_SUB_STATUSES = frozenset({"badxmlcontent", "badxmlformat", "badparameters", "invalidcontent"})
 # HTTP's own words for "not this method": no body needed to read them.
 FORM_HTTP_STATUSES = frozenset({405, 501})
 # Statuses that, with a form sub status or none at all, may be about the form (old
@@ -89,6 +92,17 @@ def refuses_form(http_status: int, sub_status: str) -> bool:
     if http_status in FORM_WHEN_EXPLAINED and (sub in FORM_SUB_STATUSES or "xml" in sub):
         return True
     return http_status in FORM_WHEN_UNEXPLAINED and not sub
+
+
+def refuses_body(refusal: DeviceRefusal) -> bool:
+    """True when a form refusal is about the request's XML body rather than its method.
+
+    A bare 400 says nothing either way; it counts as the body's, so the other bodies get their turn.
+    """
+    sub = refusal.sub_status.lower()
+    if sub in BODY_SUB_STATUSES or "xml" in sub:
+        return True
+    return refusal.http_status == 400 and not sub
 
 
 def classify(http_status: int, sub_status: str, challenge_answered: bool) -> Refusal:

@@ -33,10 +33,12 @@ def _call(port: int, method: str, path: str, payload: dict | None = None, host: 
 def set_faults(port: int, host: str = HOST, **faults) -> dict:
     """Change some faults (latency_ms, bandwidth_bps, error_rate, error_status, drop_after_bytes,
     wrong_size, offline, wrong_password, fail_next, low_privilege, refuse_download_forms,
-    download_refusal_status, download_refusal_sub_status); returns the whole fault state.
+    download_refusal_status, download_refusal_sub_status, download_body); returns the whole
+    fault state.
 
     e.g. `low_privilege="download"` answers downloads with 403 lowPrivilege;
-    `refuse_download_forms="post_xml,get_xml"` accepts only the query-string GET."""
+    `refuse_download_forms="post_xml,get_xml"` accepts only the query-string GET;
+    `download_body="hikvision"` accepts only a body in the hikvision.com namespace."""
     return _call(port, "PUT", "/_sim/faults", faults, host)
 
 

@@ -3,7 +3,9 @@
 Besides transport faults, a recorder can refuse requests the way real Hikvision firmware
 does, with a ResponseStatus body: `low_privilege` answers 403 lowPrivilege (an account
 without the playback/download right), `refuse_download_forms` turns down chosen forms of
-the download request (firmware that takes only some of the documented forms).
+the download request (firmware that takes only some of the documented forms), and
+`download_body` accepts only one shape of the request's XML body (firmware that checks it
+against its own schema), refusing the others with 400 badXmlContent.
 
 `hostile` makes the recorder an attacker's: its search answers an XML bomb, an external
 entity or never ends, its downloads never end, or its segment names carry shell
@@ -16,7 +18,7 @@ import threading
 from collections import Counter
 from dataclasses import asdict, dataclass, fields
 
-from stack.simulator.isapi_xml import SUB_STATUSES
+from stack.simulator.isapi_xml import DOWNLOAD_BODY_SHAPES, SUB_STATUSES
 
 
 @dataclass
@@ -38,6 +40,8 @@ class Faults:
     # How a refused download form is answered: HTTP status and ResponseStatus subStatusCode.
     download_refusal_status: int = 403
     download_refusal_sub_status: str = "methodNotAllowed"
+    # The one downloadRequest body shape accepted: "" (any), "isapi", "hikvision" or "bare".
+    download_body: str = ""
     # How far the device's clock (/ISAPI/System/time) is from the true time, in seconds (±).
     clock_offset_s: int = 0
     # One of HOSTILE_MODES: what a malicious device answers instead of the truth ("" for none).
@@ -47,6 +51,7 @@ class Faults:
 _TYPES = {f.name: f.type for f in fields(Faults)}
 LOW_PRIVILEGE_SCOPES = ("", "download", "search", "all_but_device_info")
 DOWNLOAD_FORMS = ("post_xml", "get_xml", "get_query")
+DOWNLOAD_BODIES = ("", *DOWNLOAD_BODY_SHAPES.values())
 HOSTILE_MODES = ("", "xml_bomb", "external_entity", "endless_search", "endless_download", "hostile_names")
 
 
@@ -61,6 +66,8 @@ def _text_fault(key: str, value: object) -> str:
         if unknown:
             raise ValueError(f"unknown download forms {unknown}; known: {DOWNLOAD_FORMS}")
         text = ",".join(forms)
+    if key == "download_body" and text not in DOWNLOAD_BODIES:
+        raise ValueError(f"download_body must be one of {DOWNLOAD_BODIES}")
     if key == "hostile" and text not in HOSTILE_MODES:
         raise ValueError(f"hostile must be one of {HOSTILE_MODES}")
     if key == "download_refusal_sub_status" and text not in SUB_STATUSES:
@@ -82,9 +89,11 @@ class FaultState:
         self.downloads_failed = 0
         self.bytes_sent = 0
         self.errors_injected = 0
-        # Refusals answered with a ResponseStatus, by subStatusCode; download requests by form.
+        # Refusals answered with a ResponseStatus, by subStatusCode; download requests by form,
+        # and those with a body by its shape.
         self.refusals: Counter[str] = Counter()
         self.downloads_by_form: Counter[str] = Counter()
+        self.downloads_by_body: Counter[str] = Counter()
 
     def update(self, changes: dict) -> dict:
         unknown = set(changes) - set(_TYPES)
@@ -156,13 +165,21 @@ class FaultState:
                 return f.download_refusal_status, f.download_refusal_sub_status
             return None
 
+    def body_refused(self, shape: str) -> bool:
+        """Whether the current faults make this firmware refuse a download body of this shape."""
+        with self._lock:
+            wanted = self.faults.download_body
+        return bool(wanted) and shape != wanted
+
     def count_refusal(self, sub_status: str) -> None:
         with self._lock:
             self.refusals[sub_status] += 1
 
-    def count_download_form(self, form: str) -> None:
+    def count_download_form(self, form: str, body_shape: str | None) -> None:
         with self._lock:
             self.downloads_by_form[form] += 1
+            if body_shape is not None:
+                self.downloads_by_body[body_shape] += 1
 
     def count_request(self, path: str) -> None:
         with self._lock:
@@ -194,6 +211,7 @@ class FaultState:
                 "errors_injected": self.errors_injected,
                 "refusals": dict(self.refusals),
                 "downloads_by_form": dict(self.downloads_by_form),
+                "downloads_by_body": dict(self.downloads_by_body),
             }
 
     def reset_stats(self) -> None:
@@ -201,6 +219,7 @@ class FaultState:
             self.requests_by_path.clear()
             self.refusals.clear()
             self.downloads_by_form.clear()
+            self.downloads_by_body.clear()
             self.max_active_downloads = self.active_downloads
             self.downloads_completed = self.downloads_failed = 0
             self.bytes_sent = self.errors_injected = 0

@@ -280,6 +280,27 @@ def search_result(request: SearchRequest, matches: list[Segment], name_prefix: s
     )
 
 
+# The shapes of a downloadRequest body, by the namespace of its root element.
+DOWNLOAD_BODY_SHAPES = {
+    "http://www.isapi.org/ver20/XMLSchema": "isapi",
+    "http://www.hikvision.com/ver20/XMLSchema": "hikvision",
+    "": "bare",
+}
+
+
+def download_body_shape(body: bytes) -> str:
+    """isapi, hikvision or bare: the namespace of a downloadRequest; `other` for anything else,
+    including a body that is not XML (a raw `&` in the URI)."""
+    try:
+        root = ElementTree.fromstring(body)
+    except Exception:  # any parse failure: not a body a schema-checking firmware takes
+        return "other"
+    namespace, name = root.tag[1:].split("}", 1) if root.tag.startswith("{") else ("", root.tag)
+    if name != "downloadRequest":
+        return "other"
+    return DOWNLOAD_BODY_SHAPES.get(namespace, "other")
+
+
 _URI_RE = re.compile(rb"<(?:\w+:)?playbackURI>(.*?)</(?:\w+:)?playbackURI>", re.S)
 
 

@@ -238,10 +238,15 @@ class RecorderHandler(BaseHTTPRequestHandler):
 
     def _download(self, body: bytes, faults: dict) -> None:
         form = self._download_form(body)
-        self.rec.faults.count_download_form(form)
+        shape = isapi_xml.download_body_shape(body) if body.strip() else None
+        self.rec.faults.count_download_form(form, shape)
         refusal = self.rec.faults.download_refusal(form)
         if refusal is not None:
             self._refuse(*refusal)
+            return
+        if shape is not None and self.rec.faults.body_refused(shape):
+            # Firmware that checks the body against its own schema: another namespace is invalid content.
+            self._refuse(400, "badXmlContent")
             return
         try:
             if body.strip():

@@ -463,6 +463,25 @@ def test_download_refusal_status_and_reason_are_chosen(sim, client):
     assert r.status_code == 200
 
 
+def test_a_firmware_taking_one_body_shape_refuses_the_others(sim, client):
+    uri = _first_uri(client, sim.md5)
+    control.reset_stats(sim.ports[0])
+    control.set_faults(sim.ports[0], download_body="bare")
+    url = f"{sim.md5}/ISAPI/ContentMgmt/download"
+    hikvision = _download_body(uri).replace("www.isapi.org", "www.hikvision.com")
+    for body in (_download_body(uri), hikvision, _download_body(uri).replace("&amp;", "&")):
+        r = client.post(url, content=body)
+        assert r.status_code == 400 and _tag(r.text, "subStatusCode") == "badXmlContent", body
+    bare = f"<downloadRequest><playbackURI>{html.escape(uri)}</playbackURI></downloadRequest>"
+    r = client.post(url, content=bare)
+    assert r.status_code == 200 and r.content[:4] == b"IMKH"
+    assert client.get(url, params={"playbackURI": uri}).status_code == 200  # no body, nothing to refuse
+    stats = control.stats(sim.ports[0])
+    assert stats["downloads_by_body"] == {"isapi": 1, "hikvision": 1, "other": 1, "bare": 1}
+    assert stats["downloads_by_form"] == {"post_xml": 4, "get_query": 1}
+    assert stats["refusals"] == {"badXmlContent": 3}
+
+
 @pytest.mark.parametrize(
     "faults",
     [
@@ -470,6 +489,7 @@ def test_download_refusal_status_and_reason_are_chosen(sim, client):
         {"refuse_download_forms": "post_json"},
         {"download_refusal_sub_status": "noSuchReason"},
         {"download_refusal_status": 200},
+        {"download_body": "json"},
     ],
 )
 def test_mistyped_refusal_faults_are_refused(sim, faults):
