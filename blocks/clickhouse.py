@@ -53,7 +53,8 @@ class SegmentSummary:
     segments: int
     seconds: float
     remuxed: int
-    top_labels: list[tuple[str, int]] = field(default_factory=list)
+    top_labels: list[tuple[str, int]] = field(default_factory=list)  # a classifier's, by frames
+    objects: dict[int, list[tuple[str, int]]] = field(default_factory=dict)  # a detector's, per channel
 
 
 class ClickHouseSink(Block):
@@ -253,7 +254,8 @@ class ClickHouseWriter:
         return {(recorder, int(channel), hour) for recorder, channel, hour in rows}
 
     def summary_between(self, start: datetime, end: datetime, top: int = 3) -> dict[str, SegmentSummary]:
-        """Per recorder: segments, seconds of video, remuxed segments and its `top` rank-1 labels."""
+        """Per recorder: segments, seconds of video, remuxed segments, its `top` rank-1 labels (a
+        classifier's) and its objects by channel and label (a detector's)."""
         window = {"s": start, "e": end}
         summaries = {
             recorder: SegmentSummary(recorder, int(count), float(seconds), int(remuxed))
@@ -272,6 +274,14 @@ class ClickHouseWriter:
         ):
             if recorder in summaries:
                 summaries[recorder].top_labels.append((label, int(frames)))
+        for recorder, channel, label, objects in self.query(
+            "SELECT recorder, channel, label, count() AS n FROM {db}.objects FINAL "
+            "WHERE start >= {s:DateTime64(3)} AND start < {e:DateTime64(3)} "
+            "GROUP BY recorder, channel, label ORDER BY recorder, channel, n DESC, label",
+            window,
+        ):
+            if recorder in summaries:
+                summaries[recorder].objects.setdefault(int(channel), []).append((label, int(objects)))
         return summaries
 
 

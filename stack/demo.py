@@ -64,11 +64,20 @@ def main() -> int:
     with load_block(ClickHouseSink, DEFAULT_SINK_BLOCK).connect() as ch:
         summaries = ch.summary_between(start, end)
     print()
-    print(f"{'recorder':10} {'state':10} {'segments':>8} {'video s':>8} {'remuxed':>8}  top labels (frames)")
+    print(
+        f"{'recorder':10} {'state':10} {'segments':>8} {'video s':>8} {'remuxed':>8}  people and vehicles found"
+    )
     for name in recorders:
         got = summaries.get(name, SegmentSummary(name, 0, 0.0, 0))
-        labels = ", ".join(f"{label} ({frames})" for label, frames in got.top_labels) or "-"
-        print(f"{name:10} {states[name]:10} {got.segments:>8} {got.seconds:>8.0f} {got.remuxed:>8}  {labels}")
+        found = "; ".join(
+            f"channel {channel}: " + ", ".join(f"{n} {label}" for label, n in labels)
+            for channel, labels in sorted(got.objects.items())
+        )
+        if got.top_labels:  # a classifier's runs
+            found += " labels: " + ", ".join(f"{label} ({frames})" for label, frames in got.top_labels)
+        print(
+            f"{name:10} {states[name]:10} {got.segments:>8} {got.seconds:>8.0f} {got.remuxed:>8}  {found or '-'}"
+        )
     skipped = sum(cached.values())
     detail = ", ".join(f"{n} {stage}" for stage, n in sorted(cached.items()))
     print(f"\nre-used from earlier runs: {skipped} tasks" + (f" ({detail})" if detail else ""))

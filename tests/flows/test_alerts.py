@@ -3,55 +3,24 @@ by a local HTTP endpoint; each message names what it is about and carries no sec
 
 from __future__ import annotations
 
-import json
 import os
 import queue
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from stack.ports import HOST, free_port
 from stack.simulator import control
 from stack.simulator.spec import demo_window, load_spec
+from tests.support import next_message_about, webhook_receiver
 
 pytestmark = pytest.mark.stack
 
 
 @pytest.fixture
 def receiver() -> Iterator[tuple[str, queue.Queue[dict]]]:
-    """A webhook endpoint on loopback that keeps every JSON body posted to it."""
-    got: queue.Queue[dict] = queue.Queue()
-
-    class Hook(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server's name
-            body = self.rfile.read(int(self.headers.get("content-length") or 0))
-            got.put(json.loads(body or b"{}"))
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
-            pass
-
-    server = ThreadingHTTPServer((HOST, free_port()), Hook)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://{HOST}:{server.server_address[1]}/hook", got
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-def _next_about(got: queue.Queue[dict], needle: str, timeout_s: float = 180) -> dict:
-    """The first message whose subject mentions `needle` (others, e.g. from other runs, are skipped)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        message = got.get(timeout=max(deadline - time.monotonic(), 0.1))
-        if needle in message.get("subject", ""):
-            return message
+    with webhook_receiver() as hook:
+        yield hook
 
 
 @pytest.fixture
@@ -83,7 +52,7 @@ def test_a_failed_pipeline_run_notifies_naming_recorder_and_window(stack, alerts
         assert wait_for_runs(runs, timeout_s=300) == {"nvr-03": "Failed"}
     finally:
         control.reset_faults(port)
-    message = _next_about(alerts, "nvr-03")
+    message = next_message_about(alerts, "nvr-03")
     text = message["subject"] + "\n" + message["body"]
     assert f"nvr-03 {start:%Y-%m-%d %H:%M}" in message["subject"] and "Failed" in message["subject"], text
     assert "wrong credentials for recorder nvr-03" in message["body"], text
@@ -110,7 +79,7 @@ def test_a_stale_outbox_notifies(stack, alerts, tmp_path):
         os.utime(kept, (an_hour_ago, an_hour_ago))
         state = flush_outbox(alert_after_minutes=60, return_state=True)
         assert state.is_failed() and isinstance(state.result(raise_on_failure=False), ClickHouseUnavailable)
-        message = _next_about(alerts, "outbox")
+        message = next_message_about(alerts, "outbox")
         assert "1 batch(es)" in message["body"] and str(outbox_dir()) in message["body"], message
         assert "61 minutes" in message["body"] or "62 minutes" in message["body"], message
     finally:
