@@ -152,3 +152,36 @@ def test_each_recorder_gets_its_schedule_and_a_disabled_one_is_paused(stack, tmp
     from flows.schedules import set_active
 
     set_active("cron-on", False)  # nothing of this test should fire later in the session
+
+
+@pytest.mark.stack
+def test_the_sample_workbook_syncs_on_a_fresh_stack_and_its_disabled_recorder_stays_disabled(stack):
+    """Its disabled row has no password: nothing calls that recorder until it is enabled."""
+    import os
+    import subprocess
+    import sys
+
+    from blocks.recorder import HikvisionRecorder
+    from flows.inventory import sync_inventory
+    from flows.schedules import resume, state_of
+
+    sample = Path(__file__).parents[2] / "deployments" / "inventory.sample.xlsx"
+    changes = sync_inventory(str(sample))
+    assert "dvr-gate: block created" in changes, changes
+    assert HikvisionRecorder.load("dvr-gate").enabled is False
+    assert state_of("dvr-gate")[0] == "disabled"
+    with pytest.raises(
+        ValueError, match="'dvr-gate' is disabled in the inventory .enabled: no., so it stays paused"
+    ):
+        resume("dvr-gate")
+    listed = subprocess.run(
+        [sys.executable, "-m", "flows.schedules", "list"], capture_output=True, text=True, timeout=120,
+        env=os.environ, check=True,
+    ).stdout  # fmt: skip
+    assert any(line.split()[:2] == ["dvr-gate", "disabled"] for line in listed.splitlines()), listed
+    refused = subprocess.run(
+        [sys.executable, "-m", "flows.schedules", "resume", "dvr-gate"], capture_output=True, text=True,
+        timeout=120, env=os.environ,
+    )  # fmt: skip
+    assert refused.returncode == 2 and "disabled in the inventory" in refused.stderr, refused.stderr
+    assert state_of("dvr-gate")[0] == "disabled"
