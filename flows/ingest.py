@@ -22,12 +22,11 @@ from prefect.runtime import flow_run
 from blocks.clickhouse import ClickHouseSink
 from blocks.loading import load_block
 from blocks.model_server import TFServingModel
-from blocks.video_store import load_store
 from core.segment import Segment, check_source
 from core.settings import DEFAULT_MODEL_BLOCK, DEFAULT_SINK_BLOCK, DEFAULT_VIDEO_STORE_BLOCK
 from flows.classify import check_model, classify_segment
 from flows.detect import DetectOptions, detect_segment
-from flows.persist import Analysis, Destination, persist_segment
+from flows.persist import Analysis, Destination, persist_segment, store_for
 from flows.transcode import transcode_task_for
 from inbox.folders import claim, describe_file, failure_reason, ingest_dir, move_into, set_aside
 from video.transcode import TranscodeOptions
@@ -78,7 +77,7 @@ def ingest_video(
             )
         else:
             analysis = classify_segment(segment, transcoded, model, version, sample_fps, key_frames)
-        to = Destination(sink, load_store(video_store_block), segment.source, run_id)
+        to = Destination(sink, store_for(model, video_store_block), segment.source, run_id)
         persisted = persist_segment(segment, transcoded, analysis, to)
     except BaseException as exc:
         kept = set_aside(working, failure_reason(original, segment, exc, run_id))

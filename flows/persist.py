@@ -28,7 +28,8 @@ from blocks import clickhouse_outbox
 from blocks.clickhouse import Batch, ClickHouseSink, ClickHouseUnavailable
 from blocks.clickhouse_schema import BoxRow, DetectionRow, ObjectRow, SegmentRow, WindowRow
 from blocks.loading import load_block
-from blocks.video_store import VideoStore
+from blocks.model_server import TFServingModel
+from blocks.video_store import VideoStore, load_store
 from core.segment import Segment
 from core.settings import DEFAULT_SINK_BLOCK, outbox_dir
 from core.store import clip_key, thumbnail_key
@@ -52,7 +53,7 @@ class Destination:
     """Where a run's segments go (ClickHouse, the video store) and what their rows and events carry."""
 
     sink: ClickHouseSink
-    store: VideoStore
+    store: VideoStore | None  # where a detector's clips and thumbnails go; a classifier's runs need none
     site: str
     flow_run_id: str
     utc_offset: timedelta = timedelta(0)  # the recorder's clock: its local time is UTC plus this
@@ -171,10 +172,19 @@ def _object_batches(
     ]
 
 
-def store_media(store: VideoStore, segment: Segment, transcoded: TranscodeResult, analysis: Analysis) -> None:
+def store_for(model: TFServingModel, block_name: str) -> VideoStore | None:
+    """The video store, for a detector's clips and thumbnails; a classifier's runs keep none."""
+    return load_store(block_name) if model.kind == "detector" else None
+
+
+def store_media(
+    store: VideoStore | None, segment: Segment, transcoded: TranscodeResult, analysis: Analysis
+) -> None:
     """The segment's clip and its objects' thumbnails, into the store every machine reaches."""
     if not isinstance(analysis, SegmentDetections):
         return
+    if store is None:
+        raise ValueError(f"{segment.label}: objects found, but no video store to keep their clip in")
     store.put_file(Path(transcoded.output), clip_key(segment))
     for o in analysis.objects:
         if o.thumbnail:

@@ -21,7 +21,6 @@ from blocks.clickhouse import ClickHouseSink
 from blocks.loading import load_block
 from blocks.model_server import TFServingModel
 from blocks.recorder import SUB_STREAM, HikvisionRecorder, Recording
-from blocks.video_store import load_store
 from core.settings import DEFAULT_MODEL_BLOCK, DEFAULT_SINK_BLOCK, DEFAULT_VIDEO_STORE_BLOCK
 from core.windows import InvalidWindow, Window, complete_hours, invalid_run_name
 from flows.chain import CACHED_STAGES, Chain, RunSettings, SegmentOutcome, error_text, submit_chains
@@ -29,7 +28,7 @@ from flows.classify import check_model
 from flows.detect import DetectOptions
 from flows.export import Search, covering_sub_streams, search_recordings
 from flows.launch import PIPELINE_FLOW, tag_this_run
-from flows.persist import Destination, record_windows
+from flows.persist import Destination, record_windows, store_for
 from flows.run_artifacts import collect_outcomes, publish
 from flows.run_form import WindowTime, window_of_run
 from video.transcode import TranscodeOptions
@@ -115,7 +114,7 @@ def recorder_pipeline(
         run = RunSettings(
             block, model, check_model(model), transcode or TranscodeOptions(),
             DetectOptions(sample_fps, key_frames, regions=not whole_frames),
-            Destination(sink, load_store(video_store_block), block.site, str(flow_run.id or ""), utc_offset),
+            Destination(sink, store_for(model, video_store_block), block.site, str(flow_run.id or ""), utc_offset),
         )  # fmt: skip
         chains = submit_chains(recordings, subs, run)
     outcomes = collect_outcomes(recorder, chains)
