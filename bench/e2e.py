@@ -273,6 +273,7 @@ def nvrflow_pass(
     from core.settings import DEFAULT_SINK_BLOCK
     from core.windows import Window
     from flows.launch import start_pipeline_runs, wait_for_runs
+    from stack.models import CLASSIFIER_BLOCK
     from stack.simulator.footage import EXPECTED_LABELS
 
     prefix = f"{label}-{secrets.token_hex(2)}"
@@ -282,9 +283,10 @@ def nvrflow_pass(
     cpu_before = sum(_stat_cpu(p) for p in services)
     with FlowRunMemory(tag) as memory:
         began = time.time()
-        runs = start_pipeline_runs(
-            dict.fromkeys(names, SITE), Window(START, END), options={"key_frames": key_frames}
-        )
+        # The classifier: the seeds' way it is measured against labels frames (bench/detect.py
+        # measures the detector against the seeds' one Predict per frame).
+        options = {"key_frames": key_frames, "model_block": CLASSIFIER_BLOCK}
+        runs = start_pipeline_runs(dict.fromkeys(names, SITE), Window(START, END), options=options)
         states = wait_for_runs(runs, RUN_TIMEOUT_S)
         # The flow-run processes end a moment after their state: wait for the worker to reap them
         # (an exited, unreaped one is still its child), so that their CPU, and their ffmpeg's, is in

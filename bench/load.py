@@ -152,6 +152,7 @@ def load_pass(database: str, recorders: int) -> dict[str, Any]:
         from core.settings import DEFAULT_SINK_BLOCK
         from core.windows import Window
         from flows.launch import start_pipeline_runs, wait_for_runs
+        from stack.models import CLASSIFIER_BLOCK
 
         # The stack's last recorder port last: the simulator is up once it listens.
         ports = [free_port() for _ in range(recorders - 1)] + [state.recorder_ports[-1]]
@@ -171,9 +172,11 @@ def load_pass(database: str, recorders: int) -> dict[str, Any]:
         tag = str(state.data_dir)
         with StackMemory(tag) as stack_memory, FlowRunMemory(tag) as run_memory:
             began = time.time()
-            runs = start_pipeline_runs(
-                dict.fromkeys(by_name, SITE), Window(START, END), options={"sample_fps": SAMPLE_FPS}
-            )
+            options = {
+                "sample_fps": SAMPLE_FPS,
+                "model_block": CLASSIFIER_BLOCK,
+            }  # as before: one frame in 10 min
+            runs = start_pipeline_runs(dict.fromkeys(by_name, SITE), Window(START, END), options=options)
             dispatched = time.time() - began
             states = wait_for_runs(runs, RUN_TIMEOUT_S)
         cpu = sum(_stat_cpu(p) for p in services) - cpu_before

@@ -32,6 +32,9 @@ class StackState:
     pids: dict[str, int] = field(default_factory=dict)
     # The Prefect server's database password (stack/prefect_database.py); given only to the server.
     prefect_db_password: str = ""
+    # The review app: its port and its login password (given to the app only, from this file).
+    review_port: int = 0
+    review_password: str = ""
 
     @property
     def file(self) -> Path:
@@ -50,11 +53,15 @@ class StackState:
         return f"http://{HOST}:{self.gateway_port}"
 
     @property
+    def review_url(self) -> str:
+        return f"http://{HOST}:{self.review_port}"
+
+    @property
     def model_target(self) -> str:
         return f"{HOST}:{self.model_port}"
 
     def all_ports(self) -> list[int]:
-        return [self.prefect_port, self.gateway_port, self.model_port, *self.recorder_ports]
+        return [self.prefect_port, self.gateway_port, self.model_port, self.review_port, *self.recorder_ports]
 
     def save(self) -> None:
         self.file.parent.mkdir(parents=True, exist_ok=True)
@@ -139,6 +146,9 @@ def prepare_state(root: Path | None = None) -> StackState:
         state.pids = {}
     if not state.prefect_db_password:  # new, or a state file from before the stack used PostgreSQL
         state.prefect_db_password = secrets.token_urlsafe(18)
+    state.review_port = _port_or_new(state.review_port)  # a state file from before the review app: none
+    if not state.review_password:
+        state.review_password = secrets.token_urlsafe(12)
     taken = state.all_ports()
     if len(set(taken)) != len(taken):
         raise RuntimeError(f"stack ports collide: {taken}; remove {state.file} and start again")
