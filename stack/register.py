@@ -18,12 +18,13 @@ import sys
 from pathlib import Path
 
 from prefect.client.orchestration import get_client
+from prefect.filesystems import LocalFileSystem
 from pydantic import SecretStr
 
 from blocks.clickhouse import ClickHouseSink
 from blocks.model_server import TFServingModel
 from blocks.recorder import HikvisionRecorder
-from core.settings import DEFAULT_MODEL_BLOCK, DEFAULT_SINK_BLOCK
+from core.settings import DEFAULT_MODEL_BLOCK, DEFAULT_SINK_BLOCK, DEFAULT_VIDEO_STORE_BLOCK
 from flows.recorders import upsert_recorder
 from flows.run_form import shape_run_forms
 from flows.schedules import ensure_recorder_schedule
@@ -37,6 +38,10 @@ def before_deploy(state: StackState, spec: dict) -> None:
     with sink.connect() as writer:
         applied = writer.migrate()
     print(f"ClickHouse schema: {', '.join(applied) if applied else 'up to date'}")
+
+    store = state.data_dir / "store"
+    store.mkdir(parents=True, exist_ok=True)
+    LocalFileSystem(basepath=str(store)).save(DEFAULT_VIDEO_STORE_BLOCK, overwrite=True)
 
     TFServingModel(
         target=state.model_target,
