@@ -44,7 +44,7 @@ def check_key(key: str) -> str:
     Refused: empty keys, absolute paths, `.` and `..` parts, empty parts (`a//b`, a trailing `/`),
     backslashes, NUL and other control characters, and names of files being written.
     """
-    if not isinstance(key, str) or not key:
+    if not key:
         raise InvalidKey("empty key")
     if any(ord(c) < 32 or c == "\x7f" for c in key):
         raise InvalidKey("control character in key")
@@ -82,7 +82,9 @@ class VideoStore:
             return LocalVideoStore(block)
         if isinstance(block, RemoteFileSystem):
             return RemoteVideoStore(block)
-        raise TypeError(f"a video store is a LocalFileSystem or RemoteFileSystem block, not {type(block).__name__}")
+        raise TypeError(
+            f"a video store is a LocalFileSystem or RemoteFileSystem block, not {type(block).__name__}"
+        )
 
     def put_file(self, local: Path, key: str) -> str:
         """Copy `local` to `key` (replacing what was there), in chunks; returns the key."""

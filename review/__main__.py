@@ -45,7 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8600)
     parser.add_argument("--sink-block", default=DEFAULT_SINK_BLOCK, help="ClickHouseSink block name")
     parser.add_argument("--store-block", default=DEFAULT_VIDEO_STORE_BLOCK, help="video store block name")
-    parser.add_argument("--password-block", help=f"Prefect Secret block with the password (when ${PASSWORD_ENV} is unset)")
+    parser.add_argument(
+        "--password-block", help=f"Prefect Secret block with the password (when ${PASSWORD_ENV} is unset)"
+    )
     parser.add_argument("--secure-cookies", action="store_true", help="served over HTTPS (behind a proxy)")
     args = parser.parse_args(argv)
 

@@ -130,7 +130,10 @@ class RequireLogin:
         path = scope["path"]
         if path.startswith("/api/"):
             body, status = b'{"error": "login required"}', 401
-            headers = [(b"content-type", b"application/json"), (b"www-authenticate", b'Basic realm="nvrflow"')]
+            headers = [
+                (b"content-type", b"application/json"),
+                (b"www-authenticate", b'Basic realm="nvrflow"'),
+            ]
         else:
             query = scope.get("query_string", b"").decode("latin-1")
             target = path + (f"?{query}" if query else "")

@@ -50,8 +50,14 @@ def timeline(objects: list[ObjectRow], day_start: datetime, colours: dict[str, s
         x0 = max(0.0, (o.start - day_start).total_seconds()) / DAY_S * WIDTH
         x1 = min(float(DAY_S), (o.end - day_start).total_seconds()) / DAY_S * WIDTH
         title = f"{o.label} {o.best_score:.2f} {iso(o.start)} - {iso(o.end)}"
-        spans.append(Span(x0, rows[o.label] + 3, max(1.0, x1 - x0), colours[o.label], f"/objects/{object_ref(o)}", title))
-    return Timeline([(label, rows[label], colours[label]) for label in labels], spans, len(labels) * ROW_HEIGHT)
+        spans.append(
+            Span(
+                x0, rows[o.label] + 3, max(1.0, x1 - x0), colours[o.label], f"/objects/{object_ref(o)}", title
+            )
+        )
+    return Timeline(
+        [(label, rows[label], colours[label]) for label in labels], spans, len(labels) * ROW_HEIGHT
+    )
 
 
 @dataclass(frozen=True)
@@ -64,7 +70,9 @@ class Bar:
     title: str
 
 
-def hourly_bars(hours: list[HourlyObjects], day_start: datetime, colours: dict[str, str]) -> tuple[list[Bar], int]:
+def hourly_bars(
+    hours: list[HourlyObjects], day_start: datetime, colours: dict[str, str]
+) -> tuple[list[Bar], int]:
     """Per hour, the labels' counts stacked; and the highest hour's total (the scale)."""
     totals: dict[datetime, int] = {}
     for h in hours:

@@ -194,7 +194,9 @@ async def runs(request: Request) -> Response:
     except BadQuery as exc:
         return bad_query(request, exc)
     if end <= start or end - start > timedelta(days=31):
-        return render(request, "error.html", status=400, message="start, end: end after start, at most 31 days")
+        return render(
+            request, "error.html", status=400, message="start, end: end after start, at most 31 days"
+        )
     settings = _settings(request)
     recorder = params.get("recorder") or None
     trouble = await run_in_threadpool(run_trouble, settings.sink, start, end, settings.ui_url, recorder)

@@ -29,7 +29,9 @@ def run_trouble(
     trouble = RunTrouble()
     try:
         trouble.failed = [r for r in failed_pipeline_runs(start, end) if recorder in (None, r["recorder"])]
-        trouble.gaps = [g for g in gaps_between(sink, Window(start, end)) if recorder in (None, g["recorder"])]
+        trouble.gaps = [
+            g for g in gaps_between(sink, Window(start, end)) if recorder in (None, g["recorder"])
+        ]
     except Exception as exc:  # the pages are still useful without the run history
         trouble.note = f"Prefect API not reachable, failed runs and gaps not listed: {type(exc).__name__}"
     for run in trouble.failed:

@@ -54,7 +54,9 @@ def make_thumbnail(box: tuple[float, float, float, float]) -> bytes:
     return thumbnail(picture, box)
 
 
-def object_row(recorder: str, channel: int, index: int, label: str, start: datetime, score: float, **kw) -> ObjectRow:
+def object_row(
+    recorder: str, channel: int, index: int, label: str, start: datetime, score: float, **kw
+) -> ObjectRow:
     segment = f"{start:%Y%m%dT%H}00-ch{channel}"
     values = dict(
         recorder=recorder, site="site-a", channel=channel, segment=segment, object_id=f"{label}-{index}",
@@ -74,7 +76,9 @@ def rows() -> list[ObjectRow]:
         object_row("nvr-01", 1, i, "person", DAY + timedelta(hours=2, minutes=2 * i), 0.5 + i / 100)
         for i in range(PEOPLE)
     ]
-    found += [object_row("nvr-01", 2, i, "car", DAY + timedelta(hours=5, minutes=10 * i), 0.8) for i in range(5)]
+    found += [
+        object_row("nvr-01", 2, i, "car", DAY + timedelta(hours=5, minutes=10 * i), 0.8) for i in range(5)
+    ]
     found += [
         object_row("nvr-02", 1, 0, "person", DAY + timedelta(hours=9), 0.95),
         object_row("nvr-02", 1, 1, "car", DAY + timedelta(hours=9, minutes=30), 0.6),
@@ -130,7 +134,9 @@ def review(clickhouse, tmp_path_factory) -> Iterator[ReviewServer]:
     outside = base / "outside.mp4"
     outside.write_bytes(b"SECRET-OUTSIDE-THE-STORE" * 10)
 
-    settings = ReviewSettings(sink=clickhouse, store=store, password=SecretStr(PASSWORD), ui_url="http://ui.invalid")
+    settings = ReviewSettings(
+        sink=clickhouse, store=store, password=SecretStr(PASSWORD), ui_url="http://ui.invalid"
+    )
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(settings), host=HOST, port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)

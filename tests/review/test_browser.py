@@ -61,7 +61,9 @@ def test_find_a_person_and_watch_it_from_its_second(review: ReviewServer, page: 
     expect(results).to_have_count(24)  # a page
     expect(results.locator(".label").first).to_have_text("person")
     # Every thumbnail arrived and decoded.
-    page.wait_for_function("() => [...document.querySelectorAll('li.object img')].every(i => i.complete && i.naturalWidth > 0)")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('li.object img')].every(i => i.complete && i.naturalWidth > 0)"
+    )
 
     newest = max((r for r in review.rows if r.recorder == "nvr-01" and r.channel == 1), key=lambda r: r.start)
     results.first.locator("a").first.click()

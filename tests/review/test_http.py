@@ -41,7 +41,11 @@ def test_login_sets_a_signed_http_only_lax_cookie_and_goes_back(review: ReviewSe
         response = client.post("/login", data={"password": PASSWORD, "next": "/?label=car"})
         assert response.status_code == 303 and response.headers["location"] == "/?label=car"
         cookie = response.headers["set-cookie"]
-        assert cookie.startswith(f"{COOKIE}=") and "HttpOnly" in cookie and "SameSite=lax" in cookie.replace("Lax", "lax")
+        assert (
+            cookie.startswith(f"{COOKIE}=")
+            and "HttpOnly" in cookie
+            and "SameSite=lax" in cookie.replace("Lax", "lax")
+        )
         assert PASSWORD not in cookie
         assert client.get("/").status_code == 200
         # A forged cookie is no session.
@@ -91,10 +95,13 @@ def test_search_page_lists_thumbnails_newest_first(review: ReviewServer):
 
 def test_api_filters(review: ReviewServer):
     with review.basic() as client:
+
         def ids(**params) -> list[str]:
             response = client.get("/api/objects", params={"per_page": 100, **params})
             assert response.status_code == 200, response.text
-            return [o["object_id"] + "@" + o["recorder"] + f"/{o['channel']}" for o in response.json()["objects"]]
+            return [
+                o["object_id"] + "@" + o["recorder"] + f"/{o['channel']}" for o in response.json()["objects"]
+            ]
 
         assert len(ids()) == len(review.rows)
         assert len(ids(label="person")) == PEOPLE + 1
@@ -104,7 +111,8 @@ def test_api_filters(review: ReviewServer):
         # The window takes objects seen in it: 02:00-02:05 holds people 0, 1 and 2 (each 8 s long).
         window = ids(start=(DAY.replace(hour=2)).isoformat(), end=DAY.replace(hour=2, minute=5).isoformat())
         assert window == ["person-2@nvr-01/1", "person-1@nvr-01/1", "person-0@nvr-01/1"]
-        assert ids(start="2026-11-01T09:00:00", end="2026-11-01T09:00:05Z") == ["person-0@nvr-02/1"]  # naive is UTC
+        # A time without a zone is UTC.
+        assert ids(start="2026-11-01T09:00:00", end="2026-11-01T09:00:05Z") == ["person-0@nvr-02/1"]
 
 
 def test_api_pages_through_every_object_once(review: ReviewServer):
@@ -150,12 +158,20 @@ def test_api_hourly_counts(review: ReviewServer):
                                                  "end": "2026-11-02T00:00:00Z"}).json()  # fmt: skip
         counts = {(h["channel"], h["hour"], h["label"]): h["objects"] for h in body["hours"]}
         assert counts == {(1, "2026-11-01T02:00:00Z", "person"): 30, (2, "2026-11-01T05:00:00Z", "car"): 5}
-        too_long = client.get("/api/hourly", params={"start": "2026-01-01T00:00:00Z", "end": "2026-11-01T00:00:00Z"})
+        too_long = client.get(
+            "/api/hourly", params={"start": "2026-01-01T00:00:00Z", "end": "2026-11-01T00:00:00Z"}
+        )
         assert too_long.status_code == 400
 
 
 def test_injection_in_any_filter_finds_nothing_and_breaks_nothing(review: ReviewServer):
-    attacks = ["' OR 1=1 --", "person' OR '1'='1", "person\\' OR 1=1 --", "{label:String}", "'; DROP TABLE objects; --"]
+    attacks = [
+        "' OR 1=1 --",
+        "person' OR '1'='1",
+        "person\\' OR 1=1 --",
+        "{label:String}",
+        "'; DROP TABLE objects; --",
+    ]
     with review.basic() as client:
         for attack in attacks:
             for field in ("label", "recorder"):
@@ -193,7 +209,10 @@ def test_channel_day_draws_objects_and_hourly_counts(review: ReviewServer):
         # Runs come from Prefect's API, which this test does not run: the page says so.
         assert "failed runs and gaps not listed" in page.text
         assert client.get("/timeline", params={"recorder": "nvr-01"}).status_code == 400
-        assert client.get("/timeline", params={"recorder": "nvr-01", "channel": 1, "day": "soon"}).status_code == 400
+        assert (
+            client.get("/timeline", params={"recorder": "nvr-01", "channel": 1, "day": "soon"}).status_code
+            == 400
+        )
 
 
 # -- files ---------------------------------------------------------------------------------------
