@@ -24,7 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from blocks.clickhouse import ClickHouseSink, ClickHouseUnavailable, ClickHouseWriter
 from blocks.video_store import VideoStore
-from review.auth import RequireLogin, Sessions
+from review.auth import LoginThrottle, RequireLogin, Sessions
 
 HERE = Path(__file__).resolve().parent
 MAX_BODY_BYTES = 8192  # the app takes no uploads: a login form is the largest body
@@ -47,6 +47,7 @@ class ReviewSettings:
     ui_url: str | None = None  # Prefect UI, for links to flow runs
     secure_cookies: bool = False  # behind HTTPS: cookies only over HTTPS
     sessions: Sessions = field(default_factory=Sessions)
+    throttle: LoginThrottle = field(default_factory=LoginThrottle)
 
 
 class Readers:

@@ -71,6 +71,34 @@ class Sessions:
         self._revoked[parts[1]] = parts[0]
 
 
+class LoginThrottle:
+    """At most `failures` wrong passwords a `window_s` per client address; past that, no check at all."""
+
+    def __init__(self, failures: int = 10, window_s: float = 60.0, max_clients: int = 10_000):
+        self.failures = failures
+        self.window_s = window_s
+        self.max_clients = max_clients
+        self._failed: dict[str, list[float]] = {}
+
+    def _recent(self, client: str, now: float) -> list[float]:
+        recent = [t for t in self._failed.get(client, []) if now - t < self.window_s]
+        if recent:
+            self._failed[client] = recent
+        else:
+            self._failed.pop(client, None)
+        return recent
+
+    def blocked(self, client: str) -> bool:
+        return len(self._recent(client, time.monotonic())) >= self.failures
+
+    def failed(self, client: str) -> None:
+        now = time.monotonic()
+        if len(self._failed) >= self.max_clients:  # forget the quiet ones before growing further
+            for other in list(self._failed):
+                self._recent(other, now)
+        self._failed.setdefault(client, []).append(now)
+
+
 def basic_password(headers: Headers) -> str | None:
     """The password of an `Authorization: Basic` header (the user name is not checked)."""
     scheme, _, encoded = headers.get("authorization", "").partition(" ")

@@ -64,7 +64,13 @@ async def login(request: Request) -> Response:
     except FormTooLarge:
         return PlainTextResponse("form too large", status_code=413)
     target = safe_next(form.get("next"))
+    client = request.client.host if request.client else ""
+    if settings.throttle.blocked(client):
+        return render(
+            request, "login.html", status=429, next=target, error="Too many wrong passwords: wait a minute."
+        )
     if not password_matches(form.get("password", ""), settings.password):
+        settings.throttle.failed(client)
         return render(request, "login.html", status=401, next=target, error="Wrong password.")
     response = RedirectResponse(target, status_code=303)
     response.set_cookie(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import SecretStr
 
-from review.auth import Sessions, password_matches, safe_next
+from review.auth import LoginThrottle, Sessions, password_matches, safe_next
 from review.files import Unsatisfiable, parse_range
 from review.queries import BadQuery, parse_ref
 
@@ -42,7 +42,9 @@ def test_sessions_are_signed_expire_and_revoke():
 
 def test_password_compare_and_next():
     assert password_matches("s3cret", SecretStr("s3cret"))
-    assert not password_matches("s3cre", SecretStr("s3cret")) and not password_matches("", SecretStr("s3cret"))
+    assert not password_matches("s3cre", SecretStr("s3cret")) and not password_matches(
+        "", SecretStr("s3cret")
+    )
     assert safe_next("/objects/x?y=1") == "/objects/x?y=1"
     assert safe_next("//evil.example") == safe_next("https://evil.example") == safe_next(None) == "/"
 
@@ -51,3 +53,14 @@ def test_password_compare_and_next():
 def test_object_ids_that_are_not(ref):
     with pytest.raises(BadQuery):
         parse_ref(ref)
+
+
+def test_login_throttle_counts_failures_per_client():
+    throttle = LoginThrottle(failures=3, window_s=3600)
+    for _ in range(3):
+        assert not throttle.blocked("10.0.0.1")
+        throttle.failed("10.0.0.1")
+    assert throttle.blocked("10.0.0.1") and not throttle.blocked("10.0.0.2")
+    aged = LoginThrottle(failures=1, window_s=0.0)
+    aged.failed("10.0.0.1")
+    assert not aged.blocked("10.0.0.1")  # failures age out
