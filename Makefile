@@ -11,7 +11,7 @@ MODEL_STAMP := $(VENV)/.model-ready
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PREFECT_SERVER_ANALYTICS_ENABLED = false
 
-.PHONY: help deps system-packages browser model up down status demo test lint bench bench-load bench-export bench-transcode bench-classify report cluster-packages test-cluster test-faults
+.PHONY: help deps system-packages browser model up down status demo test lint bench bench-load bench-export bench-transcode bench-classify bench-review report cluster-packages test-cluster test-faults
 
 help:
 	@echo "make demo    run the whole chain on the embedded stack (installs everything first)"
@@ -101,6 +101,10 @@ bench-transcode: model
 
 bench-classify: model
 	$(PY) -m bench.classify
+
+# The review app under 20 viewers next to one, on loopback (a ClickHouse gateway and store of its own).
+bench-review: deps
+	$(PY) -m bench.review
 
 # End to end: 80 min of 720p video through nvrflow and through the seeds' way (about half an hour).
 bench: model

@@ -10,6 +10,7 @@ FOLDER_ID_FILE = ".nvrflow-folder-id"
 
 DEFAULT_SINK_BLOCK = "nvrflow"
 DEFAULT_MODEL_BLOCK = "nvrflow"
+# MP4 clips and thumbnails, where every worker and the review app reach them (blocks/video_store.py).
 DEFAULT_VIDEO_STORE_BLOCK = "nvrflow-video"
 
 

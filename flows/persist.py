@@ -29,7 +29,7 @@ from blocks.clickhouse import Batch, ClickHouseSink, ClickHouseUnavailable
 from blocks.clickhouse_schema import BoxRow, DetectionRow, ObjectRow, SegmentRow, WindowRow
 from blocks.loading import load_block
 from blocks.model_server import TFServingModel
-from blocks.video_store import VideoStore, load_store
+from blocks.video_store import VideoStore, load_video_store
 from core.segment import Segment
 from core.settings import DEFAULT_SINK_BLOCK, outbox_dir
 from core.store import clip_key, thumbnail_key
@@ -174,7 +174,7 @@ def _object_batches(
 
 def store_for(model: TFServingModel, block_name: str) -> VideoStore | None:
     """The video store, for a detector's clips and thumbnails; a classifier's runs keep none."""
-    return load_store(block_name) if model.kind == "detector" else None
+    return load_video_store(block_name) if model.kind == "detector" else None
 
 
 def store_media(

@@ -40,7 +40,9 @@ def before_deploy(state: StackState, spec: dict) -> None:
 
     for name, model in model_blocks(state.model_target).items():
         model.save(name, overwrite=True)
-    LocalFileSystem(basepath=str(state.data_dir / "store")).save(DEFAULT_VIDEO_STORE_BLOCK, overwrite=True)
+    store = state.data_dir / "store"
+    store.mkdir(parents=True, exist_ok=True)
+    LocalFileSystem(basepath=str(store)).save(DEFAULT_VIDEO_STORE_BLOCK, overwrite=True)
 
     for rec in spec["recorders"]:
         block = HikvisionRecorder(

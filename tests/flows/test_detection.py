@@ -88,7 +88,7 @@ def test_a_scripted_scenes_people_and_vehicles_become_objects_once(stack, tmp_pa
     from PIL import Image
     from prefect.client.orchestration import get_client
 
-    from blocks.video_store import load_store
+    from blocks.video_store import load_video_store
     from core.windows import Window
     from flows.launch import start_pipeline_runs, wait_for_runs
 
@@ -115,11 +115,11 @@ def test_a_scripted_scenes_people_and_vehicles_become_objects_once(stack, tmp_pa
             assert abs((end - finish).total_seconds()) <= 2, (actor["id"], end, finish)
         assert len(found) == len(expected), (found, expected)
 
-        store = load_store()
+        store = load_video_store()
         for _label, _start, _end, thumbnail, clip, offset, _segment in first:
-            with Image.open(store.root / thumbnail) as picture:
+            with store.open(thumbnail) as file, Image.open(file) as picture:
                 assert picture.format == "JPEG" and picture.width == 320, thumbnail
-            assert (store.root / clip).stat().st_size > 10_000 and 0 <= offset <= SEGMENT_S
+            assert store.size(clip) > 10_000 and 0 <= offset <= SEGMENT_S
 
         message = next_message_about(night_alerts, f"a person on {RECORDER} channel 1 at night")
         assert "person (score" in message["body"] and "UTC" in message["body"], message
