@@ -19,7 +19,7 @@ from blocks.model_server import TFServingModel
 from blocks.recorder import HikvisionRecorder, Recording
 from core.segment import Segment
 from flows.classify import SubStream, classify_segment
-from flows.detect import DetectOptions, detect_segment
+from flows.detect import DetectOptions, FoundObject, SegmentDetections, detect_segment
 from flows.export import download_task_for, segment_of
 from flows.persist import Analysis, Destination, persist_segment
 from flows.transcode import transcode_task_for
@@ -72,9 +72,10 @@ class Chain:
         analysis: Analysis = self.analysis.result()
         reused = tuple(s for s in CACHED_STAGES if s in self.stages and self.stages[s].state.name == "Cached")
         top = ", ".join(f"{label} ({n})" for label, n in analysis.top_labels())
+        objects = tuple(analysis.objects) if isinstance(analysis, SegmentDetections) else ()
         return SegmentOutcome(
             self.segment, "ok", mode=transcoded.mode, source_codec=transcoded.source_codec,
-            duration_s=transcoded.duration_s, top_labels=top, reused=reused,
+            duration_s=transcoded.duration_s, top_labels=top, reused=reused, objects=objects,
         )  # fmt: skip
 
 
@@ -88,6 +89,7 @@ class SegmentOutcome:
     duration_s: float = 0.0
     top_labels: str = ""  # the classifier's labels most often first, or the detector's objects by label
     reused: tuple[str, ...] = ()  # stages answered from the cache of an earlier run
+    objects: tuple[FoundObject, ...] = ()  # a detector's, in the segment
 
     @property
     def ok(self) -> bool:

@@ -13,8 +13,20 @@ from prefect.artifacts import (
 )
 from prefect.futures import as_completed
 
+from core.segment import Segment
 from core.windows import Window
 from flows.chain import CACHED_STAGES, Chain, SegmentOutcome
+from flows.detect import FoundObject
+from flows.events import object_url
+
+MAX_OBJECTS_LISTED = 50
+
+
+def _object_line(segment: Segment, obj: FoundObject) -> str:
+    what = (f"- {obj.label} on channel {segment.channel}, {obj.start:%H:%M:%S}-{obj.end:%H:%M:%S} UTC, "
+            f"score {obj.best_score:.2f}")  # fmt: skip
+    url = object_url(obj.object_id)
+    return f"{what}: [watch]({url})" if url else what
 
 
 def artifact_key(kind: str, recorder: str) -> str:
@@ -61,6 +73,12 @@ def publish(recorder: str, window: Window, outcomes: list[SegmentOutcome]) -> No
     text = [f"# {recorder}: {window.describe()}", "", f"- segments persisted: **{ok} of {len(outcomes)}**",
             f"- video: {seconds:.0f} s", f"- re-used from earlier runs: {reused}"]  # fmt: skip
     text += [f"- failed: {o.segment.label}: {o.error}" for o in outcomes if not o.ok]
+    found = sorted(((o.segment, f) for o in outcomes for f in o.objects), key=lambda sf: sf[1].start)
+    if found:
+        text += ["", f"## People and vehicles: {len(found)}", ""]
+        text += [_object_line(segment, obj) for segment, obj in found[:MAX_OBJECTS_LISTED]]
+        if len(found) > MAX_OBJECTS_LISTED:
+            text.append(f"- ... and {len(found) - MAX_OBJECTS_LISTED} more (the review app finds them all)")
     create_markdown_artifact(
         "\n".join(text), key=artifact_key("summary", recorder), description=f"{recorder} run summary"
     )

@@ -17,6 +17,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "up":
             state = supervisor.start()
             print(f"Prefect UI: {state.ui_url}")
+            print(f"Review app: {state.review_url}")
         elif args.command == "down":
             supervisor.stop()
         else:
@@ -25,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{name:20} {st}")
             if current:
                 print(f"Prefect UI: {current.ui_url}")
+                print(f"Review app: {current.review_url}")
                 print(
                     f"ClickHouse: {current.clickhouse_url} (user default; password: clickhouse_password in {current.file})"
                 )

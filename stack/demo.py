@@ -82,6 +82,9 @@ def main() -> int:
     detail = ", ".join(f"{n} {stage}" for stage, n in sorted(cached.items()))
     print(f"\nre-used from earlier runs: {skipped} tasks" + (f" ({detail})" if detail else ""))
     print(f"wall time: {time.monotonic() - began:.0f} s")
+    print(
+        f"Review app: {state.review_url}   (people and vehicles, their clips; password: review_password in {state.file})"
+    )
     print(f"Prefect UI: {state.ui_url}   (flow runs, artifacts, logs)")
     print(f"CLI: source {state.data_dir / 'stack' / 'env.sh'}; stop everything with: make down")
     ok = all(s == "Completed" for s in states.values())

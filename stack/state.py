@@ -102,6 +102,8 @@ class StackState:
             "TF_CPP_MIN_LOG_LEVEL": "2",
             "PYTHONPATH": str(PROJECT_ROOT),
             "NVRFLOW_ROOT": str(PROJECT_ROOT),
+            # Object events and artifacts link to the object's page in the review app.
+            "NVRFLOW_REVIEW_URL": self.review_url,
         }
 
 

@@ -204,9 +204,19 @@ def start(root: Path | None = None, say: Callable[[str], None] = print, scripted
     _run(state, [_bin("prefect"), "--no-prompt", "deploy", "--all"], "prefect deploy", timeout=300)
     _run(state, [sys.executable, "-m", "stack.register", "--after-deploy"], "recorder schedules")
     start_worker(state, "worker")
+    start_review_app(state)
     write_env_file(state)
+    say(f"review app: {state.review_url} (password: review_password in {state.file})")
     say(f"stack up; for the CLI: source {state.data_dir / 'stack' / 'env.sh'}")
     return state
+
+
+def start_review_app(state: StackState, timeout: float = 120) -> int:
+    """The review app (`python -m review`) on the stack's blocks; returns once it listens."""
+    argv = [sys.executable, "-m", "review", "--host", "127.0.0.1", "--port", str(state.review_port)]
+    pid = _spawn(state, "review-app", argv, {"NVRFLOW_REVIEW_PASSWORD": state.review_password})
+    _wait(state, "review-app", state.review_port, timeout)
+    return pid
 
 
 def start_worker(state: StackState, name: str = "worker", timeout: float = 60) -> int:
@@ -300,7 +310,7 @@ def stop(root: Path | None = None, say: Callable[[str], None] = print, timeout: 
         return
     tag = str(state.data_dir)
     # The worker first, so that it does not pick up new runs while the rest goes down.
-    order = ["worker", "simulator", "model-server", "clickhouse-gateway", "prefect-server"]
+    order = ["worker", "review-app", "simulator", "model-server", "clickhouse-gateway", "prefect-server"]
     extra_workers = sorted(n for n in state.pids if n.startswith("worker-"))
     pids = [state.pids[n] for n in extra_workers + order if n in state.pids] + _tagged_pids(tag)
     _signal_all(pids, signal.SIGTERM)
