@@ -12,7 +12,8 @@ hour of a channel with a minimum score), the result's thumbnail, the object's pa
 clip as a browser plays it: byte ranges of 512 KiB from the start, `--watch` seconds of it (the
 whole clip with 0), read at most `--pace` times as fast as the clip plays (a player buffering
 ahead; 4 by default). The same loop
-runs with one viewer, then with `--viewers` at once; then once more with `--viewers` reading clips
+runs with one viewer, then with `--viewers` at once (arriving over the length of one loop, as
+viewers do, not in the same millisecond); then once more with `--viewers` reading clips
 as fast as they come (a stress: every viewer downloading, not watching). Reported: search latency
 (p50, p95), clip bytes served a second, requests and errors. Target: p95 search latency under
 300 ms with 20 viewers watching.
@@ -150,6 +151,8 @@ async def viewer(url: str, password: str, how: Viewing, seed: int, tally: Tally)
         if login.status_code != 303:
             tally.errors += 1
             return
+        if how.pace > 0 and how.watch_s > 0:  # viewers arrive over one loop, not all in the same instant
+            await asyncio.sleep(rng.uniform(0, how.watch_s / how.pace))
         while time.monotonic() < deadline:
             try:
                 began = time.perf_counter()
