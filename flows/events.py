@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 
 from prefect.events import emit_event
 
+from core.object_ref import object_ref
 from core.segment import Segment
 from core.store import clip_key, thumbnail_key
 from flows.detect import FoundObject, SegmentDetections
@@ -39,9 +40,11 @@ def camera_resource(recorder: str, channel: int) -> str:
     return f"nvrflow.camera.{recorder}.{channel}"
 
 
-def object_url(object_id: str) -> str:
+def object_url(segment: Segment, object_id: str) -> str:
+    """The object's page in the review app, when `NVRFLOW_REVIEW_URL` says where the app is."""
     base = os.environ.get("NVRFLOW_REVIEW_URL", "").rstrip("/")
-    return f"{base}/objects/{object_id}" if base else ""
+    ref = object_ref(segment.source, segment.channel, segment.name, object_id)
+    return f"{base}/objects/{ref}" if base else ""
 
 
 def object_event(segment: Segment, site: str, obj: FoundObject, utc_offset: timedelta) -> dict:
@@ -69,7 +72,7 @@ def object_event(segment: Segment, site: str, obj: FoundObject, utc_offset: time
             "second": round(max(0.0, (obj.start - segment.start).total_seconds()), 1),
             "thumbnail": thumbnail_key(segment, obj.object_id) if obj.thumbnail else "",
             "clip": clip_key(segment),
-            "url": object_url(obj.object_id),
+            "url": object_url(segment, obj.object_id),
         },
     }
 

@@ -25,7 +25,7 @@ MAX_OBJECTS_LISTED = 50
 def _object_line(segment: Segment, obj: FoundObject) -> str:
     what = (f"- {obj.label} on channel {segment.channel}, {obj.start:%H:%M:%S}-{obj.end:%H:%M:%S} UTC, "
             f"score {obj.best_score:.2f}")  # fmt: skip
-    url = object_url(obj.object_id)
+    url = object_url(segment, obj.object_id)
     return f"{what}: [watch]({url})" if url else what
 
 

@@ -6,9 +6,6 @@ Pure: no I/O, so every rule is tested directly. A bad value is a `BadQuery`, sho
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -17,12 +14,13 @@ from urllib.parse import quote, urlencode
 
 from blocks.clickhouse import ObjectFilter
 from blocks.clickhouse_schema import ObjectRow
+from core.object_ref import NotARef, parse_object_ref
+from core.object_ref import object_ref as make_ref
 
 PER_PAGE = 24
 MAX_PER_PAGE = 100
 MAX_PAGE = 10_000  # deeper than any operator pages; bounds the OFFSET the server must skip
 MAX_TEXT = 200  # longest recorder or label name taken
-MAX_REF = 1024
 MAX_HOURLY_RANGE = timedelta(days=93)
 FILTER_FIELDS = ("recorder", "channel", "label", "start", "end", "min_score")
 
@@ -144,28 +142,16 @@ def iso(moment: datetime) -> str:
 
 
 def object_ref(row: ObjectRow) -> str:
-    """An object's id in URLs: its table key, (recorder, channel, segment, object_id), as URL-safe text."""
-    key = json.dumps([row.recorder, row.channel, row.segment, row.object_id], separators=(",", ":"))
-    return base64.urlsafe_b64encode(key.encode()).decode().rstrip("=")
+    """An object's id in URLs (`core.object_ref`)."""
+    return make_ref(row.recorder, row.channel, row.segment, row.object_id)
 
 
 def parse_ref(ref: str) -> tuple[str, int, str, str]:
     """The table key of an object id; BadQuery when it is not one."""
-    if len(ref) > MAX_REF:
-        raise BadQuery("object id too long")
     try:
-        key = json.loads(base64.urlsafe_b64decode(ref + "=" * (-len(ref) % 4)))
-    except (binascii.Error, ValueError):
-        raise BadQuery("not an object id") from None
-    if (
-        not isinstance(key, list)
-        or len(key) != 4
-        or not all(isinstance(part, str) for part in (key[0], key[2], key[3]))
-        or not isinstance(key[1], int)
-        or isinstance(key[1], bool)
-    ):
-        raise BadQuery("not an object id")
-    return key[0], key[1], key[2], key[3]
+        return parse_object_ref(ref)
+    except NotARef as exc:
+        raise BadQuery(str(exc)) from None
 
 
 def store_url(key: str) -> str:

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from core.object_ref import object_ref, parse_object_ref
 from core.segment import Segment
 from flows.detect import FoundObject
 from flows.events import OBJECT_EVENT, is_night, object_event
@@ -47,7 +48,11 @@ def test_an_objects_event_names_its_camera_label_and_time(monkeypatch):
     assert (payload["label"], payload["score"], payload["second"]) == ("person", 0.812, 5.0)
     assert payload["thumbnail"] == "thumbnails/nvr-01/2/2026-11-01/abc123.jpg"
     assert payload["clip"] == "clips/nvr-01/2/2026-11-01/0020000001.mp4"
-    assert payload["url"] == "http://review.example:8088/objects/abc123"
+    assert (
+        payload["url"]
+        == f"http://review.example:8088/objects/{object_ref('nvr-01', 2, '0020000001', 'abc123')}"
+    )
+    assert parse_object_ref(payload["url"].rsplit("/", 1)[1]) == ("nvr-01", 2, "0020000001", "abc123")
     # The same object, announced again by a re-run, is the same event.
     assert object_event(segment, "depot", _object(T0), timedelta(hours=8))["id"] == event["id"]
     assert (
