@@ -27,8 +27,15 @@ def test_channel_lists():
     assert parse_channels("1-4,9") == [1, 2, 3, 4, 9]
     assert parse_channels(3) == [3]
     assert parse_channels("2; 1") == [1, 2]
-    for bad in ("", "a", "4-1", "0", "300"):
-        with pytest.raises(ValueError):
+    refusals = {
+        "": "no channel given",
+        "a": "'a' is not a channel number or range",
+        "4-1": "range '4-1' runs backwards",
+        "0": r"channels must be 1\.\.",
+        "300": r"channels must be 1\.\.",
+    }
+    for bad, reason in refusals.items():
+        with pytest.raises(ValueError, match=reason):
             parse_channels(bad)
 
 
