@@ -3,6 +3,8 @@ and what the Prefect API holds about a flow run (its logs, its task runs)."""
 
 from __future__ import annotations
 
+from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING
 from uuid import UUID
 
@@ -65,3 +67,59 @@ def task_runs(flow_run_id: UUID, name_prefix: str) -> list:
     with get_client(sync_client=True) as client:
         runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
     return [run for run in runs if run.name.startswith(name_prefix)]
+
+
+def final_runs(run_ids: list[UUID], timeout: float) -> list:
+    """The flow runs once every one of them is in a final state (in the order given)."""
+    from prefect.client.orchestration import get_client
+
+    def read() -> list | None:
+        with get_client(sync_client=True) as client:
+            runs = [client.read_flow_run(run_id) for run_id in run_ids]
+        return runs if all(r.state is not None and r.state.is_final() for r in runs) else None
+
+    return wait_until(f"flow runs {run_ids} final", read, timeout, every=2)
+
+
+def state_names(flow_run_id: UUID) -> list[str]:
+    """The names of every state the flow run went through, oldest first."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        states = client.read_flow_run_states(flow_run_id)
+    return [s.name or s.type.value for s in sorted(states, key=lambda s: s.timestamp)]
+
+
+def pipeline_runs_of(recorder: str, since: datetime) -> list:
+    """The recorder's `recorder-pipeline/recorder` runs created since `since`, oldest first."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterId,
+        FlowRunFilter,
+        FlowRunFilterExpectedStartTime,
+    )
+
+    with get_client(sync_client=True) as client:
+        deployment = client.read_deployment_by_name("recorder-pipeline/recorder")
+        runs = client.read_flow_runs(
+            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id])),
+            flow_run_filter=FlowRunFilter(expected_start_time=FlowRunFilterExpectedStartTime(after_=since)),
+        )
+    mine = [r for r in runs if (r.parameters or {}).get("recorder") == recorder and r.created >= since]
+    return sorted(mine, key=lambda r: r.created)
+
+
+def run_processes(flow_run_id: UUID) -> dict[int, int]:
+    """pid -> parent pid of every process started for the flow run (its environment names it)."""
+    needle = f"PREFECT__FLOW_RUN_ID={flow_run_id}".encode()
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if needle in (entry / "environ").read_bytes().split(b"\0"):
+                found[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
