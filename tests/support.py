@@ -123,3 +123,21 @@ def run_processes(flow_run_id: UUID) -> dict[int, int]:
         except (OSError, IndexError, ValueError):
             continue
     return found
+
+
+def revive_worker(stack) -> bool:
+    """Start the stack's worker again if it has exited; True if it had to.
+
+    Prefect 3.8.8's worker exits when a run it was running comes back as Scheduled (the crash
+    automation re-running a crashed run); in production its systemd unit restarts it.
+    """
+    from stack import supervisor
+    from stack.state import load_state
+
+    state = load_state(stack.data_dir)
+    pid = state.pids.get("worker")
+    if pid is not None and supervisor._alive(pid):
+        return False
+    state.pids.pop("worker", None)
+    supervisor.start_worker(state, "worker")
+    return True

@@ -17,6 +17,7 @@ import pytest
 
 from stack.paths import PROJECT_ROOT
 from stack.simulator.footage import ensure_clip
+from tests.support import sink
 
 COFFEE = ("espresso", "cup", "coffee mug", "eggnog")
 
@@ -29,14 +30,8 @@ def clip() -> Path:
 # --- the flow, in process, against the stack ---------------------------------------------------
 
 
-def _sink():
-    from blocks.clickhouse import ClickHouseSink
-
-    return ClickHouseSink.load("nvrflow").connect()
-
-
 def _counts(source: str) -> tuple[int, int]:
-    with _sink() as ch:
+    with sink() as ch:
         segments = ch.query("SELECT count() FROM {db}.segments WHERE recorder = {s:String}", {"s": source})[
             0
         ][0]
@@ -66,7 +61,7 @@ def test_ingest_persists_rows_and_a_web_mp4(stack, clip, tmp_path):
     assert out.video_codec == "h264" and abs(out.duration_s - 4) < 1 and is_faststart(mp4)
     assert summary["mode"] == "remux" and summary["frames"] == 4
 
-    with _sink() as ch:
+    with sink() as ch:
         (row,) = ch.query(
             "SELECT channel, segment, start, end, bytes, output_path FROM {db}.segments FINAL WHERE recorder = 't-ingest'"
         )
@@ -94,7 +89,7 @@ def test_shell_metacharacters_in_an_ingested_name_run_nothing_and_stay_inside_th
     kept, mp4 = Path(summary["kept_as"]), Path(summary["output"])
     assert kept.parent == stack.data_dir / "ingest" / "done" and kept.read_bytes() == clip.read_bytes()
     assert mp4.is_relative_to(stack.data_dir / "mp4" / "t-hostile-name") and mp4.is_file()
-    with _sink() as ch:
+    with sink() as ch:
         (segment,) = ch.query("SELECT segment FROM {db}.segments WHERE recorder = 't-hostile-name'")[0]
     assert segment == f"{summary['sha256'][:16]}-cam_touch_IFS_nvrflow-pwned_touch_nvrflow-pwned_x_y"
     for folder in (Path.cwd(), PROJECT_ROOT, stack.data_dir, tmp_path):

@@ -17,8 +17,9 @@ import pytest
 
 from stack.simulator import control
 from stack.simulator.footage import ensure_clip
-from stack.simulator.spec import demo_window, load_spec
+from stack.simulator.spec import demo_window
 from tests.own_recorder import one_channel_spec, register
+from tests.support import simulated_port, sink
 
 pytestmark = pytest.mark.stack
 
@@ -29,15 +30,9 @@ CAT = ("tabby", "tiger cat", "egyptian cat", "persian cat", "lynx")
 COFFEE = ("espresso", "cup", "coffee mug", "eggnog")
 
 
-def _sink():
-    from blocks.clickhouse import ClickHouseSink
-
-    return ClickHouseSink.load("nvrflow").connect()
-
-
 def _rows(recorder: str) -> tuple[int, int, set[int], list[str]]:
     """Segments and detections counted without FINAL, the sizes stored, the rank-1 labels."""
-    with _sink() as ch:
+    with sink() as ch:
         where = {"r": recorder}
         segments = ch.query("SELECT count() FROM {db}.segments WHERE recorder = {r:String}", where)[0][0]
         detections = ch.query("SELECT count() FROM {db}.detections WHERE recorder = {r:String}", where)[0][0]
@@ -130,11 +125,6 @@ def test_a_model_mismatch_fails_the_run_after_one_attempt_naming_the_setting(sta
     assert check.run_count == 1 and check.state is not None and check.state.is_failed()
 
 
-def _port(stack, name: str) -> int:
-    spec = load_spec(stack.data_dir / "stack" / "simulator.json")
-    return next(r.port for r in spec.recorders if r.name == name)
-
-
 def _segment_after_window() -> tuple[datetime, datetime]:
     """The segment the simulator records right after the demo window: no other test downloads it."""
     _, end = demo_window()
@@ -144,7 +134,7 @@ def _segment_after_window() -> tuple[datetime, datetime]:
 def test_an_account_without_the_download_right_fails_once_naming_the_user(stack):
     from flows.pipeline import recorder_pipeline
 
-    port = _port(stack, "nvr-02")
+    port = simulated_port(stack, "nvr-02")
     control.reset_stats(port)
     control.set_faults(port, low_privilege="download")
     try:
@@ -164,7 +154,7 @@ def test_an_account_without_the_download_right_fails_once_naming_the_user(stack)
 def test_a_refused_download_form_falls_back_to_another(stack):
     from flows.pipeline import recorder_pipeline
 
-    port = _port(stack, "nvr-02")
+    port = simulated_port(stack, "nvr-02")
     control.reset_stats(port)
     control.set_faults(port, refuse_download_forms="post_xml")
     try:
