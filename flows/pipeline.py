@@ -122,8 +122,9 @@ def recorder_pipeline(
     complete = complete_hours(chosen, window, spans)
     if complete:
         record_windows(recorder, complete, sink, str(flow_run.id or ""))
-    publish(recorder, window, outcomes)
-    return summarise(recorder, window, outcomes, len(complete))
+    ran = [stage for stage in CACHED_STAGES if any(stage in chain.stages for chain in chains)]
+    publish(recorder, window, outcomes, ran)
+    return summarise(recorder, window, outcomes, len(complete), ran)
 
 
 def find_recordings(
@@ -165,8 +166,11 @@ def _sub_recordings(recorder: str, searches: dict[int, PrefectFuture[Search]]) -
     return found
 
 
-def summarise(recorder: str, window: Window, outcomes: list[SegmentOutcome], complete_hours: int) -> dict:
-    """The run's result; PipelineFailed naming every segment that failed."""
+def summarise(
+    recorder: str, window: Window, outcomes: list[SegmentOutcome], complete_hours: int, ran: list[str]
+) -> dict:
+    """The run's result; PipelineFailed naming every segment that failed. `ran`: the cached stages
+    this run had (a classifier's or a detector's)."""
     failures = [f"{o.segment.label}: {o.error}" for o in outcomes if not o.ok]
     if failures:
         raise PipelineFailed(
@@ -179,6 +183,6 @@ def summarise(recorder: str, window: Window, outcomes: list[SegmentOutcome], com
         "segments": len(outcomes),
         "persisted": len(outcomes),
         "failed": [],
-        "reused": {stage: sum(stage in o.reused for o in outcomes) for stage in CACHED_STAGES},
+        "reused": {stage: sum(stage in o.reused for o in outcomes) for stage in ran},
         "complete_hours": complete_hours,
     }

@@ -15,7 +15,7 @@ from prefect.futures import as_completed
 
 from core.segment import Segment
 from core.windows import Window
-from flows.chain import CACHED_STAGES, Chain, SegmentOutcome
+from flows.chain import Chain, SegmentOutcome
 from flows.detect import FoundObject
 from flows.events import object_url
 
@@ -49,8 +49,8 @@ def collect_outcomes(recorder: str, chains: list[Chain]) -> list[SegmentOutcome]
     return outcomes
 
 
-def publish(recorder: str, window: Window, outcomes: list[SegmentOutcome]) -> None:
-    """The segments table and the run summary."""
+def publish(recorder: str, window: Window, outcomes: list[SegmentOutcome], ran: list[str]) -> None:
+    """The segments table and the run summary; `ran`: the cached stages the run had."""
     rows = [
         {
             "channel": o.segment.channel,
@@ -69,7 +69,7 @@ def publish(recorder: str, window: Window, outcomes: list[SegmentOutcome]) -> No
     )
     ok = sum(o.ok for o in outcomes)
     seconds = sum(o.duration_s for o in outcomes)
-    reused = ", ".join(f"{sum(s in o.reused for o in outcomes)} {s}" for s in CACHED_STAGES)
+    reused = ", ".join(f"{sum(s in o.reused for o in outcomes)} {s}" for s in ran) or "-"
     text = [f"# {recorder}: {window.describe()}", "", f"- segments persisted: **{ok} of {len(outcomes)}**",
             f"- video: {seconds:.0f} s", f"- re-used from earlier runs: {reused}"]  # fmt: skip
     text += [f"- failed: {o.segment.label}: {o.error}" for o in outcomes if not o.ok]

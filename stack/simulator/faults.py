@@ -82,7 +82,10 @@ class FaultState:
         self._lock = threading.Lock()
         self.faults = Faults()
         self._error_counter = 0
+        # Requests the recorder answered (or began to), and the ones it dropped unanswered while
+        # offline: a refused connection is no served request.
         self.requests_by_path: Counter[str] = Counter()
+        self.offline_by_path: Counter[str] = Counter()
         self.active_downloads = 0
         self.max_active_downloads = 0
         self.downloads_completed = 0
@@ -185,6 +188,10 @@ class FaultState:
         with self._lock:
             self.requests_by_path[path] += 1
 
+    def count_offline(self, path: str) -> None:
+        with self._lock:
+            self.offline_by_path[path] += 1
+
     def download_started(self) -> None:
         with self._lock:
             self.active_downloads += 1
@@ -203,6 +210,7 @@ class FaultState:
         with self._lock:
             return {
                 "requests_by_path": dict(self.requests_by_path),
+                "offline_by_path": dict(self.offline_by_path),
                 "active_downloads": self.active_downloads,
                 "max_active_downloads": self.max_active_downloads,
                 "downloads_completed": self.downloads_completed,
@@ -217,6 +225,7 @@ class FaultState:
     def reset_stats(self) -> None:
         with self._lock:
             self.requests_by_path.clear()
+            self.offline_by_path.clear()
             self.refusals.clear()
             self.downloads_by_form.clear()
             self.downloads_by_body.clear()

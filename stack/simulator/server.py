@@ -143,11 +143,12 @@ class RecorderHandler(BaseHTTPRequestHandler):
         if path.startswith("/_sim/"):
             self._control(path, body)
             return
-        self.rec.faults.count_request(path)
         faults = self.rec.faults.snapshot()
         if faults["offline"]:
+            self.rec.faults.count_offline(path)
             self._drop()
             return
+        self.rec.faults.count_request(path)
         if faults["latency_ms"]:
             time.sleep(faults["latency_ms"] / 1000)
         if not path.startswith("/ISAPI/"):

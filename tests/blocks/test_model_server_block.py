@@ -15,6 +15,7 @@ from stack import model_build
 from stack.paths import PROJECT_ROOT
 from stack.ports import free_port
 from stack.tiny_model import expected_probabilities, make_tiny_model, serve
+from tests.polling import wait_until
 
 MODEL = "tiny"
 MAX_BATCH = 4  # the server refuses bigger batches, so the block's batching is checked by it
@@ -144,12 +145,18 @@ def test_pinned_version_is_used(served):
 
 
 def test_server_errors_are_not_retried(served):
+    running, _labels = served
+    refusal = f"Predict {MODEL}: INVALID_ARGUMENT Task size 5 is larger than maximum input batch size 4"
+    before = running.log().count(refusal)
     with block(served, batch_size=MAX_BATCH + 1).connect() as client:
-        with pytest.raises(ModelServerError) as info:
+        with pytest.raises(
+            ModelServerError, match="Task size 5 is larger than maximum input batch size 4"
+        ) as info:
             client.classify(colour_frames(MAX_BATCH + 1))
-    assert info.value.code == "INVALID_ARGUMENT"
-    assert "Task size 5 is larger than maximum input batch size 4" in str(info.value)
-    assert "attempts" not in str(info.value)
+    assert info.value.code == "INVALID_ARGUMENT" and not info.value.retryable
+    # The server saw the call once: no retry inside the client (the server logs each refused Predict).
+    assert wait_until("the refusal in the server's log", lambda: running.log().count(refusal) > before, 10)
+    assert running.log().count(refusal) == before + 1, running.log()
 
     with block(served, model_name="nope").connect() as client:
         with pytest.raises(ModelServerError) as info:

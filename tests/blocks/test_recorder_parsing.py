@@ -431,7 +431,7 @@ def test_clock_contradicting_its_zone_string_trusts_local_time_offset() -> None:
 
 def test_requests_are_written_in_device_local_time_with_z() -> None:
     assert utc_to_device_text(datetime(2024, 3, 5, 1, 0, tzinfo=UTC), UTC8) == "2024-03-05T09:00:00Z"
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="naive datetime given; pass an aware UTC datetime"):
         utc_to_device_text(datetime(2024, 3, 5, 1, 0), UTC8)
 
 
@@ -508,7 +508,7 @@ def test_write_verified_removes_part_when_the_stream_breaks(tmp_path: Path) -> N
         raise ConnectionResetError("peer went away")
 
     final = tmp_path / "seg.ps"
-    with pytest.raises(ConnectionResetError):
+    with pytest.raises(ConnectionResetError, match="peer went away"):
         write_verified(broken(), final, len(PAYLOAD))
     assert list(tmp_path.iterdir()) == []
 

@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import os
 import queue
+import signal
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from stack.simulator import control
 from stack.simulator.spec import demo_window, load_spec
-from tests.support import next_message_about, webhook_receiver
+from tests.own_recorder import one_channel_spec, register
+from tests.polling import wait_until
+from tests.support import next_message_about, revive_worker, run_processes, webhook_receiver
 
 pytestmark = pytest.mark.stack
 
@@ -85,3 +89,55 @@ def test_a_stale_outbox_notifies(stack, alerts, tmp_path):
     finally:
         start_service("clickhouse-gateway", stack.data_dir)
     assert flush_outbox() == {"sent": 1, "remaining": 0}
+
+
+def test_a_crashed_pipeline_run_notifies_naming_recorder_and_state(stack, alerts, worker_revived, tmp_path):
+    """The run's process is SIGKILLed mid-download (what the OOM killer does): its worker reports it
+    Crashed, and the alert automation sends the notification."""
+    from prefect.deployments import run_deployment
+
+    name = "alert-crash-01"
+    start = datetime(2026, 11, 5, 1, 0, tzinfo=UTC)
+    end = start + timedelta(seconds=8)
+    spec = one_channel_spec(name, start, end, 4)
+    register(spec)
+    (device,) = spec["recorders"]
+    with control.running(spec, tmp_path):
+        control.set_faults(device["port"], bandwidth_bps=5_000)  # a download lasts long enough to be caught
+        run = run_deployment(
+            "recorder-pipeline/recorder",
+            parameters={"recorder": name, "start": start.isoformat(), "end": end.isoformat()},
+            timeout=0,
+        )
+        wait_until("a download in flight", lambda: control.stats(device["port"])["active_downloads"] > 0, 240)
+        killed = run_processes(run.id)
+        assert killed, "no process carries the flow run's id"
+        for pid in killed:
+            os.kill(pid, signal.SIGKILL)
+        message = next_message_about(alerts, name)
+        control.reset_faults(device["port"])
+        text = message["subject"] + "\n" + message["body"]
+        assert message["subject"] == f"nvrflow: {name} {start:%Y-%m-%d %H:%M} Crashed", text
+        assert f"(recorder {name}) ended Crashed" in message["body"] and str(run.id) in message["body"], text
+        assert stack.recorder_password not in text and stack.clickhouse_password not in text
+        # The crash automation runs it again; it completes once nothing kills it.
+
+        def rerun_final() -> list:
+            from prefect.client.orchestration import get_client
+
+            revive_worker(stack)  # the worker that ran it exits when it comes back (see revive_worker)
+            with get_client(sync_client=True) as client:
+                again = client.read_flow_run(run.id)
+            return (
+                [again] if again.run_count > 1 and again.state is not None and again.state.is_final() else []
+            )
+
+        (rerun,) = wait_until("the run run again to a final state", rerun_final, 600, every=2)
+        assert rerun.state.is_completed() and rerun.run_count == 2, (rerun.state, rerun.run_count)
+
+
+@pytest.fixture
+def worker_revived(stack) -> Iterator[None]:
+    """The stack's worker running again after the test, whatever happened in it."""
+    yield
+    revive_worker(stack)

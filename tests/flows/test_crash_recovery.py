@@ -16,14 +16,13 @@ import os
 import signal
 import time
 from datetime import timedelta
-from pathlib import Path
 from uuid import UUID
 
 import pytest
 
 from stack.simulator.spec import DEMO_SEGMENT_SECONDS, demo_window, load_spec
 from tests.polling import wait_until
-from tests.support import recorder_port
+from tests.support import CLASSIFIER, run_processes, simulated_port
 
 pytestmark = pytest.mark.stack
 
@@ -49,27 +48,12 @@ def _register_own_recorder(stack, port: int, name: str) -> None:
 
 def _kill_all(flow_run_id: UUID) -> dict[int, int]:
     """SIGKILL every process carrying the run's id; returns the ones that were still there."""
-    found = _run_processes(flow_run_id)
+    found = run_processes(flow_run_id)
     for pid in found:
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-    return found
-
-
-def _run_processes(flow_run_id: UUID) -> dict[int, int]:
-    """pid -> parent pid of every process started for the flow run (its environment names it)."""
-    needle = f"PREFECT__FLOW_RUN_ID={flow_run_id}".encode()
-    found = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if needle in (entry / "environ").read_bytes().split(b"\0"):
-                found[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
     return found
 
 
@@ -141,7 +125,7 @@ def test_killed_worker_machine_run_is_crashed_rerun_and_completed(stack, two_wor
     # The segment after the demo window on both channels: no other test downloads it.
     _, start = demo_window()
     end = start + timedelta(seconds=DEMO_SEGMENT_SECONDS)
-    port = recorder_port(stack, SIMULATED)
+    port = simulated_port(stack, SIMULATED)
     recorder = RECORDER if moment == "download" else f"{RECORDER}-insert"
     _register_own_recorder(stack, port, recorder)
     control.reset_stats(port)
@@ -154,7 +138,12 @@ def test_killed_worker_machine_run_is_crashed_rerun_and_completed(stack, two_wor
     try:
         flow_run = run_deployment(
             "recorder-pipeline/recorder",
-            parameters={"recorder": recorder, "start": start.isoformat(), "end": end.isoformat()},
+            parameters={
+                "recorder": recorder,
+                "start": start.isoformat(),
+                "end": end.isoformat(),
+                "model_block": CLASSIFIER,
+            },
             timeout=0,
         )
         if hold is None:
@@ -163,7 +152,7 @@ def test_killed_worker_machine_run_is_crashed_rerun_and_completed(stack, two_wor
             held = hold.with_name(hold.name + ".held")
             wait_until("an insert done, its reply held", lambda: held.exists() and held.read_text(), 240)
 
-        processes = _run_processes(flow_run.id)
+        processes = run_processes(flow_run.id)
         assert processes, "no process carries the flow run's id"
         # The run's own process is the one whose parent is not a process of the run: a worker.
         parents = {ppid for pid, ppid in processes.items() if ppid not in processes}
@@ -183,7 +172,7 @@ def test_killed_worker_machine_run_is_crashed_rerun_and_completed(stack, two_wor
         control.reset_faults(port)
         if hold is not None:
             hold.unlink(missing_ok=True)  # the re-run's inserts are answered
-    assert not _run_processes(flow_run.id)
+    assert not run_processes(flow_run.id)
 
     with get_client(sync_client=True) as client:
 

@@ -11,7 +11,7 @@ import pytest
 from stack.simulator import control
 from stack.simulator.scenes import DEMO_SCRIPTS, truth
 from tests.own_recorder import register
-from tests.support import next_message_about, stack_clickhouse, webhook_receiver
+from tests.support import next_message_about, sink, webhook_receiver
 
 pytestmark = pytest.mark.stack
 
@@ -39,7 +39,7 @@ def _spec() -> dict:
 
 
 def _objects() -> list[tuple]:
-    with stack_clickhouse() as ch:
+    with sink() as ch:
         return ch.query(
             "SELECT label, start, end, thumbnail, clip, clip_offset_s, segment FROM {db}.objects FINAL "
             "WHERE recorder = {r:String} ORDER BY start",
@@ -125,7 +125,7 @@ def test_a_scripted_scenes_people_and_vehicles_become_objects_once(stack, tmp_pa
         assert "person (score" in message["body"] and "UTC" in message["body"], message
 
         # Again, as a re-run: every row once, counted without FINAL.
-        with stack_clickhouse() as ch:
+        with sink() as ch:
             counts = ch.query(
                 "SELECT (SELECT count() FROM {db}.objects WHERE recorder = {r:String}), "
                 "(SELECT count() FROM {db}.boxes WHERE recorder = {r:String})", {"r": RECORDER},
@@ -136,7 +136,7 @@ def test_a_scripted_scenes_people_and_vehicles_become_objects_once(stack, tmp_pa
                 deployment.id, parameters={"recorder": RECORDER, **window.parameters()}
             )
         assert wait_for_runs({RECORDER: again.id}, timeout_s=900) == {RECORDER: "Completed"}
-        with stack_clickhouse() as ch:
+        with sink() as ch:
             assert ch.query(
                 "SELECT (SELECT count() FROM {db}.objects WHERE recorder = {r:String}), "
                 "(SELECT count() FROM {db}.boxes WHERE recorder = {r:String})", {"r": RECORDER},

@@ -15,6 +15,8 @@ from openpyxl import Workbook
 from deployments.sample_inventory import HEADER
 from stack.ports import free_port
 from stack.simulator import control
+from tests.own_recorder import one_channel_spec, register
+from tests.support import CLASSIFIER, final_runs, pipeline_runs_of, sink, state_names
 
 pytestmark = pytest.mark.stack
 
@@ -80,3 +82,78 @@ def test_ten_recorders_dispatch_within_their_limits(stack, fleet):
         assert peaks[rec["name"]] <= _limit(i), (rec["name"], peaks)
     # The check means something only if downloads did overlap where the limit allowed it.
     assert max(peaks.values()) == 2, peaks
+
+
+WINDOW_START = datetime(2026, 11, 3, 0, 0, 0, tzinfo=UTC)
+WINDOW_END = WINDOW_START + timedelta(seconds=SEGMENT_SECONDS * 2)
+
+
+def _own_recorders(names: list[str]) -> dict:
+    """A simulator spec with one recorder per name (two 4 s segments each), every one registered."""
+    spec = {"width": 320, "height": 240, "fps": 10, "recorders": []}
+    for name in names:
+        (recorder,) = one_channel_spec(name, WINDOW_START, WINDOW_END, SEGMENT_SECONDS)["recorders"]
+        spec["recorders"].append(recorder)
+        register({**spec, "recorders": [recorder]})
+    return spec
+
+
+def test_the_fleet_deployment_runs_one_dispatch_at_a_time_and_does_not_wait_for_its_runs(stack, tmp_path):
+    """`dispatch/fleet` as deployed (prefect.yaml: concurrency limit 1, `wait: false`)."""
+    from prefect.deployments import run_deployment
+
+    spec = _own_recorders(["dispatch-01"])
+    (device,) = spec["recorders"]
+    since = datetime.now(UTC)
+    with control.running(spec, tmp_path):
+        control.set_faults(device["port"], bandwidth_bps=10_000)  # a download takes seconds: the run lasts
+        window = {
+            "start": WINDOW_START.isoformat(),
+            "end": WINDOW_END.isoformat(),
+            "recorders": ["dispatch-01"],
+        }
+        first, second = (run_deployment("dispatch/fleet", parameters=window, timeout=0) for _ in range(2))
+        dispatches = final_runs([first.id, second.id], timeout=600)
+        assert [r.state.name for r in dispatches] == ["Completed", "Completed"], dispatches
+        # One at a time: the later one waited for the limit's slot, and ran after the other ended.
+        earlier, later = sorted(dispatches, key=lambda r: r.start_time)
+        assert earlier.end_time <= later.start_time, (earlier, later)
+        assert "AwaitingConcurrencySlot" in state_names(later.id), state_names(later.id)
+
+        # The same window twice: one pipeline run (the later dispatch got it back by its idempotency
+        # key), which the dispatch that started it did not wait for.
+        (pipeline,) = pipeline_runs_of("dispatch-01", since)
+        (pipeline,) = final_runs([pipeline.id], timeout=600)
+        assert pipeline.state.name == "Completed", pipeline.state
+        assert pipeline.end_time > earlier.end_time, (pipeline.end_time, earlier.end_time)
+
+
+def test_the_sampling_choices_of_a_deployment_run_reach_the_classify_stage(stack, tmp_path):
+    """`sample_fps` and `key_frames` as run parameters: the frames stored for the window follow them."""
+    from prefect.deployments import run_deployment
+
+    choices = {"sampling-fps2": {"sample_fps": 2}, "sampling-key": {"key_frames": True}}
+    spec = _own_recorders(list(choices))
+    window = {"start": WINDOW_START.isoformat(), "end": WINDOW_END.isoformat()}
+    with control.running(spec, tmp_path):
+        runs = [
+            run_deployment(
+                "recorder-pipeline/recorder",
+                parameters={"recorder": name, **window, **chosen, "model_block": CLASSIFIER},
+                timeout=0,
+            )
+            for name, chosen in choices.items()
+        ]
+        done = final_runs([r.id for r in runs], timeout=600)
+    assert [r.state.name for r in done] == ["Completed", "Completed"], [(r.name, r.state) for r in done]
+    seconds = int((WINDOW_END - WINDOW_START).total_seconds())
+    with sink() as ch:
+        frames = dict(
+            ch.query(
+                "SELECT recorder, uniqExact(frame_time) FROM {db}.detections "
+                "WHERE recorder IN {names:Array(String)} GROUP BY recorder",
+                {"names": list(choices)},
+            )
+        )
+    # 2 frames a second; the clips' key frames come every 2 s (the simulator's group of pictures).
+    assert frames == {"sampling-fps2": 2 * seconds, "sampling-key": seconds // 2}, frames

@@ -22,7 +22,7 @@ from stack.ports import free_port
 from stack.simulator import control
 from stack.simulator.footage import ensure_clip
 from tests.own_recorder import PASSWORD, register
-from tests.polling import wait_until
+from tests.support import CLASSIFIER, run_logs, sink, task_runs
 
 pytestmark = pytest.mark.stack
 
@@ -32,7 +32,7 @@ SEGMENTS = 2
 END = START + timedelta(seconds=SEGMENT_SECONDS * SEGMENTS)
 FRAMES = SEGMENT_SECONDS  # sampled at 1 fps
 TOP_K = 5
-ROWS = ("offline", "slow", "5xx", "truncated", "password", "model", "corrupt", "full", "clock")
+ROWS = ("offline", "gone", "slow", "5xx", "truncated", "password", "model", "corrupt", "full", "clock")
 
 
 def _recorder(row: str, channels: list[dict]) -> dict:
@@ -68,15 +68,23 @@ def fleet(stack, tmp_path_factory) -> Iterator[dict[str, int]]:
 def _run(row: str):
     from flows.pipeline import recorder_pipeline
 
-    return recorder_pipeline(f"fm-{row}", START, END, return_state=True)
+    return recorder_pipeline(f"fm-{row}", START, END, model_block=CLASSIFIER, return_state=True)
+
+
+def _logs(flow_run_id) -> list[str]:
+    """Every log line of the run once the API has them all (up to the flow's own last line)."""
+    return run_logs(flow_run_id, containing="Finished in state")
+
+
+def _retry_lines(state) -> list[str]:
+    """The retry lines Prefect logged for the run's task runs ("Task run failed with ... - Retry n/m")."""
+    return [line for line in _logs(state.state_details.flow_run_id) if " - Retry " in line]
 
 
 def _rows(row: str) -> tuple[dict[tuple[int, str], int], int, int]:
     """(channel, segment) -> segment rows, detections, distinct (channel, frame, rank): no FINAL."""
-    from blocks.clickhouse import ClickHouseSink
-
     where = {"r": f"fm-{row}"}
-    with ClickHouseSink.load("nvrflow").connect() as ch:
+    with sink() as ch:
         segments = ch.query(
             "SELECT channel, segment, count() FROM {db}.segments WHERE recorder = {r:String} "
             "GROUP BY channel, segment",
@@ -95,11 +103,27 @@ def _assert_complete_once(row: str, channels: int = 1) -> None:
     assert detections == distinct == SEGMENTS * channels * FRAMES * TOP_K, (detections, distinct)
 
 
-def _completes_once(row: str) -> None:
-    """A run of the row's window Completed, and its rows each there once."""
+def _completes_once(row: str):
+    """A run of the row's window Completed, and its rows each there once; returns the run's state."""
     state = _run(row)
     assert state.is_completed(), state.message
     _assert_complete_once(row)
+    return state
+
+
+def _warnings(flow_run_id) -> list[str]:
+    """The run's log lines at WARNING or above, as the Prefect API holds them."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId, LogFilterLevel
+
+    _logs(flow_run_id)  # all arrived
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(
+            log_filter=LogFilter(
+                flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]), level=LogFilterLevel(ge_=30)
+            )
+        )
+    return [log.message for log in logs]
 
 
 @contextmanager
@@ -112,16 +136,37 @@ def _faults(port: int, **faults: object) -> Iterator[None]:
         control.reset_faults(port)
 
 
-def _clear_when(port: int, seen: Callable[[dict], bool]) -> threading.Thread:
-    """Clear the recorder's faults once its counters show the fault was met (not after a delay)."""
+@contextmanager
+def _clear_when(port: int, what: str, seen: Callable[[dict], bool]) -> Iterator[None]:
+    """Clear the recorder's faults once its counters show the fault was met (not after a delay).
+
+    The block fails (in the test, not in the watching thread) when the fault was never met: a
+    run that completes without meeting it proves nothing about the fault.
+    """
+    met, done = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
 
     def watch() -> None:
-        wait_until("the fault met", lambda: seen(control.stats(port)), 120, every=0.05)
-        control.reset_faults(port)
+        try:
+            while not done.is_set():
+                if seen(control.stats(port)):
+                    met.set()
+                    control.reset_faults(port)
+                    return
+                done.wait(0.05)
+        except BaseException as exc:  # handed to the test below
+            errors.append(exc)
 
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
-    return watcher
+    try:
+        yield
+    finally:
+        done.set()
+        watcher.join(timeout=30)
+        control.reset_faults(port)
+    assert not errors, f"watching for {what} failed: {errors[0]!r}"
+    assert met.is_set(), f"{what}: never seen in the recorder's counters {control.stats(port)}"
 
 
 @pytest.mark.faults(
@@ -132,12 +177,42 @@ def _clear_when(port: int, seen: Callable[[dict], bool]) -> threading.Thread:
 )
 def test_an_offline_recorder_back_within_the_retries(fleet):
     port = fleet["offline"]
+    control.reset_stats(port)
     control.set_faults(port, offline=True)
-    watcher = _clear_when(port, lambda s: sum(s["requests_by_path"].values()) >= 1)
-    state = _run("offline")
-    watcher.join()
+    with _clear_when(
+        port, "a request dropped while offline", lambda s: sum(s["offline_by_path"].values()) >= 1
+    ):
+        state = _run("offline")
     assert state.is_completed(), state.message
     _assert_complete_once("offline")
+    (retried,) = _retry_lines(state)
+    assert "RecorderUnavailable" in retried and "fm-offline" in retried, retried
+    assert "RecorderUnavailable" not in (state.message or ""), state.message
+    (search,) = task_runs(state.state_details.flow_run_id, "search")
+    assert search.run_count == 2, search  # the attempt the recorder dropped, then one served
+
+
+@pytest.mark.faults(
+    fault="recorder offline for good",
+    state="Failed after the search's 5 attempts (waits 2/4/8/16 s)",
+    message="`Flow run encountered an exception: RecorderUnavailable: connection lost during GET "
+    "/ISAPI/System/time: ... (recorder fm-gone)`",
+    data="nothing",
+)
+def test_a_recorder_offline_for_good_fails_the_run_after_its_retries(fleet):
+    port = fleet["gone"]
+    control.reset_stats(port)
+    with _faults(port, offline=True):
+        state = _run("gone")
+    assert state.is_failed()
+    told = "Flow run encountered an exception: RecorderUnavailable: connection lost during GET /ISAPI/System/time"
+    assert state.message.startswith(told) and state.message.endswith("(recorder fm-gone)"), state.message
+    (search,) = task_runs(state.state_details.flow_run_id, "search")
+    assert search.run_count == 5, search
+    # Each attempt's first request dropped, nothing served.
+    stats = control.stats(port)
+    assert (stats["offline_by_path"], stats["requests_by_path"]) == ({"/ISAPI/System/time": 5}, {}), stats
+    assert _rows("gone")[0] == {}
 
 
 @pytest.mark.faults(
@@ -148,7 +223,12 @@ def test_an_offline_recorder_back_within_the_retries(fleet):
 )
 def test_a_slow_recorder(fleet):
     with _faults(fleet["slow"], latency_ms=1500):
-        _completes_once("slow")
+        state = _completes_once("slow")
+    # Nothing to tell: no task run was retried, and the run logged no warning.
+    flow_run_id = state.state_details.flow_run_id
+    runs = task_runs(flow_run_id, "")
+    assert runs and all(run.run_count == 1 for run in runs), [(r.name, r.run_count) for r in runs]
+    assert _warnings(flow_run_id) == []
 
 
 @pytest.mark.faults(
@@ -159,8 +239,12 @@ def test_a_slow_recorder(fleet):
 )
 def test_server_errors_are_retried(fleet):
     with _faults(fleet["5xx"], fail_next=3, error_status=500):
-        _completes_once("5xx")
+        state = _completes_once("5xx")
     assert control.stats(fleet["5xx"])["errors_injected"] == 3
+    retried = _retry_lines(state)
+    assert len(retried) == 3, retried
+    for line in retried:
+        assert "RecorderUnavailable" in line and "HTTP 500" in line and "deviceBusy" in line, line
 
 
 @pytest.mark.faults(
@@ -175,9 +259,11 @@ def test_a_wrong_password_fails_at_once_and_a_rerun_completes(fleet):
     with _faults(port, wrong_password=True):
         refused = _run("password")
     assert refused.is_failed()
-    assert "wrong credentials for recorder fm-password" in refused.message, refused.message
-    # One try: the digest challenge and the refused answer, no retry.
+    assert "wrong credentials for recorder fm-password (user 'admin')" in refused.message, refused.message
+    # One try: the digest challenge and the refused answer (a fresh challenge at most), no retry.
     assert sum(control.stats(port)["requests_by_path"].values()) <= 3, control.stats(port)
+    (search,) = task_runs(refused.state_details.flow_run_id, "search")
+    assert search.run_count == 1, search
     assert _rows("password")[0] == {}
     _completes_once("password")
 
@@ -185,18 +271,27 @@ def test_a_wrong_password_fails_at_once_and_a_rerun_completes(fleet):
 @pytest.mark.faults(
     fault="download body cut short, then whole",
     state="Completed",
-    message="download retried: `CorruptDownload` (received n of N bytes); no partial file kept",
+    message="download retried: `RecorderUnavailable` (connection lost during POST /ISAPI/ContentMgmt/download: "
+    "peer closed connection ... (received n bytes, expected N)) in the task's retry log; no partial file kept",
     data="every segment once",
 )
 def test_a_truncated_download_is_retried_whole(fleet, data_dir):
     port = fleet["truncated"]
+    control.reset_stats(port)
     control.set_faults(port, drop_after_bytes=1500)
-    watcher = _clear_when(port, lambda s: s["downloads_failed"] >= 1)
-    state = _run("truncated")
-    watcher.join()
+    with _clear_when(port, "a download cut short", lambda s: s["downloads_failed"] >= 1):
+        state = _run("truncated")
     assert state.is_completed(), state.message
-    assert not list((data_dir / "exports" / "fm-truncated").rglob("*.part"))
+    exports = data_dir / "exports" / "fm-truncated"
+    assert len([p for p in exports.rglob("*.ps") if p.is_file()]) == SEGMENTS, exports  # where they land
+    assert not list(exports.rglob("*.part"))
     _assert_complete_once("truncated")
+    retried = _retry_lines(state)
+    cut = "peer closed connection without sending complete message body (received 1500 bytes, expected "
+    assert retried, retried
+    for line in retried:
+        assert "RecorderUnavailable('connection lost during POST /ISAPI/ContentMgmt/download" in line, line
+        assert cut in line and "recorder fm-truncated" in line, line
 
 
 @pytest.mark.faults(
@@ -206,6 +301,7 @@ def test_a_truncated_download_is_retried_whole(fleet, data_dir):
     data="nothing downloaded while it is down; after the re-run every segment once",
 )
 def test_the_model_server_down_then_back(fleet):
+    from blocks.model_server import TFServingModel
     from stack.supervisor import start_service, stop_service
 
     stop_service("model-server")
@@ -214,7 +310,11 @@ def test_the_model_server_down_then_back(fleet):
     finally:
         start_service("model-server")
     assert down.is_failed()
-    assert "GetModelMetadata failed: UNAVAILABLE" in down.message, down.message
+    model = TFServingModel.load("nvrflow")
+    told = f"model {model.model_name} at {model.target}: GetModelMetadata failed: UNAVAILABLE"
+    assert told in down.message, down.message
+    (check,) = task_runs(down.state_details.flow_run_id, "check model")
+    assert check.run_count == 3, check
     assert _rows("model")[0] == {}
     assert control.stats(fleet["model"])["downloads_completed"] == 0  # checked before any download
     _completes_once("model")
@@ -261,11 +361,14 @@ def test_a_full_data_folder(fleet, small_data_folder):
     assert full.is_failed()
     assert f"fm-full: {SEGMENTS} of {SEGMENTS} segments failed" in full.message, full.message
     assert full.message.count("No space left on device") == SEGMENTS, full.message
-    left = [p for p in (small_data_folder / "exports").rglob("*") if p.is_file()]
+    exports = small_data_folder / "exports" / "fm-full"
+    assert exports.is_dir(), sorted(small_data_folder.rglob("*"))  # where the exports were being written
+    left = [p for p in exports.rglob("*") if p.is_file()]
     assert left == [], left
     assert _rows("full")[0] == {}
     subprocess.run(["mount", "-o", "remount,size=64m", str(small_data_folder)], check=True, timeout=30)
     _completes_once("full")
+    assert len([p for p in exports.rglob("*") if p.is_file()]) == SEGMENTS  # the same look finds them now
 
 
 @pytest.mark.faults(
@@ -274,11 +377,16 @@ def test_a_full_data_folder(fleet, small_data_folder):
     message="warning on every search: `fm-clock: its clock is 3 h 00 min ahead of this machine's; ...`",
     data="every segment once, in the recorder's own time",
 )
-def test_a_recorder_clock_hours_off_is_reported(fleet, caplog):
-    with _faults(fleet["clock"], clock_offset_s=3 * 3600), caplog.at_level("WARNING"):
-        _completes_once("clock")
-    warnings = [r.getMessage() for r in caplog.records if "its clock is" in r.getMessage()]
-    assert warnings and warnings[0].startswith("fm-clock: its clock is 3 h 00 min ahead"), warnings
+def test_a_recorder_clock_hours_off_is_reported(fleet):
+    with _faults(fleet["clock"], clock_offset_s=3 * 3600):
+        state = _completes_once("clock")
+    flow_run_id = state.state_details.flow_run_id
+    warnings = [line for line in _warnings(flow_run_id) if "its clock is" in line]
+    searches = task_runs(flow_run_id, "search")
+    assert len(warnings) == len(searches) >= 1, (warnings, [s.name for s in searches])
+    assert all(w.startswith("fm-clock: its clock is 3 h 00 min ahead of this machine's") for w in warnings), (
+        warnings
+    )
 
 
 def test_the_readme_carries_this_matrix():

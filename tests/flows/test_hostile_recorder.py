@@ -74,6 +74,9 @@ def test_a_download_that_never_ends_stops_at_the_announced_size_and_keeps_no_fil
     assert f"hostile-01: {SEGMENTS} of {SEGMENTS} segments failed" in state.message, state.message
     assert "more than the announced" in state.message
     exports = data_dir / "exports" / "hostile-01"
+    # The download was written there (its .part sits beside where the export would be), then removed.
+    folders = [p for p in exports.rglob("*") if p.is_dir()]
+    assert exports.is_dir() and folders, f"{exports}: no folder the download was written in"
     assert not [p for p in exports.rglob("*") if p.is_file()], "no export (nor .part) is kept"
     assert stats["downloads_completed"] == 0
 

@@ -17,7 +17,7 @@ import pytest
 
 from stack.paths import PROJECT_ROOT
 from stack.simulator.footage import ensure_clip
-from tests.support import stack_clickhouse
+from tests.support import CLASSIFIER, sink
 
 COFFEE = ("espresso", "cup", "coffee mug", "eggnog")
 
@@ -31,7 +31,7 @@ def clip() -> Path:
 
 
 def _counts(source: str) -> tuple[int, int]:
-    with stack_clickhouse() as ch:
+    with sink() as ch:
         segments = ch.query("SELECT count() FROM {db}.segments WHERE recorder = {s:String}", {"s": source})[
             0
         ][0]
@@ -50,7 +50,7 @@ def test_ingest_persists_rows_and_a_web_mp4(stack, clip, tmp_path):
     src = tmp_path / "kitchen cam 'one'.hik"
     shutil.copyfile(clip, src)
     start = datetime(2026, 11, 1, 10, 0, tzinfo=UTC)
-    summary = ingest_video(str(src), source="t-ingest", start=start)
+    summary = ingest_video(str(src), model_block=CLASSIFIER, source="t-ingest", start=start)
 
     assert not src.exists()
     kept = Path(summary["kept_as"])
@@ -61,7 +61,7 @@ def test_ingest_persists_rows_and_a_web_mp4(stack, clip, tmp_path):
     assert out.video_codec == "h264" and abs(out.duration_s - 4) < 1 and is_faststart(mp4)
     assert summary["mode"] == "remux" and summary["frames"] == 4
 
-    with stack_clickhouse() as ch:
+    with sink() as ch:
         (row,) = ch.query(
             "SELECT channel, segment, start, end, bytes, output_path FROM {db}.segments FINAL WHERE recorder = 't-ingest'"
         )
@@ -84,12 +84,12 @@ def test_shell_metacharacters_in_an_ingested_name_run_nothing_and_stay_inside_th
 
     src = tmp_path / "cam $(touch${IFS}nvrflow-pwned);`touch nvrflow-pwned`|x & y.hik"
     shutil.copyfile(clip, src)
-    summary = ingest_video(str(src), source="t-hostile-name")
+    summary = ingest_video(str(src), model_block=CLASSIFIER, source="t-hostile-name")
 
     kept, mp4 = Path(summary["kept_as"]), Path(summary["output"])
     assert kept.parent == stack.data_dir / "ingest" / "done" and kept.read_bytes() == clip.read_bytes()
     assert mp4.is_relative_to(stack.data_dir / "mp4" / "t-hostile-name") and mp4.is_file()
-    with stack_clickhouse() as ch:
+    with sink() as ch:
         (segment,) = ch.query("SELECT segment FROM {db}.segments WHERE recorder = 't-hostile-name'")[0]
     assert segment == f"{summary['sha256'][:16]}-cam_touch_IFS_nvrflow-pwned_touch_nvrflow-pwned_x_y"
     for folder in (Path.cwd(), PROJECT_ROOT, stack.data_dir, tmp_path):
@@ -103,7 +103,7 @@ def test_a_source_name_that_climbs_out_is_refused_and_the_file_stays(stack, clip
     src = tmp_path / "cam.hik"
     shutil.copyfile(clip, src)
     with pytest.raises(ValueError, match=r"source '\.\./\.\./etc': use 1-64 letters"):
-        ingest_video(str(src), source="../../etc")
+        ingest_video(str(src), model_block=CLASSIFIER, source="../../etc")
     assert src.read_bytes() == clip.read_bytes()
 
 
@@ -113,12 +113,12 @@ def test_ingesting_the_same_content_again_adds_no_rows(stack, clip, tmp_path):
 
     first = tmp_path / "again.hik"
     shutil.copyfile(clip, first)
-    ingest_video(str(first), source="t-again")
+    ingest_video(str(first), model_block=CLASSIFIER, source="t-again")
     before = _counts("t-again")
     # Same bytes, another name and modification time.
     second = tmp_path / "again renamed.hik"
     shutil.copyfile(clip, second)
-    summary = ingest_video(str(second), source="t-again")
+    summary = ingest_video(str(second), model_block=CLASSIFIER, source="t-again")
     assert summary["inserted"] > 0  # sent again; the server's deduplication dropped it
     # Frames fall on whole seconds of the clip's (mtime) start: 3 or 4 of them, 5 labels each.
     assert _counts("t-again") == before and before[0] == 1 and before[1] in (15, 20)
@@ -130,7 +130,7 @@ def test_a_corrupt_file_is_set_aside_with_its_reason(stack, clip, tmp_path):
 
     src = tmp_path / "broken.mp4"
     src.write_bytes(b"\x00\x00\x00\x18ftypisom" + os.urandom(4096))
-    state = ingest_video(str(src), source="t-broken", return_state=True)
+    state = ingest_video(str(src), model_block=CLASSIFIER, source="t-broken", return_state=True)
 
     assert state.is_failed()
     assert not src.exists()

@@ -27,13 +27,37 @@ def test_channel_lists():
     assert parse_channels("1-4,9") == [1, 2, 3, 4, 9]
     assert parse_channels(3) == [3]
     assert parse_channels("2; 1") == [1, 2]
-    for bad, words in (
-        ("", "no channel given"),
-        ("a", "'a' is not a channel number"),
-        ("4-1", "runs backwards"),
-    ):
-        with pytest.raises(ValueError, match=words):
+    refusals = {
+        "": "no channel given",
+        "a": "'a' is not a channel number or range",
+        "4-1": "range '4-1' runs backwards",
+    }
+    for bad, reason in refusals.items():
+        with pytest.raises(ValueError, match=reason):
             parse_channels(bad)
+
+
+def test_the_bounds_are_the_recorder_blocks(tmp_path):
+    """One set of defaults and bounds: a row is checked by building its block."""
+    from blocks.recorder import MAX_CHANNEL, MAX_SLOTS, HikvisionRecorder
+
+    rows = [["nvr-x", "10.1.1.1", "", "", SECRET, "0,2", MAX_SLOTS + 1, "s", "yes"],
+            ["nvr-y", "10.1.1.2", "", "", SECRET, f"1-{MAX_CHANNEL + 1}", "", "s", "yes"],
+            ["nvr-z", "10.1.1.3", "", "", SECRET, "3", "", "", ""]]  # fmt: skip
+    with pytest.raises(InventoryError) as refused:
+        read_workbook(_book(tmp_path / "bounds.xlsx", rows[:2]))
+    said = str(refused.value)
+    assert f"row 2, column channels ('0,2'): channels must be 1..{MAX_CHANNEL}" in said, said
+    assert (
+        f"row 2, column max_concurrent_downloads ({MAX_SLOTS + 1}): Input should be less than or equal to {MAX_SLOTS}"
+        in said
+    )
+    assert f"row 3, column channels ('1-{MAX_CHANNEL + 1}'): channels must be 1..{MAX_CHANNEL}" in said
+    (row,) = read_workbook(_book(tmp_path / "defaults.xlsx", rows[2:]))
+    defaults = HikvisionRecorder(host="10.1.1.3", password=SECRET)
+    assert (row.block.port, row.block.username, row.block.max_concurrent_downloads, row.block.enabled) == (
+        defaults.port, defaults.username, defaults.max_concurrent_downloads, defaults.enabled,
+    )  # fmt: skip
 
 
 def test_sample_workbook_is_valid():

@@ -1,9 +1,14 @@
-"""Exactly-once persistence: token deduplication, the outbox across an outage, retries after a crash."""
+"""Exactly-once persistence: token deduplication, the outbox across an outage, a re-run after a crash
+between an insert and the task's completion; all through the real `persist_segment` task."""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -12,34 +17,36 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 from pydantic import SecretStr
 
-from blocks.clickhouse import Batch, ClickHouseSink
+from blocks.clickhouse import ClickHouseSink
 from blocks.clickhouse_outbox import flush
 from blocks.clickhouse_schema import HOURLY_SUMMARY_SQL, MIGRATIONS
 from core.segment import Segment
-from flows.persist import PersistResult, persist_batches, segment_batches
+from flows.persist import Destination, PersistResult, persist_segment, segment_batches
+from stack.paths import PROJECT_ROOT
 from stack.simulator.spec import demo_window
-from tests.gateway_process import Gateway
+from tests.gateway_process import PASSWORD_ENV, Gateway
+from tests.polling import wait_until
+from tests.support import CLASSIFIER
 from video.classify import Classification, Detection
 from video.transcode import TranscodeResult
 
 pytestmark = [
     pytest.mark.stack,  # the Prefect API of the stack records the task runs
-    # persist_task runs outside a flow here; its log lines cannot reach the API then.
+    # persist_segment runs outside a flow here; its log lines cannot reach the API then.
     pytest.mark.filterwarnings("ignore:Logger 'prefect.task_runs' attempted to send logs:UserWarning"),
 ]
 
 PASSWORD = "persist-" + uuid.uuid4().hex
 START = datetime(2024, 5, 6, 10, 59, 50, tzinfo=UTC)
 FRAMES = 20
+ROWS = 1 + FRAMES * 5  # a segment's row and its frames' top-5 labels
 
 
 @pytest.fixture
 def gateway(tmp_path) -> Iterator[Gateway]:
-    with Gateway(tmp_path / "clickhouse", PASSWORD) as gw:
+    with Gateway(tmp_path / "clickhouse", PASSWORD, hold_file=tmp_path / "hold") as gw:
         yield gw
 
 
@@ -51,8 +58,8 @@ def sink(gateway) -> ClickHouseSink:
     return sink
 
 
-def one_segment(now: datetime | None = None, size: int = 4096, frames: int = FRAMES) -> list[Batch]:
-    """The batches `persist_segment` sends for one 20 s segment across an hour boundary."""
+def stages(size: int = 4096, frames: int = FRAMES) -> tuple[Segment, TranscodeResult, Classification]:
+    """What `persist_segment` is given for one 20 s segment across an hour boundary."""
     segment = Segment.of_recording("nvr-t", 1, "seg-1", START, START + timedelta(seconds=frames), size)
     key = f"transcode/v1/{segment.key}"
     result = TranscodeResult(Path("/data/mp4/seg-1.mp4"), "remux", "h264", float(frames), False, key)
@@ -64,11 +71,12 @@ def one_segment(now: datetime | None = None, size: int = 4096, frames: int = FRA
         for rank in range(1, 6)
     ]
     classification = Classification("m", 3, frames, detections, key=f"classify/v1/{segment.key}")
-    return segment_batches(segment, result, classification, "site", "run-1", now)
+    return segment, result, classification
 
 
-# persist_batches logs through the run logger, as inside `persist_segment`.
-persist_task = task(name="persist-test", cache_policy=NO_CACHE)(persist_batches)
+def persist(sink: ClickHouseSink, **segment) -> PersistResult:
+    """The production task, with its own retry policy."""
+    return persist_segment(*stages(**segment), Destination(sink, None, "site", "run-1"))
 
 
 def counts(sink: ClickHouseSink) -> tuple[int, int]:
@@ -88,21 +96,42 @@ EXACT = (1, FRAMES * 5)
 EXACT_HOURLY = {"10 cat": 10, "11 cat": 10}
 
 
-def test_outage_goes_to_the_outbox_and_flush_sends_it_once(stack, gateway, sink, tmp_path, caplog):
+def _task_run(state):
+    from prefect.client.orchestration import get_client
+
+    def recorded():
+        with get_client(sync_client=True) as client:
+            run = client.read_task_run(state.state_details.task_run_id)
+        return run if run.state is not None and run.state.is_final() else None
+
+    return wait_until("the task run recorded final", recorded, 60)
+
+
+def test_outage_goes_to_the_outbox_and_flush_sends_it_once(
+    stack, gateway, sink, tmp_path, monkeypatch, caplog
+):
     outbox = tmp_path / "outbox"
-    outbox.mkdir()
-    batches = one_segment()
+    monkeypatch.setenv("NVRFLOW_OUTBOX", str(outbox))  # where `persist_segment` keeps batches
     gateway.stop()
 
-    with caplog.at_level(logging.WARNING):
-        state = persist_task(sink, batches, outbox, return_state=True)
+    with caplog.at_level(logging.INFO):
+        state = persist_segment(*stages(), Destination(sink, None, "site", "run-1"), return_state=True)
     assert state.is_completed(), state
-    assert state.result() == PersistResult(inserted=0, outboxed=1 + FRAMES * 5)
-    assert any("outbox" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
+    assert state.result() == PersistResult(inserted=0, outboxed=ROWS)
+    # The CLICKHOUSE preset: two retries, then the last attempt keeps the rows instead of failing.
+    assert _task_run(state).run_count == 3
+    messages = [r.getMessage() for r in caplog.records]
+    retries = [m for m in messages if "ClickHouseUnavailable" in m and " - Retry " in m]
+    assert len(retries) == 2, messages
+    (kept,) = [
+        r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "outbox" in r.getMessage()
+    ]
+    assert kept.endswith(f"; {ROWS} rows kept in the outbox {outbox}, flush-outbox will send them"), kept
 
     files = sorted(outbox.iterdir())
     assert len(files) == 2 and all(f.suffix == ".json" for f in files)  # no temp file left behind
     stored = [json.loads(f.read_text()) for f in files]
+    batches = segment_batches(*stages(), "site", "run-1")
     assert {(s["table"], s["token"], len(s["rows"])) for s in stored} == {
         (b.table, b.token, len(b.rows)) for b in batches
     }
@@ -116,40 +145,66 @@ def test_outage_goes_to_the_outbox_and_flush_sends_it_once(stack, gateway, sink,
     assert list(outbox.iterdir()) == []
     assert counts(sink) == EXACT
     assert flush(sink, outbox) == (0, 0)
-    # The task's own retry, now that the server is back, adds nothing either.
-    assert persist_task(sink, one_segment(), outbox) == PersistResult(inserted=1 + FRAMES * 5, outboxed=0)
+    # The task again, now that the server is back (a re-run), adds nothing either.
+    assert persist(sink) == PersistResult(inserted=ROWS, outboxed=0)
     assert counts(sink) == EXACT
     assert hourly(sink) == EXACT_HOURLY
 
 
-def test_retry_after_a_crash_between_insert_and_completion_adds_nothing(stack, sink, tmp_path):
-    """The insert reached the server but the task died before it finished: the retry sends it again."""
-    first = one_segment(datetime(2024, 5, 6, 12, tzinfo=UTC))
-    assert persist_task(sink, first, tmp_path) == PersistResult(inserted=1 + FRAMES * 5, outboxed=0)
-    # A retried task builds its batches anew: same tokens, a later inserted_at.
-    retry = one_segment(datetime(2024, 5, 6, 12, 5, tzinfo=UTC))
-    assert retry[1].rows[0].inserted_at != first[1].rows[0].inserted_at
-    for batches in (first, retry):
-        persist_task(sink, batches, tmp_path)
+# A process of its own runs the task, as a worker's flow run would, until the test kills it.
+_PERSIST_IN_A_PROCESS = f"""
+import os
+from pydantic import SecretStr
+from blocks.clickhouse import ClickHouseSink
+from flows.persist import Destination, persist_segment
+from tests.flows.test_persist import stages
+from tests.support import CLASSIFIER
+sink = ClickHouseSink(url=os.environ["SINK_URL"], password=SecretStr(os.environ["{PASSWORD_ENV}"]), database="nvr")
+persist_segment(*stages(), Destination(sink, None, "site", "run-killed"))
+"""
+
+
+def test_a_crash_between_insert_and_completion_then_a_rerun_stores_the_rows_once(
+    stack, gateway, sink, tmp_path
+):
+    """The insert reached the server, the process died before its reply (the gateway's --hold-file
+    withholds it); the re-run sends the same batches again, with a later inserted_at."""
+    assert gateway.hold_file is not None
+    held = gateway.hold_file.with_name(gateway.hold_file.name + ".held")
+    gateway.hold_file.touch()
+    env = {**os.environ, "SINK_URL": sink.url, PASSWORD_ENV: PASSWORD, "PYTHONPATH": str(PROJECT_ROOT)}
+    process = subprocess.Popen([sys.executable, "-c", _PERSIST_IN_A_PROCESS], cwd=PROJECT_ROOT, env=env)  # noqa: S603
+    try:
+        wait_until("an insert done, its reply held", lambda: held.exists() and held.read_text(), 120)
+        process.send_signal(signal.SIGKILL)
+        assert process.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=30)
+        gateway.hold_file.unlink()
+    # The segment's row is in, its reply never arrived; the task stopped before its detections.
+    assert held.read_text().split() == ["127.0.0.1", "1"]
+    assert counts(sink) == (1, 0)
+
+    assert persist(sink) == PersistResult(inserted=ROWS, outboxed=0)
     assert counts(sink) == EXACT
     assert hourly(sink) == EXACT_HOURLY
-    assert list(tmp_path.glob("*.json")) == []
 
 
-def test_a_new_version_of_a_segment_replaces_the_old_rows(stack, sink, tmp_path):
+def test_a_new_version_of_a_segment_replaces_the_old_rows(stack, sink):
     """Re-recorded under the same name with another size (and fewer frames): the old rows go, counted without FINAL."""
-    assert persist_task(sink, one_segment(), tmp_path) == PersistResult(inserted=1 + FRAMES * 5, outboxed=0)
+    assert persist(sink) == PersistResult(inserted=ROWS, outboxed=0)
     assert counts(sink) == EXACT
     shorter = FRAMES - 5
-    newer = one_segment(size=9999, frames=shorter)
-    persist_task(sink, newer, tmp_path)
+    persist(sink, size=9999, frames=shorter)
     assert counts(sink) == (1, shorter * 5)
     with sink.connect() as ch:
         assert ch.query("SELECT bytes FROM {db}.segments") == [(9999,)]
     # The same write again (a retry) changes nothing; the old version coming back replaces the new.
-    persist_task(sink, newer, tmp_path)
+    persist(sink, size=9999, frames=shorter)
     assert counts(sink) == (1, shorter * 5)
-    persist_task(sink, one_segment(), tmp_path)
+    persist(sink)
     assert counts(sink) == EXACT
     with sink.connect() as ch:
         assert ch.query("SELECT bytes FROM {db}.segments") == [(4096,)]
@@ -198,7 +253,7 @@ def test_pipeline_survives_a_clickhouse_outage(stack):
     watcher = threading.Thread(target=stop_once_some_are_persisted, daemon=True)
     watcher.start()
     try:
-        summary = recorder_pipeline(recorder, start, end)
+        summary = recorder_pipeline(recorder, start, end, model_block=CLASSIFIER)
     finally:
         finished.set()
         watcher.join(timeout=60)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from stack.simulator.spec import demo_window, load_spec
-from tests.support import recorder_port, stack_clickhouse
+from tests.support import CLASSIFIER, simulated_port, sink
 
 pytestmark = pytest.mark.stack
 
@@ -42,7 +42,7 @@ def nvr01_run(stack):
     from flows.pipeline import recorder_pipeline
 
     start, end = demo_window()
-    summary = recorder_pipeline("nvr-01", start, end)
+    summary = recorder_pipeline("nvr-01", start, end, model_block=CLASSIFIER)
     return summary, start, end
 
 
@@ -51,7 +51,7 @@ def test_pipeline_persists_every_segment(nvr01_run, stack):
     assert summary["failed"] == []
     # 2 channels x 4 whole segments in the window (the simulator records one more either side).
     assert summary["segments"] == summary["persisted"] == 8
-    with stack_clickhouse() as ch:
+    with sink() as ch:
         rows = ch.query(
             "SELECT channel, count(), min(start), max(end), sum(duration_s) FROM {db}.segments FINAL "
             "WHERE recorder = 'nvr-01' GROUP BY channel ORDER BY channel"
@@ -74,7 +74,7 @@ def test_pipeline_persists_every_segment(nvr01_run, stack):
 def test_outputs_are_web_playable_h264(nvr01_run, stack):
     from video.mp4 import top_level_boxes
 
-    with stack_clickhouse() as ch:
+    with sink() as ch:
         rows = ch.query(
             "SELECT output_path, source_codec, transcode_mode, duration_s FROM {db}.segments FINAL "
             "WHERE recorder = 'nvr-01'"
@@ -94,7 +94,7 @@ def test_outputs_are_web_playable_h264(nvr01_run, stack):
 
 def test_labels_match_the_pictures(nvr01_run, stack):
     scenes = _scenes(stack)
-    with stack_clickhouse() as ch:
+    with sink() as ch:
         rows = ch.query(
             "SELECT channel, label, count() AS n FROM {db}.detections FINAL "
             "WHERE recorder = 'nvr-01' AND rank = 1 GROUP BY channel, label ORDER BY channel, n DESC"
@@ -113,11 +113,11 @@ def test_rerun_redoes_nothing_and_adds_no_rows(nvr01_run, stack):
     from flows.pipeline import recorder_pipeline
 
     _, start, end = nvr01_run
-    with stack_clickhouse() as ch:
+    with sink() as ch:
         before = ch.query("SELECT count() FROM {db}.detections WHERE recorder = 'nvr-01'")[0][0]
-    summary = recorder_pipeline("nvr-01", start, end)
+    summary = recorder_pipeline("nvr-01", start, end, model_block=CLASSIFIER)
     assert summary["reused"] == {"download": 8, "transcode": 8, "classify": 8}, summary
-    with stack_clickhouse() as ch:
+    with sink() as ch:
         after = ch.query("SELECT count() FROM {db}.detections WHERE recorder = 'nvr-01'")[0][0]
     # Without FINAL: the deduplication token, not a background merge, kept the count.
     assert after == before
@@ -135,7 +135,7 @@ def test_deployment_run_from_cli(stack):
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "Completed" in done.stdout
-    with stack_clickhouse() as ch:
+    with sink() as ch:
         count = ch.query("SELECT count() FROM {db}.segments FINAL WHERE recorder = 'nvr-02'")[0][0]
     assert count == 8
 
@@ -144,7 +144,7 @@ def test_wrong_password_fails_at_once_naming_the_recorder(stack):
     from flows.pipeline import recorder_pipeline
     from stack.simulator import control
 
-    port = recorder_port(stack, "nvr-03")
+    port = simulated_port(stack, "nvr-03")
     control.reset_stats(port)
     control.set_faults(port, wrong_password=True)
     try:
@@ -162,7 +162,7 @@ def test_transient_errors_are_retried(stack):
     from flows.pipeline import recorder_pipeline
     from stack.simulator import control
 
-    port = recorder_port(stack, "nvr-03")
+    port = simulated_port(stack, "nvr-03")
     control.set_faults(port, fail_next=2, error_status=503)
     try:
         start, end = demo_window()
@@ -177,7 +177,7 @@ def test_bad_downloads_fail_their_segments_and_are_named(stack):
     from flows.pipeline import recorder_pipeline
     from stack.simulator import control
 
-    port = recorder_port(stack, "nvr-03")
+    port = simulated_port(stack, "nvr-03")
     control.set_faults(port, wrong_size=True)
     # The segment recorded just before the demo window: no other test downloads (and caches) it.
     window_start, _ = demo_window()

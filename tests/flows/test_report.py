@@ -19,6 +19,7 @@ from websockets.sync.client import connect as ws_connect
 
 from reports.page import Channel, ReportData, render
 from stack.processes import terminate
+from tests.support import CLASSIFIER
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_FLAGS = [
@@ -165,7 +166,7 @@ def window_with_rows(stack) -> tuple[datetime, datetime]:
     with ClickHouseSink.load("nvrflow").connect() as ch:
         have = ch.query("SELECT count() FROM {db}.segments FINAL WHERE recorder = 'nvr-01'")[0][0]
     if have < 8:
-        recorder_pipeline("nvr-01", start, end)
+        recorder_pipeline("nvr-01", start, end, model_block=CLASSIFIER)
     # A failed run for the same window, for the report's failures section.
     failed = recorder_pipeline("no-such-recorder", start, end, return_state=True)
     assert failed.is_failed()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Completed, Failed
@@ -77,3 +78,26 @@ def test_the_last_attempt_is_known_inside_the_task():
     assert run() == 3
     assert seen == [False, False, True]
     assert retry_policy.is_last_attempt()  # outside a task run: a direct call is its own last attempt
+
+
+@pytest.mark.parametrize(
+    ("module", "task_name", "attempts", "waits"),
+    [
+        ("flows.export", "search_recordings", 5, [2, 4, 8, 16]),  # RECORDER
+        ("flows.export", "download_recording", 5, [2, 4, 8, 16]),
+        ("flows.transcode", "transcode_segment", 3, [2, 4]),  # MEDIA
+        ("flows.classify", "classify_segment", 3, [2, 4]),
+        ("flows.classify", "check_model", 3, [2, 4]),  # MODEL_CHECK
+        ("flows.persist", "persist_segment", 3, [1, 2]),  # CLICKHOUSE
+        ("flows.persist", "record_windows", 3, [1, 2]),
+    ],
+)
+def test_each_task_carries_its_preset(module, task_name, attempts, waits):
+    """The presets as the task objects hold them (what Prefect runs), not as the policy module spells them."""
+    import importlib
+
+    stage = getattr(importlib.import_module(module), task_name)
+    assert stage.retries + 1 == attempts
+    assert stage.retry_delay_seconds == waits
+    assert stage.retry_jitter_factor == 0.5
+    assert stage.retry_condition_fn is retry_policy.retry_when_retryable

@@ -19,7 +19,7 @@ from stack.simulator import control
 from stack.simulator.footage import ensure_clip
 from stack.simulator.spec import demo_window
 from tests.own_recorder import one_channel_spec, register
-from tests.support import recorder_port, stack_clickhouse
+from tests.support import CLASSIFIER, simulated_port, sink
 
 pytestmark = pytest.mark.stack
 
@@ -32,7 +32,7 @@ COFFEE = ("espresso", "cup", "coffee mug", "eggnog")
 
 def _rows(recorder: str) -> tuple[int, int, set[int], list[str]]:
     """Segments and detections counted without FINAL, the sizes stored, the rank-1 labels."""
-    with stack_clickhouse() as ch:
+    with sink() as ch:
         where = {"r": recorder}
         segments = ch.query("SELECT count() FROM {db}.segments WHERE recorder = {r:String}", where)[0][0]
         detections = ch.query("SELECT count() FROM {db}.detections WHERE recorder = {r:String}", where)[0][0]
@@ -62,7 +62,7 @@ def test_a_re_recorded_segment_runs_every_stage_again_and_replaces_its_rows(stac
 
     with control.running(spec, tmp_path):
         names = [s["name"] for s in control.segments(port)]
-        first = recorder_pipeline("rerec-01", START, end)
+        first = recorder_pipeline("rerec-01", START, end, model_block=CLASSIFIER)
     assert first["persisted"] == SEGMENTS and first["failed"] == []
     segments, detections, sizes, labels = _rows("rerec-01")
     assert (segments, detections, sizes) == (SEGMENTS, SEGMENTS * SEGMENT_SECONDS * 5, {clip.stat().st_size})
@@ -73,19 +73,19 @@ def test_a_re_recorded_segment_runs_every_stage_again_and_replaces_its_rows(stac
     assert clip.stat().st_size not in sizes
     with control.running(spec, tmp_path):
         assert [s["name"] for s in control.segments(port)] == names
-        second = recorder_pipeline("rerec-01", START, end)
-        third = recorder_pipeline("rerec-01", START, end)
+        second = recorder_pipeline("rerec-01", START, end, model_block=CLASSIFIER)
+        third = recorder_pipeline("rerec-01", START, end, model_block=CLASSIFIER)
         # A cached result names a file: without the file here, the stage runs again.
         export = next((stack.data_dir / "exports" / "rerec-01").rglob(f"{names[0]}.ps"))
         mp4 = next((stack.data_dir / "mp4" / "rerec-01").rglob(f"{names[0]}.mp4"))
         export.unlink()
         mp4.unlink()
-        fourth = recorder_pipeline("rerec-01", START, end)
+        fourth = recorder_pipeline("rerec-01", START, end, model_block=CLASSIFIER)
         assert export.is_file() and mp4.is_file()
         # Another data folder (another machine's): its own exports and MP4s, the same labels.
         with monkeypatch.context() as elsewhere:
             elsewhere.setenv("NVRFLOW_DATA", str(tmp_path / "other-host"))
-            fifth = recorder_pipeline("rerec-01", START, end)
+            fifth = recorder_pipeline("rerec-01", START, end, model_block=CLASSIFIER)
         assert list((tmp_path / "other-host" / "mp4" / "rerec-01").rglob("*.mp4"))
     assert second["persisted"] == SEGMENTS
     assert second["reused"] == {"download": 0, "transcode": 0, "classify": 0}, second
@@ -108,7 +108,7 @@ def test_a_model_mismatch_fails_the_run_after_one_attempt_naming_the_setting(sta
     from blocks.model_server import TFServingModel
     from flows.pipeline import recorder_pipeline
 
-    served = TFServingModel.load("nvrflow")
+    served = TFServingModel.load(CLASSIFIER)
     wrong = served.model_copy(update={"input_size": 192})
     wrong.save("mismatch-input-size", overwrite=True)
     start, end = demo_window()
@@ -134,7 +134,7 @@ def _segment_after_window() -> tuple[datetime, datetime]:
 def test_an_account_without_the_download_right_fails_once_naming_the_user(stack):
     from flows.pipeline import recorder_pipeline
 
-    port = recorder_port(stack, "nvr-02")
+    port = simulated_port(stack, "nvr-02")
     control.reset_stats(port)
     control.set_faults(port, low_privilege="download")
     try:
@@ -154,7 +154,7 @@ def test_an_account_without_the_download_right_fails_once_naming_the_user(stack)
 def test_a_refused_download_form_falls_back_to_another(stack):
     from flows.pipeline import recorder_pipeline
 
-    port = recorder_port(stack, "nvr-02")
+    port = simulated_port(stack, "nvr-02")
     control.reset_stats(port)
     control.set_faults(port, refuse_download_forms="post_xml")
     try:

@@ -14,6 +14,7 @@ import pytest
 from stack.simulator import control
 from stack.simulator.footage import ensure_clip
 from tests.own_recorder import PASSWORD, one_channel_spec
+from tests.support import CLASSIFIER
 
 START = datetime(2026, 10, 29, 8, 0, 0, tzinfo=UTC)
 SEGMENT_SECONDS = 4
@@ -84,7 +85,7 @@ def test_the_classify_stage_reads_the_sub_stream_where_the_recorder_records_one(
     upsert_recorder("substream-01", block)
 
     with control.running(spec, tmp_path):
-        summary = recorder_pipeline("substream-01", START, END)
+        summary = recorder_pipeline("substream-01", START, END, model_block=CLASSIFIER)
         stats = control.stats(recorder["port"])
 
     assert summary["persisted"] == 2 * SEGMENTS and summary["failed"] == [], summary

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -376,7 +377,7 @@ def test_error_rate_fails_every_kth_request(sim, client):
 def test_drop_after_bytes_cuts_the_body(sim, client):
     uri = _first_uri(client, sim.md5)
     control.set_faults(sim.ports[0], drop_after_bytes=10_000)
-    with pytest.raises(httpx.RemoteProtocolError):
+    with pytest.raises(httpx.RemoteProtocolError, match="without sending complete message body"):
         client.post(f"{sim.md5}/ISAPI/ContentMgmt/download", content=_download_body(uri))
 
 
@@ -390,12 +391,21 @@ def test_wrong_size_serves_a_short_but_consistent_body(sim, client):
 
 
 def test_offline_closes_without_answer_but_control_still_works(sim, client):
+    control.reset_stats(sim.ports[0])
     control.set_faults(sim.ports[0], offline=True)
-    with pytest.raises(httpx.RemoteProtocolError):
+    with pytest.raises(httpx.RemoteProtocolError, match="without sending"):
         client.get(f"{sim.md5}/ISAPI/System/time")
     assert control.get_faults(sim.ports[0])["offline"] is True
+    # The dropped request is counted as such, not as one served.
+    stats = control.stats(sim.ports[0])
+    assert (stats["offline_by_path"], stats["requests_by_path"]) == ({"/ISAPI/System/time": 1}, {}), stats
     control.reset_faults(sim.ports[0])
     assert client.get(f"{sim.md5}/ISAPI/System/time").status_code == 200
+    stats = control.stats(sim.ports[0])  # served: the digest challenge, then the answer
+    assert (stats["offline_by_path"], stats["requests_by_path"]) == (
+        {"/ISAPI/System/time": 1},
+        {"/ISAPI/System/time": 2},
+    ), stats
 
 
 def test_wrong_password_rejects_until_reset(sim, client):
@@ -405,9 +415,15 @@ def test_wrong_password_rejects_until_reset(sim, client):
     assert client.get(f"{sim.md5}/ISAPI/System/deviceInfo").status_code == 200
 
 
+def _refusal(refused: pytest.ExceptionInfo[urllib.error.HTTPError]) -> str:
+    """The simulator's reason for refusing a fault change (the 400 answer's `error`)."""
+    return json.loads(refused.value.read())["error"]
+
+
 def test_unknown_fault_is_refused(sim):
-    with pytest.raises(Exception, match="400"):
+    with pytest.raises(urllib.error.HTTPError, match="HTTP Error 400: Bad Request") as refused:
         control.set_faults(sim.ports[0], no_such_fault=1)
+    assert _refusal(refused) == "unknown faults: ['no_such_fault']"
 
 
 def test_low_privilege_on_downloads_answers_403_with_the_reason(sim, client):
@@ -483,18 +499,19 @@ def test_a_firmware_taking_one_body_shape_refuses_the_others(sim, client):
 
 
 @pytest.mark.parametrize(
-    "faults",
+    ("faults", "reason"),
     [
-        {"low_privilege": "everything"},
-        {"refuse_download_forms": "post_json"},
-        {"download_refusal_sub_status": "noSuchReason"},
-        {"download_refusal_status": 200},
-        {"download_body": "json"},
+        ({"low_privilege": "everything"}, "low_privilege must be one of"),
+        ({"refuse_download_forms": "post_json"}, "unknown download forms ['post_json']"),
+        ({"download_refusal_sub_status": "noSuchReason"}, "download_refusal_sub_status must be one of"),
+        ({"download_refusal_status": 200}, "download_refusal_status must be an HTTP error status"),
+        ({"download_body": "json"}, "download_body must be one of"),
     ],
 )
-def test_mistyped_refusal_faults_are_refused(sim, faults):
-    with pytest.raises(Exception, match="400"):
+def test_mistyped_refusal_faults_are_refused(sim, faults, reason):
+    with pytest.raises(urllib.error.HTTPError, match="HTTP Error 400: Bad Request") as refused:
         control.set_faults(sim.ports[0], **faults)
+    assert _refusal(refused).startswith(reason), _refusal(refused)
     assert control.get_faults(sim.ports[0])["refuse_download_forms"] == ""
 
 

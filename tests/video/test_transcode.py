@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -12,6 +15,7 @@ import pytest
 
 from core.errors import is_retryable
 from stack.simulator.footage import ensure_clip
+from tests.polling import wait_until
 from video.command import CommandFailed
 from video.frames import FrameSamplingError, sample_frames
 from video.mp4 import is_faststart
@@ -136,10 +140,47 @@ def test_frame_sampling_of_garbage_fails(tmp_path):
         list(sample_frames(bad, 224))
 
 
-def test_corrupt_input_is_not_retryable_a_killed_encoder_is():
+def test_corrupt_input_is_not_retryable():
     assert not is_retryable(CorruptMedia("x.ps: no video stream"))
     assert not is_retryable(CommandFailed("ffmpeg on x.ps", 1, ["Invalid data found"]))
     assert is_retryable(CommandFailed("ffmpeg on x.ps", 124, []))
-    assert is_retryable(CommandFailed("ffmpeg on x.ps", -9, []))
     assert not is_retryable(FrameSamplingError("x.mp4: ffmpeg exited with 1"))
     assert not is_retryable(OSError("disk full"))  # not a service's error: the policy does not guess
+
+
+def _encoders(dst: Path) -> list[int]:
+    """Pids of this process's children encoding to `dst`'s temporary file with libx264."""
+    me, found = str(os.getpid()), []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parent = (entry / "stat").read_text().rsplit(")", 1)[1].split()[1]
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except (OSError, IndexError):
+            continue
+        if (
+            parent == me
+            and b"libx264" in argv
+            and str(dst.with_name(dst.stem + ".part.mp4")).encode() in argv
+        ):
+            found.append(int(entry.name))
+    return found
+
+
+def test_an_encoder_killed_mid_run_fails_retryable_and_leaves_nothing(clips, tmp_path):
+    """A real x264 run through `transcode_file`, SIGKILLed while it encodes (what the OOM killer does)."""
+    dst = tmp_path / "killed.mp4"
+    # The slowest x264 preset on the H.265 clip: the encode lasts long enough to be caught running.
+    options = TranscodeOptions(preset="placebo", audio="drop")
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        running = pool.submit(transcode_file, clips["h265"], dst, options)
+        found = wait_until("the x264 encoder running", lambda: _encoders(dst) or running.done(), 120, 0.01)
+        assert not running.done(), running.result()
+        (encoder,) = found
+        os.kill(encoder, signal.SIGKILL)
+        with pytest.raises(CommandFailed, match=r"ffmpeg on .* timed out or was killed") as killed:
+            running.result(timeout=120)
+    assert killed.value.returncode == -signal.SIGKILL
+    assert killed.value.retryable and is_retryable(killed.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # neither the output nor its .part.mp4

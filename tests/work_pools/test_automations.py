@@ -62,7 +62,9 @@ def test_zombie_trigger_watches_heartbeats_of_deployment_runs():
 def test_zombie_window_override_and_its_floor():
     zombie = next(a for a in automations.load(zombie_window_s=60) if a.name == automations.ZOMBIE_AUTOMATION)
     assert zombie.trigger.within.total_seconds() == 60  # type: ignore[union-attr]
-    with pytest.raises(ValueError):
+    with pytest.raises(
+        ValueError, match=f"zombie window must be at least {automations.MIN_ZOMBIE_WINDOW_S} s"
+    ):
         automations.load(zombie_window_s=45)
 
 
