@@ -158,7 +158,6 @@ from pydantic import SecretStr
 from blocks.clickhouse import ClickHouseSink
 from flows.persist import Destination, persist_segment
 from tests.flows.test_persist import stages
-from tests.support import CLASSIFIER
 sink = ClickHouseSink(url=os.environ["SINK_URL"], password=SecretStr(os.environ["{PASSWORD_ENV}"]), database="nvr")
 persist_segment(*stages(), Destination(sink, None, "site", "run-killed"))
 """
