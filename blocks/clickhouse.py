@@ -1,7 +1,8 @@
 """ClickHouse sink block: the only place that speaks ClickHouse (through clickhouse-connect).
 
 Every statement nvrflow sends lives here: migrations, the inserts of a segment's rows,
-and the reads behind the report and the demo's summary.
+and the reads behind the report, the demo's summary and the review app. Values always travel
+as bound parameters (`{name:Type}`), never inside the SQL text.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from urllib.parse import urlsplit
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
-from blocks.clickhouse_schema import MIGRATIONS, SegmentRow, columns, row_values
+from blocks.clickhouse_schema import MIGRATIONS, ObjectRow, SegmentRow, columns, row_values
 from blocks.clickhouse_schema import Row as Row
 from core.errors import ServiceError
 
@@ -55,6 +56,59 @@ class SegmentSummary:
     remuxed: int
     top_labels: list[tuple[str, int]] = field(default_factory=list)  # a classifier's, by frames
     objects: dict[int, list[tuple[str, int]]] = field(default_factory=dict)  # a detector's, per channel
+
+
+@dataclass(frozen=True)
+class ObjectFilter:
+    """Which tracked objects a search wants; None (or 0 for the score) means any."""
+
+    recorder: str | None = None
+    channel: int | None = None
+    label: str | None = None
+    start: datetime | None = None  # objects seen at or after (their end is at or after it)
+    end: datetime | None = None  # objects seen before (their start is before it)
+    min_score: float = 0.0
+
+    def where(self) -> tuple[str, dict[str, Any]]:
+        """The WHERE clause over `objects` and its parameters."""
+        conditions, params = self.keys()
+        if self.start is not None:
+            conditions.append("end >= {start:DateTime64(3, 'UTC')}")
+            params |= _utc_naive(start=self.start)
+        if self.end is not None:
+            conditions.append("start < {end:DateTime64(3, 'UTC')}")
+            params |= _utc_naive(end=self.end)
+        if self.min_score > 0:
+            conditions.append("best_score >= {min_score:Float32}")
+            params["min_score"] = float(self.min_score)
+        return " AND ".join(conditions) or "1", params
+
+    def keys(self) -> tuple[list[str], dict[str, Any]]:
+        """The conditions on recorder, channel and label alone (columns of `objects_hourly` too)."""
+        conditions: list[str] = []
+        params: dict[str, Any] = {}
+        if self.recorder is not None:
+            conditions.append("recorder = {recorder:String}")
+            params["recorder"] = self.recorder
+        if self.channel is not None:
+            conditions.append("channel = {channel:UInt16}")
+            params["channel"] = int(self.channel)
+        if self.label is not None:
+            conditions.append("label = {label:String}")
+            params["label"] = self.label
+        return conditions, params
+
+
+@dataclass(frozen=True)
+class HourlyObjects:
+    """Objects of one label that started in one hour on one channel, and the best score among them."""
+
+    recorder: str
+    channel: int
+    hour: datetime
+    label: str
+    objects: int
+    best_score: float
 
 
 class ClickHouseSink(Block):
@@ -283,6 +337,59 @@ class ClickHouseWriter:
             if recorder in summaries:
                 summaries[recorder].objects.setdefault(int(channel), []).append((label, int(objects)))
         return summaries
+
+    # -- the review app's reads ------------------------------------------------------------------
+
+    def search_objects(self, where: ObjectFilter, limit: int, offset: int = 0) -> list[ObjectRow]:
+        """Tracked objects matching `where`, newest first, `limit` of them after skipping `offset`."""
+        names = columns(ObjectRow)
+        clause, params = where.where()
+        rows = self.query(
+            f"SELECT {', '.join(names)} FROM {{db}}.objects FINAL WHERE {clause} "
+            "ORDER BY start DESC, recorder, channel, segment, object_id "
+            "LIMIT {limit:UInt32} OFFSET {offset:UInt64}",
+            params | {"limit": int(limit), "offset": int(offset)},
+        )
+        return [ObjectRow(**dict(zip(names, row, strict=True))) for row in rows]
+
+    def object_by_key(self, recorder: str, channel: int, segment: str, object_id: str) -> ObjectRow | None:
+        """One tracked object by its table key, or None."""
+        names = columns(ObjectRow)
+        rows = self.query(
+            f"SELECT {', '.join(names)} FROM {{db}}.objects FINAL "
+            "WHERE recorder = {recorder:String} AND channel = {channel:UInt16} "
+            "AND segment = {segment:String} AND object_id = {object_id:String} LIMIT 1",
+            {"recorder": recorder, "channel": int(channel), "segment": segment, "object_id": object_id},
+        )
+        return ObjectRow(**dict(zip(names, rows[0], strict=True))) if rows else None
+
+    def hourly_objects(self, where: ObjectFilter) -> list[HourlyObjects]:
+        """Objects per hour, label and channel from `objects_hourly`, for the hours that meet
+        [where.start, where.end) (`min_score` does not apply: the summary keeps no scores per object)."""
+        conditions, params = where.keys()
+        if where.start is not None:
+            conditions.append("hour >= toStartOfHour({start:DateTime('UTC')})")
+            params |= _utc_naive(start=where.start)
+        if where.end is not None:
+            conditions.append("hour < {end:DateTime('UTC')}")
+            params |= _utc_naive(end=where.end)
+        rows = self.query(
+            "SELECT recorder, channel, hour, label, sum(objects), max(best_score) FROM {db}.objects_hourly "
+            f"WHERE {' AND '.join(conditions) or '1'} "
+            "GROUP BY recorder, channel, hour, label ORDER BY recorder, channel, hour, label",
+            params,
+        )
+        return [
+            HourlyObjects(recorder, int(channel), hour, label, int(objects), float(best))
+            for recorder, channel, hour, label, objects, best in rows
+        ]
+
+    def object_choices(self) -> list[tuple[str, int, str]]:
+        """(recorder, channel, label) of every combination with objects: the search form's choices."""
+        rows = self.query(
+            "SELECT DISTINCT recorder, channel, label FROM {db}.objects_hourly ORDER BY recorder, channel, label"
+        )
+        return [(recorder, int(channel), label) for recorder, channel, label in rows]
 
 
 def _utc_naive(**times: datetime) -> dict[str, datetime]:
