@@ -245,3 +245,7 @@ def load_video_store(name: str = DEFAULT_VIDEO_STORE_BLOCK) -> VideoStore:
         return VideoStore.of(load_block(LocalFileSystem, name))
     except ValueError:  # no LocalFileSystem of that name
         return VideoStore.of(load_block(RemoteFileSystem, name))
+
+
+# The name the pipeline's persist stage loads the store by.
+load_store = load_video_store
