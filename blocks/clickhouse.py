@@ -1,7 +1,7 @@
 """ClickHouse sink block: the only place that speaks ClickHouse (through clickhouse-connect).
 
 Every statement nvrflow sends lives here: migrations, the inserts of a segment's rows,
-and the reads behind the report, the demo's summary and the review app. Values always travel
+and the reads behind the report, the demo's summary, the review app and retention. Values always travel
 as bound parameters (`{name:Type}`), never inside the SQL text.
 """
 
@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
-from blocks.clickhouse_schema import MIGRATIONS, ObjectRow, SegmentRow, columns, row_values
+from blocks.clickhouse_schema import MIGRATIONS, DeletionRow, ObjectRow, SegmentRow, columns, row_values
 from blocks.clickhouse_schema import Row as Row
 from core.errors import ServiceError
 
@@ -390,6 +390,46 @@ class ClickHouseWriter:
             "SELECT DISTINCT recorder, channel, label FROM {db}.objects_hourly ORDER BY recorder, channel, label"
         )
         return [(recorder, int(channel), label) for recorder, channel, label in rows]
+
+    # -- retention's reads -------------------------------------------------------------------------
+
+    def persisted_segments(
+        self, since: datetime | None = None
+    ) -> list[tuple[str, int, str, datetime, datetime]]:
+        """(recorder, channel, segment, start, persisted at) of every segment with a row, started at or
+        after `since` (all when None); `persisted at` is when its latest row was written."""
+        where, params = "1", {}
+        if since is not None:
+            where, params = "start >= {since:DateTime64(3, 'UTC')}", _utc_naive(since=since)
+        rows = self.query(
+            "SELECT recorder, channel, segment, argMax(start, exported_at), max(exported_at) "
+            f"FROM {{db}}.segments WHERE {where} GROUP BY recorder, channel, segment",
+            params,
+        )
+        return [
+            (recorder, int(channel), segment, start, at) for recorder, channel, segment, start, at in rows
+        ]
+
+    def thumbnails_named(self, since: datetime | None = None) -> set[str]:
+        """The thumbnail keys `objects` rows name, of objects that started at or after `since` (all when None)."""
+        where, params = "thumbnail != ''", {}
+        if since is not None:
+            where += " AND start >= {since:DateTime64(3, 'UTC')}"
+            params = _utc_naive(since=since)
+        return {
+            row[0]
+            for row in self.query(f"SELECT DISTINCT thumbnail FROM {{db}}.objects WHERE {where}", params)
+        }
+
+    def deletions_of(self, keys: Sequence[str]) -> list[DeletionRow]:
+        """What `deletions` holds for these keys (store keys or export paths), oldest first."""
+        names = columns(DeletionRow)
+        rows = self.query(
+            f"SELECT {', '.join(names)} FROM {{db}}.deletions FINAL WHERE key IN {{keys:Array(String)}} "
+            "ORDER BY deleted_at, what, key",
+            {"keys": list(keys)},
+        )
+        return [DeletionRow(**dict(zip(names, row, strict=True))) for row in rows]
 
 
 def _utc_naive(**times: datetime) -> dict[str, datetime]:

@@ -188,6 +188,25 @@ MIGRATIONS: tuple[Migration, ...] = (
             GROUP BY recorder, channel, hour, label""",
         ),
     ),
+    # What retention deleted (flows/retention.py): an export, a clip or a thumbnail, why, and by
+    # which run; the review app tells a deleted clip from a missing one by it.
+    Migration(
+        6,
+        "deletions by retention",
+        (
+            """CREATE TABLE IF NOT EXISTS {db}.deletions (
+                what LowCardinality(String),
+                key String,
+                bytes UInt64,
+                reason LowCardinality(String),
+                deleted_at DateTime64(3, 'UTC'),
+                host LowCardinality(String),
+                flow_run_id String
+            ) ENGINE = ReplacingMergeTree
+            ORDER BY (what, key, deleted_at) """
+            + _DEDUP,
+        ),
+    ),
 )
 
 # How to read the summary: partial rows of one key are folded by merges, so always aggregate.
@@ -317,9 +336,28 @@ class ObjectRow:
     version_key: str
 
 
-Row = SegmentRow | DetectionRow | WindowRow | BoxRow | ObjectRow
+@dataclass(frozen=True)
+class DeletionRow:
+    """One row of `deletions`: a file retention deleted.
+
+    `what` is `export`, `clip` or `thumbnail`; `key` the file's key in the video store (a clip, a
+    thumbnail) or its path on `host` (an export); `reason` is `persisted` (an export whose segment
+    is in ClickHouse), `age` (older than the run's keep_days) or `budget` (the store was over it).
+    """
+
+    TABLE: ClassVar[str] = "deletions"
+    what: str
+    key: str
+    bytes: int
+    reason: str
+    deleted_at: datetime
+    host: str
+    flow_run_id: str
+
+
+Row = SegmentRow | DetectionRow | WindowRow | BoxRow | ObjectRow | DeletionRow
 ROW_TYPES: dict[str, type[Row]] = {
-    t.TABLE: t for t in (SegmentRow, DetectionRow, WindowRow, BoxRow, ObjectRow)
+    t.TABLE: t for t in (SegmentRow, DetectionRow, WindowRow, BoxRow, ObjectRow, DeletionRow)
 }
 
 

@@ -13,6 +13,11 @@ DEFAULT_MODEL_BLOCK = "nvrflow"
 # MP4 clips and thumbnails, where every worker and the review app reach them (blocks/video_store.py).
 DEFAULT_VIDEO_STORE_BLOCK = "nvrflow-video"
 
+# The video store's retention (flows/retention.py, doctor): its size limit and how long clips and
+# thumbnails are kept, unless a run says otherwise.
+STORE_BUDGET_GB_VAR, DEFAULT_STORE_BUDGET_GB = "NVRFLOW_STORE_BUDGET_GB", 50.0
+STORE_KEEP_DAYS_VAR, DEFAULT_STORE_KEEP_DAYS = "NVRFLOW_STORE_KEEP_DAYS", 30.0
+
 
 def data_dir() -> Path:
     """Exports, MP4 outputs, outbox: `$NVRFLOW_DATA`, else `data/` in the project."""
@@ -40,6 +45,33 @@ def outbox_dir() -> Path:
     path = Path(os.environ["NVRFLOW_OUTBOX"]) if os.environ.get("NVRFLOW_OUTBOX") else data_dir() / "outbox"
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def store_budget_gb() -> float:
+    """The video store's size limit in GB (10^9 bytes): `$NVRFLOW_STORE_BUDGET_GB`, else 50.
+
+    Retention deletes the oldest clips and thumbnails while the store is over it; doctor warns
+    from 90 % of it.
+    """
+    return _positive(STORE_BUDGET_GB_VAR, DEFAULT_STORE_BUDGET_GB)
+
+
+def store_keep_days() -> float:
+    """Days clips and thumbnails are kept (budget permitting): `$NVRFLOW_STORE_KEEP_DAYS`, else 30."""
+    return _positive(STORE_KEEP_DAYS_VAR, DEFAULT_STORE_KEEP_DAYS)
+
+
+def _positive(variable: str, default: float) -> float:
+    text = os.environ.get(variable, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{variable}={text!r}: give a number, e.g. {default:g}") from None
+    if not value > 0 or value == float("inf"):
+        raise ValueError(f"{variable}={text!r}: give a number above 0, e.g. {default:g}")
+    return value
 
 
 def data_folder_id() -> str:

@@ -16,12 +16,15 @@ from blocks.clickhouse import ClickHouseSink
 from blocks.clickhouse_schema import MIGRATIONS
 from blocks.model_server import TFServingModel
 from blocks.recorder import HikvisionRecorder
+from blocks.video_store import VideoStore
 from core.errors import ServiceError
+from core.retention import GB
 from core.settings import data_dir
 
 TOOL_TIMEOUT_S = 20
 MAX_CLOCK_OFFSET_S = 60.0
 MIN_FREE_BYTES = 5 * 2**30
+STORE_WARN_SHARE = 0.9  # of the store's budget
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,7 @@ class Check:
     ok: bool
     detail: str
     fix: str = ""
+    warning: bool = False  # passed, but needs attention soon (the fix says what to do)
 
 
 def guarded(name: str, fix: str, run: Callable[[], Check]) -> Check:
@@ -133,3 +137,19 @@ def free_space(minimum: int = MIN_FREE_BYTES) -> Check:
         return Check("data folder", False, detail + f" (under {minimum / 2**30:.0f} GiB)",
                      "free space or point NVRFLOW_DATA at a larger disk")  # fmt: skip
     return Check("data folder", True, detail)
+
+
+def video_store(block_name: str, store: VideoStore, budget_bytes: int) -> Check:
+    """The store's files and bytes against its budget: a warning from STORE_WARN_SHARE of it, a failure past it."""
+    use = store.usage()
+    share = use.bytes / budget_bytes
+    detail = f"{block_name}: {use.files} files, {use.bytes / GB:.2f} GB of {budget_bytes / GB:g} GB budget ({share:.0%})"
+    fix = (
+        f"run retention (prefect deployment run 'retention/daily', or python -m flows.retention "
+        f"--video-store-block {block_name}), or raise the budget (NVRFLOW_STORE_BUDGET_GB on the workers)"
+    )
+    if share > 1:
+        return Check("video store", False, detail + ": over budget", fix)
+    if share > STORE_WARN_SHARE:
+        return Check("video store", True, detail + f": over {STORE_WARN_SHARE:.0%}", fix, warning=True)
+    return Check("video store", True, detail)

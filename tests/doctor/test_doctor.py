@@ -47,10 +47,29 @@ def test_a_healthy_stack_passes_every_check(stack):
         "recorder nvr-01",
         "ClickHouse",
         "model server",
+        "video store",
         "ffprobe",
     ):
         assert line(done.stdout, name).startswith("ok"), done.stdout
     assert "schema version" in line(done.stdout, "ClickHouse")
+
+
+def test_a_store_over_its_budget_fails_with_how_to_fix_it(stack, tmp_path, monkeypatch):
+    from prefect.filesystems import LocalFileSystem
+
+    (tmp_path / "clips").mkdir()
+    (tmp_path / "clips" / "seg.mp4").write_bytes(b"\0" * 3000)
+    LocalFileSystem(basepath=str(tmp_path)).save("doctor-full-store", overwrite=True)
+    monkeypatch.setenv("NVRFLOW_STORE_BUDGET_GB", str(2000 / 10**9))
+    done = doctor("--video-store-block", "doctor-full-store")
+    assert done.returncode == 1, done.stdout + done.stderr
+    store = line(done.stdout, "video store")
+    assert store.startswith("FAIL") and "1 files" in store and "over budget" in store, done.stdout
+    assert "fix: run retention" in done.stdout
+    assert line(done.stdout, "ClickHouse").startswith("ok"), done.stdout
+
+    missing = doctor("--video-store-block", "no-such-store")
+    assert line(missing.stdout, "video store").startswith("FAIL"), missing.stdout
 
 
 def test_each_fault_is_named_with_its_fix_and_no_secret(stack):
