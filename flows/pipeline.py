@@ -1,6 +1,6 @@
 """`recorder_pipeline`: one flow run per recorder and window.
 
-search (per channel) -> the segment chains (`flows.chain`: download -> transcode -> classify ->
+search (per channel) -> the segment chains (`flows.chain`: download -> transcode -> detect (or classify) ->
 persist, one task per segment and stage) -> the ledger -> the run's artifacts. A segment that
 fails does not stop the others; the run fails at the end, naming every segment that did not
 make it. A window the run must not do fails it at once (`<recorder> invalid window`), before
