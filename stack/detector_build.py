@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import fcntl
 import json
 import os
 import shutil
@@ -37,7 +36,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from stack.model_build import read_labels, square_crop
+from stack.model_build import build_once, read_labels, square_crop
 from stack.paths import cache_dir
 
 MODEL_NAME = "nanodet"
@@ -587,16 +586,7 @@ def _notice() -> str:
 
 def build(base_path: Path | None = None, force: bool = False) -> Path:
     """Make the SavedModel, labels and licence notice unless already there; the base path."""
-    base_path = base_path or model_base_path()
-    if is_built(base_path) and not force:
-        return base_path
-    base_path.parent.mkdir(parents=True, exist_ok=True)
-    # Two checkouts sharing the cache (a developer's and CI's) must not convert at once.
-    with open(base_path.parent / f".{base_path.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if is_built(base_path) and not force:
-            return base_path
-        return _build_locked(base_path)
+    return build_once(base_path or model_base_path(), is_built, _build_locked, force)
 
 
 def _build_locked(base_path: Path) -> Path:

@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -416,18 +417,24 @@ def _notice() -> str:
     )
 
 
-def build(base_path: Path | None = None, force: bool = False) -> Path:
-    """Make the SavedModel, labels and licence notice unless already there; the base path."""
-    base_path = base_path or model_base_path()
-    if is_built(base_path) and not force:
+def build_once(
+    base_path: Path, built: Callable[[Path], bool], make: Callable[[Path], Path], force: bool = False
+) -> Path:
+    """`make(base_path)` unless `built(base_path)` says it is there already; the base path."""
+    if built(base_path) and not force:
         return base_path
     base_path.parent.mkdir(parents=True, exist_ok=True)
     # Two checkouts sharing the cache (a developer's and CI's) must not convert at once.
     with open(base_path.parent / f".{base_path.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if is_built(base_path) and not force:
+        if built(base_path) and not force:
             return base_path
-        return _build_locked(base_path)
+        return make(base_path)
+
+
+def build(base_path: Path | None = None, force: bool = False) -> Path:
+    """Make the SavedModel, labels and licence notice unless already there; the base path."""
+    return build_once(base_path or model_base_path(), is_built, _build_locked, force)
 
 
 def _build_locked(base_path: Path) -> Path:

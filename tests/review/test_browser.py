@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import re
-import shutil
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -13,10 +11,9 @@ from review.queries import object_ref
 from tests.review.conftest import PASSWORD, ReviewServer
 
 playwright = pytest.importorskip("playwright.sync_api", reason="pip install -e '.[dev]' (playwright)")
-from playwright.sync_api import Page, expect, sync_playwright  # noqa: E402
+from playwright.sync_api import Page, expect  # noqa: E402
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+from tests.browser import chromium_tab  # noqa: E402
 
 # Where the clip was when it started playing (media events do not bubble: caught on the way down).
 RECORD_FIRST_PLAYING = """document.addEventListener("playing", (e) => {
@@ -30,19 +27,8 @@ PLAYING = """() => {
 
 @pytest.fixture
 def page(tmp_path) -> Iterator[Page]:
-    if not Path(CHROMIUM).exists():
-        pytest.skip("headless Chromium is not installed (make browser)")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        context = browser.new_context(viewport={"width": 1400, "height": 1200})
-        context.set_default_timeout(30_000)
-        tab = context.new_page()
-        try:
-            yield tab
-        finally:
-            tab.screenshot(path=tmp_path / "last.png")
-            context.close()
-            browser.close()
+    with chromium_tab(tmp_path / "last.png", height=1200) as tab:
+        yield tab
 
 
 def test_find_a_person_and_watch_it_from_its_second(review: ReviewServer, page: Page):

@@ -9,7 +9,6 @@ until Completed, and its rows are read back from ClickHouse.
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -20,10 +19,10 @@ import httpx
 import pytest
 
 playwright = pytest.importorskip("playwright.sync_api", reason="pip install -e '.[dev]' (playwright)")
-from playwright.sync_api import Locator, Page, expect, sync_playwright  # noqa: E402
+from playwright.sync_api import Locator, Page, expect  # noqa: E402
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+from tests.browser import chromium_tab  # noqa: E402
+
 DEPLOYMENT = "recorder-pipeline/recorder"
 RECORDER, CHANNEL = "nvr-03", 2
 RUN_TIMEOUT_MS = 600_000
@@ -52,20 +51,9 @@ def run_form(stack) -> list[str]:
 
 @pytest.fixture
 def page(tmp_path) -> Iterator[Page]:
-    if not Path(CHROMIUM).exists():
-        pytest.skip("headless Chromium is not installed (make browser)")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        # Tall enough that the whole form is in one screenshot (the app scrolls inside its own pane).
-        context = browser.new_context(viewport={"width": 1400, "height": 2200})
-        context.set_default_timeout(30_000)
-        tab = context.new_page()
-        try:
-            yield tab
-        finally:
-            tab.screenshot(path=tmp_path / "last.png")
-            context.close()
-            browser.close()
+    # Tall enough that the whole form is in one screenshot (the app scrolls inside its own pane).
+    with chromium_tab(tmp_path / "last.png", height=2200) as tab:
+        yield tab
 
 
 def _property(page: Page, name: str) -> Locator:
