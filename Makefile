@@ -11,7 +11,7 @@ MODEL_STAMP := $(VENV)/.model-ready
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PREFECT_SERVER_ANALYTICS_ENABLED = false
 
-.PHONY: help deps system-packages browser model up down status demo test lint bench bench-load bench-export bench-transcode bench-classify bench-review report cluster-packages test-cluster test-faults
+.PHONY: help deps system-packages browser model up down status demo test lint bench bench-load bench-export bench-transcode bench-classify bench-detect bench-review report cluster-packages test-cluster test-faults
 
 help:
 	@echo "make demo    run the whole chain on the embedded stack (installs everything first)"
@@ -105,6 +105,11 @@ bench-classify: model
 # The review app under 20 viewers next to one, on loopback (a ClickHouse gateway and store of its own).
 bench-review: deps
 	$(PY) -m bench.review
+
+# People and vehicles: an hour of scripted 720p scenes scored against their scripts, and the cost
+# of motion regions vs every frame whole vs the seeds' way (about half an hour; footage cached).
+bench-detect: model
+	$(PY) -m bench.detect
 
 # End to end: 80 min of 720p video through nvrflow and through the seeds' way (about half an hour).
 bench: model

@@ -18,6 +18,7 @@ COMMANDS = {
     "export": "make bench-export",
     "transcode": "make bench-transcode",
     "classify": "make bench-classify",
+    "detect": "make bench-detect",
 }
 
 

@@ -3,21 +3,26 @@ boxes per frame -> tracked objects with thumbnails.
 
 Frigate's way on live streams, here on recorded footage faster than real time: each sampled frame
 is decoded once, at full size; a cheap motion test says where to look; the detector sees squares
-around what moves (and around the objects being followed), scaled to its input, and every
-`full_look_s` seconds the whole frame and every open object, so that what stopped moving is kept.
+around what moves (and around the objects being followed), scaled to its input; every
+`full_look_s` seconds it looks at every open object, so that what stopped moving is kept, and every
+`whole_look_s` seconds (and first) at the whole frame, for what was there before anything moved.
+Regions may be smaller than the model's input (`region_min_side`): a small person or car is
+enlarged, which a small detector finds far more surely than the same thing at its own size.
 `regions=False` shows the detector every sampled frame whole instead (to compare, or for cameras
 where everything of interest is large).
 
 The detector is anything with `input_size`, `batch_size` and `detect_batches` (the TF Serving
 block's client, `blocks.model_server.ModelClient`): each frame's crops are one call, with the
-next frame's call sent while the model runs this one. Memory holds a few whole frames (decoded
-ahead, in flight) and one small picture per open object.
+next frame's call sent while the model runs this one. A frame with nothing to look at ends such
+a burst of calls: their answers are all tracked before the next frame's regions are chosen from
+the open objects (else an object found by the burst's last call would miss its next look).
+Memory holds a few whole frames (decoded ahead, in flight) and one small picture per open object.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -57,8 +62,10 @@ class DetectSettings:
     key_frames: bool = False  # only the key frames (see video.frames)
     max_width: int | None = None  # frames wider are scaled down first (a 4K main stream)
     regions: bool = True  # False: every sampled frame whole, no motion test
-    full_look_s: float = 5.0  # the whole frame and every open object, this often
+    full_look_s: float = 5.0  # every open object, moving or not, this often
+    whole_look_s: float = 30.0  # the whole frame, this often (and first): what never moved
     region_multiplier: float = 2.0  # a region's side is at least this times its box's longest side
+    region_min_side: int | None = None  # frame pixels; None: the model's input size
     timeout_s: float = 600.0  # for the whole video, decoding and detector calls together
     motion: MotionSettings = field(default_factory=MotionSettings)
     tracking: TrackingSettings = field(default_factory=TrackingSettings)
@@ -124,43 +131,53 @@ def detect_video(
     size, batch_size = detector.input_size, detector.batch_size
     order: deque[_Pending] = deque()  # frames in time order, tracked once answered
     last_full: datetime | None = None
+    last_whole: datetime | None = None
 
     def track_answered() -> None:
         while order and order[0].answered:
             pending = order.popleft()
-            boxes = _frame_boxes(pending, result.width, result.height)
+            boxes = _frame_boxes(pending, result.width, result.height, tracker.settings.kind)
             result.boxes += [BoxDetection(pending.at, b.label, b.score, b.box) for b in boxes]
             result.objects += tracker.update(pending.at, boxes, pending.frame if boxes else None)
 
-    def batches() -> Iterator[tuple[_Pending, np.ndarray]]:
-        nonlocal last_full
-        images = sample_images(
-            video, s.max_width, fps=s.fps, timeout_s=s.timeout_s, start=start, key_frames=s.key_frames
-        )
-        try:
-            for offset, frame in images:
-                at = start + timedelta(milliseconds=round(offset * 1000))
-                result.height, result.width = frame.shape[:2]
-                result.frames += 1
-                full = last_full is None or (at - last_full).total_seconds() >= s.full_look_s - 1e-3
-                if full:
-                    last_full = at
-                views = _views(frame, at, full, s, motion, tracker, size, result)
-                pending = _Pending(at, frame if views else None, views)
-                order.append(pending)
-                for first in range(0, len(views), batch_size):
-                    crops = cut(frame, views[first : first + batch_size], size)
-                    result.detector_calls += 1
-                    result.crops += len(crops)
-                    yield pending, crops
-                track_answered()  # a frame with nothing to look at is tracked (time passes) at once
-        finally:
-            images.close()
+    def due(last: datetime | None, at: datetime, every_s: float) -> bool:
+        return last is None or (at - last).total_seconds() >= every_s - 1e-3
 
-    for pending, answers in detector.detect_batches(batches()):
-        pending.answers += answers
-        track_answered()
-    track_answered()
+    images = sample_images(
+        video, s.max_width, fps=s.fps, timeout_s=s.timeout_s, start=start, key_frames=s.key_frames
+    )
+    done = False
+
+    def burst() -> Iterator[tuple[_Pending, np.ndarray]]:
+        """The crops of successive frames with something to look at, up to one with nothing."""
+        nonlocal last_full, last_whole, done
+        for offset, frame in images:
+            at = start + timedelta(milliseconds=round(offset * 1000))
+            result.height, result.width = frame.shape[:2]
+            result.frames += 1
+            full, whole = due(last_full, at, s.full_look_s), due(last_whole, at, s.whole_look_s)
+            last_full = at if full else last_full
+            last_whole = at if whole else last_whole
+            views = _views(frame, at, full, whole, s, motion, tracker, size, result)
+            pending = _Pending(at, frame if views else None, views)
+            order.append(pending)
+            if not views:
+                return  # the burst's last answers are tracked before the next frame's views are chosen
+            for first in range(0, len(views), batch_size):
+                crops = cut(frame, views[first : first + batch_size], size)
+                result.detector_calls += 1
+                result.crops += len(crops)
+                yield pending, crops
+        done = True
+
+    try:
+        while not done:
+            for pending, answers in detector.detect_batches(burst()):
+                pending.answers += answers
+                track_answered()
+            track_answered()
+    finally:
+        images.close()
     result.objects += tracker.finish()
     result.objects.sort(key=lambda o: (o.start, o.id))
     return result
@@ -170,6 +187,7 @@ def _views(
     frame: np.ndarray,
     at: datetime,
     full: bool,
+    whole: bool,
     s: DetectSettings,
     motion: MotionDetector,
     tracker: Tracker,
@@ -183,17 +201,17 @@ def _views(
     result.motion_frames += bool(moving)
     boxes: list[FloatBox] = [(float(x0), float(y0), float(x1), float(y1)) for x0, y0, x1, y1 in moving]
     boxes += tracker.look_at(at, moving_only=not full)
-    views = regions(boxes, width, height, size, s.region_multiplier)
-    if full:
+    views = regions(boxes, width, height, s.region_min_side or size, s.region_multiplier)
+    if whole:
         views.append(whole_frame(width, height))
     return views
 
 
-def _frame_boxes(pending: _Pending, width: int, height: int) -> list[FrameBox]:
+def _frame_boxes(pending: _Pending, width: int, height: int, kind: Callable[[str], str]) -> list[FrameBox]:
     candidates = []
     for view, found in zip(pending.views, pending.answers, strict=True):
         for label, score, normalised in found:
             box = view.to_frame(normalised, width, height)
             if box[2] > box[0] and box[3] > box[1]:
                 candidates.append(Candidate(label, score, box, cut=view.cuts(box, width, height)))
-    return [FrameBox(c.label, c.score, c.box) for c in suppress(candidates)]
+    return [FrameBox(c.label, c.score, c.box) for c in suppress(candidates, kind=kind)]

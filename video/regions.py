@@ -7,13 +7,14 @@ moves (at least the model's input size where the frame allows, so small things a
 into blur, and about twice the moving box, so the whole object is inside), nearby boxes sharing
 one square, and now and then at the whole frame, letterboxed, for what stopped moving.
 
-Overlapping squares see the same object twice: non-maximum suppression per label keeps one box,
-preferring a box that no square's inner edge cut.
+Overlapping squares see the same object twice: non-maximum suppression per label (or per kind:
+car, truck and bus are one thing to the tracker) keeps one box, preferring a box that no
+square's inner edge cut.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -146,13 +147,20 @@ class Candidate:
     cut: bool = False
 
 
-def suppress(candidates: Sequence[Candidate], iou: float = 0.5, inside: float = 0.8) -> list[Candidate]:
-    """Non-maximum suppression per label across views: of boxes that overlap (IoU above `iou`, or
-    the smaller one mostly inside the other), the one kept is uncut first, then the best scored."""
+def suppress(
+    candidates: Sequence[Candidate],
+    iou: float = 0.5,
+    inside: float = 0.8,
+    kind: Callable[[str], str] | None = None,
+) -> list[Candidate]:
+    """Non-maximum suppression per label (or per `kind` of label) across views: of boxes that
+    overlap (IoU above `iou`, or the smaller one mostly inside the other), the one kept is uncut
+    first, then the best scored."""
+    kind = kind or (lambda label: label)
     kept: list[Candidate] = []
     for candidate in sorted(candidates, key=lambda c: (c.cut, -c.score)):
         if all(
-            other.label != candidate.label or not _overlap(other.box, candidate.box, iou, inside)
+            kind(other.label) != kind(candidate.label) or not _overlap(other.box, candidate.box, iou, inside)
             for other in kept
         ):
             kept.append(candidate)

@@ -2,14 +2,15 @@
 when, and its best picture.
 
 Operators ask "when was a person or a vehicle on this camera, show me", not "which frames had a
-box": so each detection is joined to an object of the same label seen before, by the overlap of
+box": so each detection is joined to an object of the same kind seen before (its label, or
+car, truck and bus alike: a detector calls one pickup by each in turn), by the overlap of
 its box with where that object is expected now (its last box moved by its last velocity), or,
 frames being a second apart and a walking person moving about their own width in that time, by
-the distance of their centres. Assignment is optimal per label (Hungarian), so two people crossing
+the distance of their centres. Assignment is optimal per kind (Hungarian), so two people crossing
 stay two. An object counts once seen in `min_frames` frames (one lone box is more often a false
 detection than a visit); it ends `lost_after_s` seconds after it was last seen, its end being that
-last sighting. Objects that stop moving are looked at again by the detector's periodic whole-frame
-look and regions, which must come more often than `lost_after_s`.
+last sighting. Objects that stop moving are looked at again by the detector's periodic look at
+every open object, which must come more often than `lost_after_s`.
 
 Each object keeps a small copy of the frame of its best score only; the thumbnail, JPEG with the
 box drawn, is made once, when the object ends.
@@ -37,6 +38,9 @@ LOOK_AHEAD_S = 2.0  # an object unseen for longer is looked for where it would b
 class TrackingSettings:
     """How detections are joined into objects."""
 
+    # Labels a detector gives the same thing by turns (a pickup is a car in one frame, a truck in
+    # the next): their detections join one object, labelled as its best-scored detection.
+    same_kind: tuple[tuple[str, ...], ...] = (("car", "truck", "bus"),)
     min_frames: int = 2  # an object counts once seen in this many frames
     lost_after_s: float = 12.0  # an object ends when not seen for this long
     min_iou: float = 0.1  # overlap with the expected box that joins a detection at once
@@ -44,6 +48,10 @@ class TrackingSettings:
     moving: float = 0.1  # an object moved when its centre moved by this share of its size
     thumbnail_width: int = 320
     thumbnail_quality: int = 80
+
+    def kind(self, label: str) -> str:
+        """The label's kind: the first label of its `same_kind` group, or the label itself."""
+        return next((group[0] for group in self.same_kind if label in group), label)
 
 
 @dataclass(frozen=True)
@@ -99,9 +107,10 @@ class Tracker:
         """
         ended = self._expire(at)
         unmatched = list(range(len(boxes)))
-        for label in sorted({b.label for b in boxes}):
-            tracks = [t for t in self.active if t.label == label]
-            indices = [i for i in unmatched if boxes[i].label == label]
+        kind = self.settings.kind
+        for label in sorted({kind(b.label) for b in boxes}):
+            tracks = [t for t in self.active if kind(t.label) == label]
+            indices = [i for i in unmatched if kind(boxes[i].label) == label]
             matched = self._assign(at, tracks, [boxes[i] for i in indices])
             for track_index, box_index in matched:
                 self._extend(tracks[track_index], at, boxes[indices[box_index]], frame)
@@ -180,6 +189,7 @@ class Tracker:
         track.frames += 1
         if box.score > track.best_score:
             track.best_score, track.best_time, track.best_box = box.score, at, box.box
+            track.label = box.label
             self._keep_picture(track, frame)
 
     def _keep_picture(self, track: TrackedObject, frame: np.ndarray | None) -> None:

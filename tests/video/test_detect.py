@@ -88,7 +88,9 @@ def test_nothing_moving_only_costs_the_periodic_look(tmp_path, detector):
     video = square_video(tmp_path / "empty.mp4", "0", 10, (20, 30))  # the square never shows
     found = detect_video(video, START, detector)
     assert found.objects == [] and found.boxes == [] and found.motion_frames == 0
-    assert found.crops == 2  # the whole frame at 0 s and 5 s
+    assert found.crops == 1  # the whole frame at 0 s; the next whole look is due at 30 s
+    often = detect_video(video, START, detector, DetectSettings(whole_look_s=4))
+    assert often.crops == often.detector_calls == 3  # at 0, 4 and 8 s
 
 
 def test_a_square_that_stops_is_kept_by_the_periodic_look(tmp_path, detector):
@@ -102,7 +104,9 @@ def test_a_square_that_stops_is_kept_by_the_periodic_look(tmp_path, detector):
     parked = found.objects[0]
     assert parked.start == START + timedelta(seconds=2) and parked.end >= START + timedelta(seconds=10)
     seen = {round((b.at - START).total_seconds()) for b in found.boxes}
-    assert 10 in seen and 9 not in seen  # no motion left at 9 s: at 10 s, only the whole-frame look saw it
+    assert (
+        10 in seen and 9 not in seen
+    )  # no motion left at 9 s: at 10 s, only the look at open objects saw it
 
 
 def test_a_bright_thing_on_the_scene_from_the_start_is_found_by_the_first_look(tmp_path, detector):

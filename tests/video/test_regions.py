@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from video.regions import Candidate, View, cut, iou, regions, square_region, suppress, whole_frame
+from video.tracking import TrackingSettings
 
 W, H = 1280, 720
 
@@ -76,6 +77,13 @@ def test_suppression_keeps_one_box_per_object_and_label():
     other = Candidate("person", 0.6, (400, 100, 440, 200))
     assert suppress([person, same_better, car, other]) == [same_better, car, other]
     assert suppress([part_cut, part_uncut]) == [part_uncut]
+
+
+def test_suppression_by_kind_keeps_one_box_of_a_vehicle_called_car_and_truck():
+    car = Candidate("car", 0.6, (100, 100, 300, 200))
+    truck = Candidate("truck", 0.7, (105, 98, 302, 204))
+    assert suppress([car, truck]) == [truck, car]
+    assert suppress([car, truck], kind=TrackingSettings().kind) == [truck]
 
 
 def test_iou():

@@ -61,6 +61,22 @@ def test_labels_are_tracked_apart():
     assert sorted(o.label for o in tracker.finish()) == ["car", "person"]
 
 
+def test_a_vehicle_called_car_then_truck_is_one_object_named_by_its_best_detection():
+    tracker = Tracker()
+    for second, (label, score) in enumerate([("car", 0.5), ("truck", 0.7), ("bus", 0.45), ("car", 0.6)]):
+        tracker.update(
+            at(second), [FrameBox(label, score, (100 + 30 * second, 300, 260 + 30 * second, 380))], frame()
+        )
+    [pickup] = tracker.finish()
+    assert (pickup.label, pickup.frames, pickup.best_score) == ("truck", 4, 0.7)
+    apart = Tracker(TrackingSettings(same_kind=()))
+    for second, label in enumerate(["car", "truck", "car", "truck"]):
+        apart.update(
+            at(second), [FrameBox(label, 0.6, (100 + 30 * second, 300, 260 + 30 * second, 380))], frame()
+        )
+    assert sorted(o.label for o in apart.finish()) == ["car", "truck"]
+
+
 def test_a_lone_detection_is_no_object_and_a_long_gap_ends_one():
     tracker = Tracker(TrackingSettings(min_frames=2, lost_after_s=5))
     tracker.update(at(0), [person(100)], frame())
