@@ -19,6 +19,8 @@ COMMANDS = {
     "transcode": "make bench-transcode",
     "classify": "make bench-classify",
     "detect": "make bench-detect",
+    "review": "make bench-review",
+    "load": "make bench-load",
 }
 
 
