@@ -122,6 +122,10 @@ def test_chromium_plays_the_clip_from_the_persons_second(cluster: Cluster, perso
             page.wait_for_function(
                 f"() => document.querySelector('video#clip').currentTime > {position + 0.2}"
             )
+            print(
+                f"\nreview host plays {person['clip']} (made on {B}) from {position:.2f} s; "
+                f"the object's second {person['clip_offset_s']:.2f} s"
+            )
         finally:
             page.screenshot(path=tmp_path / "last.png")
             context.close()
