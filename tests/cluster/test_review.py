@@ -11,7 +11,6 @@ namespace, which plays it from the person's second.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -21,14 +20,13 @@ import httpx
 import pytest
 
 from stack.simulator.scenes import DEMO_SCRIPTS, truth
+from tests.browser import chromium_tab
 from tests.cluster import ops
 from tests.cluster.conftest import DETECTOR_BLOCK, SCRIPT, WINDOW_START, Cluster
 
 pytestmark = pytest.mark.cluster
 
 B = "worker-b"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 HTTP_TIMEOUT_S = 30
 # Where the clip was when it started playing (media events do not bubble: caught on the way down).
 RECORD_FIRST_PLAYING = """document.addEventListener("playing", (e) => {
@@ -100,33 +98,20 @@ def test_the_app_serves_a_clip_made_on_another_host_by_byte_ranges(cluster: Clus
 
 
 def test_chromium_plays_the_clip_from_the_persons_second(cluster: Cluster, person, tmp_path):
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
-    if not Path(CHROMIUM).exists():
-        pytest.skip("headless Chromium is not installed (make browser)")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        context = browser.new_context(viewport={"width": 1400, "height": 1200})
-        context.set_default_timeout(30_000)
-        page = context.new_page()
-        try:
-            page.add_init_script(RECORD_FIRST_PLAYING)
-            page.goto(cluster.review_url + person["page_url"])  # to the login page, and back
-            page.get_by_label("Password").fill(str(cluster.review_password))
-            page.get_by_role("button", name="Log in").click()
-            expect(page).to_have_url(cluster.review_url + person["page_url"])
-            page.wait_for_function(PLAYING, timeout=60_000)
-            position = page.evaluate("() => window.firstPlaying")
-            assert abs(position - person["clip_offset_s"]) < 0.5, (position, person["clip_offset_s"])
-            # It plays on from there.
-            page.wait_for_function(
-                f"() => document.querySelector('video#clip').currentTime > {position + 0.2}"
-            )
-            print(
-                f"\nreview host plays {person['clip']} (made on {B}) from {position:.2f} s; "
-                f"the object's second {person['clip_offset_s']:.2f} s"
-            )
-        finally:
-            page.screenshot(path=tmp_path / "last.png")
-            context.close()
-            browser.close()
+    with chromium_tab(tmp_path / "last.png") as page:
+        page.add_init_script(RECORD_FIRST_PLAYING)
+        page.goto(cluster.review_url + person["page_url"])  # to the login page, and back
+        page.get_by_label("Password").fill(str(cluster.review_password))
+        page.get_by_role("button", name="Log in").click()
+        expect(page).to_have_url(cluster.review_url + person["page_url"])
+        page.wait_for_function(PLAYING, timeout=60_000)
+        position = page.evaluate("() => window.firstPlaying")
+        assert abs(position - person["clip_offset_s"]) < 0.5, (position, person["clip_offset_s"])
+        # It plays on from there.
+        page.wait_for_function(f"() => document.querySelector('video#clip').currentTime > {position + 0.2}")
+    print(
+        f"\nreview host plays {person['clip']} (made on {B}) from {position:.2f} s; "
+        f"the object's second {person['clip_offset_s']:.2f} s"
+    )
