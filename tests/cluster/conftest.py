@@ -1,6 +1,11 @@
 """The cluster fixture: one Prefect server on PostgreSQL, two workers, recorders and services,
 each on its own network-namespace host (tests/cluster/hosts.py), brought up once per session.
 
+The model server serves both models. The block `nvrflow` is the classifier here (not the
+detector, as in the embedded stack): the fleet, outage and dead-worker tests count its
+`detections` rows; a run that wants people and vehicles names `DETECTOR_BLOCK` as its
+`model_block`. The review app runs on a host of its own, on the video store every host reaches.
+
 Every process runs inside a host's namespace and binds that host's address only; the test
 process reaches them through the root namespace's veth onto the bridge. The Prefect API's
 basic-auth string, the database's and ClickHouse's passwords are generated per run and only
@@ -35,6 +40,8 @@ PG_PORT = 5432
 PREFECT_PORT = 4200
 GATEWAY_PORT = 8123
 MODEL_PORT = 8500
+REVIEW_PORT = 8600
+DETECTOR_BLOCK = "detector"
 POOL = "nvrflow-local"
 WORKERS = {"worker-a": 2, "worker-b": 2}  # host role: --limit
 RECORDER_HOSTS = ["rec-a", "rec-b"]
@@ -44,11 +51,20 @@ SEGMENT_SECONDS = 4
 WINDOW_START = datetime(2026, 11, 3, 0, 0, 0, tzinfo=UTC)
 # ClickHouse has a host of its own (not the services host, where the model server is), so a
 # route in one worker host can make ClickHouse, and only ClickHouse, unreachable from it.
-ROLES = ["server", "services", "clickhouse", *WORKERS, *RECORDER_HOSTS]
+ROLES = ["server", "services", "clickhouse", "review", *WORKERS, *RECORDER_HOSTS]
 OUTAGES = ["prefect", "postgres"]
 # Recorders of one test each (name: segments), limit 1: a dead worker host under a download and
 # under an insert, cached files on another host, the outbox flushed from another host.
 SINGLE_USE = {"crash-download": 2, "crash-insert": 2, "cache-move": 2, "outbox": 2}
+# A recorder of a scripted scene (people and vehicles) for the detector, served by a simulator of
+# its own on the first recorder host (a simulator's frame size is one for all its recorders):
+# the script starts with the recording, and its first person comes into view 26 s after the
+# start, so in the second segment.
+SCRIPTED = "people"
+SCRIPT = "demo-pasture"
+SCRIPT_SEGMENT_SECONDS = 20
+SCRIPT_SEGMENTS = 2
+SCRIPTED_PORT = 8301
 # The cluster's crash detection, as the single-host stack's (stack/supervisor.py).
 HEARTBEAT_S = 30
 ZOMBIE_WINDOW_S = 90
@@ -87,9 +103,11 @@ class Cluster:
     pg_password: Secret = field(repr=False)
     clickhouse_password: Secret = field(repr=False)
     recorder_password: Secret = field(repr=False)
+    review_password: Secret = field(repr=False)
     recorders: list[Recorder] = field(default_factory=list)
     slow_recorders: dict[str, Recorder] = field(default_factory=dict)
     single_use: dict[str, Recorder] = field(default_factory=dict)
+    scripted: Recorder | None = None
     processes: dict[str, subprocess.Popen] = field(default_factory=dict, repr=False)
 
     # addresses
@@ -109,6 +127,20 @@ class Cluster:
         return f"{self.address('services')}:{MODEL_PORT}"
 
     @property
+    def review_url(self) -> str:
+        return f"http://{self.address('review')}:{REVIEW_PORT}"
+
+    @property
+    def store(self) -> Path:
+        """The video store's folder (the block `nvrflow-video`): a share every host reaches.
+
+        Machines of their own would each mount one NFS or SMB share at this same path; the hosts
+        here share one file system, so a folder of it stands for that share. It is no host's
+        data folder: what a worker keeps for itself stays in its NVRFLOW_DATA.
+        """
+        return self.base / "shared" / "store"
+
+    @property
     def results(self) -> Path:
         return self.base / "shared" / "results"
 
@@ -125,6 +157,12 @@ class Cluster:
     @property
     def window(self) -> tuple[datetime, datetime]:
         return WINDOW_START, WINDOW_START + timedelta(seconds=SEGMENT_SECONDS * SEGMENTS)
+
+    @property
+    def scripted_window(self) -> tuple[datetime, datetime]:
+        """The scripted recorder's last segment: the one its first person walks into."""
+        end = WINDOW_START + timedelta(seconds=SCRIPT_SEGMENT_SECONDS * SCRIPT_SEGMENTS)
+        return end - timedelta(seconds=SCRIPT_SEGMENT_SECONDS), end
 
     def data_dir(self, role: str) -> Path:
         return self.base / role / "data"
@@ -351,19 +389,20 @@ def _setup_postgres(cluster: Cluster) -> None:
     )
 
 
-def _recorder_spec(cluster: Cluster, rec: Recorder, segments: int) -> dict:
+def _recorder_spec(
+    cluster: Cluster, rec: Recorder, segments: int, seconds: int = SEGMENT_SECONDS, script: str = ""
+) -> dict:
     start, _end = cluster.window
+    channel = {"id": 1, "scene": "coffee", "codec": "h264", "audio": "none"}
     return {
         "name": rec.name,
         "port": rec.port,
         "username": "admin",
         "password": str(cluster.recorder_password),
-        "segment_seconds": SEGMENT_SECONDS,
+        "segment_seconds": seconds,
         "recording_start": start.replace(tzinfo=None).isoformat(),
-        "recording_end": (start + timedelta(seconds=SEGMENT_SECONDS * segments))
-        .replace(tzinfo=None)
-        .isoformat(),
-        "channels": [{"id": 1, "scene": "coffee", "codec": "h264", "audio": "none"}],
+        "recording_end": (start + timedelta(seconds=seconds * segments)).replace(tzinfo=None).isoformat(),
+        "channels": [channel | {"script": script} if script else channel],
     }
 
 
@@ -388,10 +427,22 @@ def _spec(cluster: Cluster, role: str, first_index: int) -> dict:
     return {"host": cluster.address(role), "width": 320, "height": 240, "fps": 10, "recorders": recorders}
 
 
+def _scripted_spec(cluster: Cluster) -> dict:
+    role = RECORDER_HOSTS[0]
+    rec = cluster.scripted = Recorder(SCRIPTED, cluster.address(role), SCRIPTED_PORT, 1)
+    spec = _recorder_spec(cluster, rec, SCRIPT_SEGMENTS, SCRIPT_SEGMENT_SECONDS, SCRIPT)
+    return {"host": rec.host, "width": 640, "height": 360, "fps": 10, "recorders": [spec]}
+
+
+def _all_recorders(cluster: Cluster) -> list[Recorder]:
+    scripted = [cluster.scripted] if cluster.scripted else []
+    return [*cluster.recorders, *cluster.slow_recorders.values(), *cluster.single_use.values(), *scripted]
+
+
 def _start_services(cluster: Cluster) -> None:
     import json
 
-    from stack import model_build
+    from stack.models import ensure_models
 
     py = sys.executable
     services = cluster.address("services")
@@ -410,41 +461,42 @@ def _start_services(cluster: Cluster) -> None:
         "services",
         "model-server",
         [py, "-m", "stack.model_server", "--host", services, "--port", str(MODEL_PORT),
-         "--model-name", model_build.MODEL_NAME, "--model-base-path", str(model_build.ensure_model())],
+         *(f"--model={name}={path}" for name, path in ensure_models().items())],
         cluster.env("services"),
     )  # fmt: skip
-    for n, role in enumerate(RECORDER_HOSTS):
-        spec_file = cluster.base / f"{role}-spec.json"
-        spec_file.write_text(json.dumps(_spec(cluster, role, n * RECORDERS_PER_HOST)))
+    simulators = [
+        (role, f"simulator-{role}", _spec(cluster, role, n * RECORDERS_PER_HOST))
+        for n, role in enumerate(RECORDER_HOSTS)
+    ]
+    simulators.append((RECORDER_HOSTS[0], f"simulator-{SCRIPTED}", _scripted_spec(cluster)))
+    for role, name, spec in simulators:
+        spec_file = cluster.base / f"{name}-spec.json"
+        spec_file.write_text(json.dumps(spec))
         spec_file.chmod(0o600)
-        cluster.spawn(
-            role,
-            f"simulator-{role}",
-            [py, "-m", "stack.simulator", "--spec", str(spec_file)],
-            cluster.env(role),
-        )
+        cluster.spawn(role, name, [py, "-m", "stack.simulator", "--spec", str(spec_file)], cluster.env(role))
 
 
 def _wait_services(cluster: Cluster) -> None:
     cluster.wait_port("clickhouse-gateway", "clickhouse", GATEWAY_PORT)
     cluster.wait_port("model-server", "services", MODEL_PORT)
     for role in RECORDER_HOSTS:
-        for rec in [*cluster.recorders, *cluster.slow_recorders.values(), *cluster.single_use.values()]:
+        for rec in _all_recorders(cluster):
             if rec.host == cluster.address(role):
-                cluster.wait_port(f"simulator-{role}", role, rec.port)
+                name = f"simulator-{SCRIPTED}" if rec is cluster.scripted else f"simulator-{role}"
+                cluster.wait_port(name, role, rec.port)
 
 
 def _register(cluster: Cluster) -> None:
     """What stack/register.py and supervisor.start do for one host, against the cluster's server."""
     from openpyxl import Workbook
+    from prefect.filesystems import LocalFileSystem
     from pydantic import SecretStr
 
     from blocks.clickhouse import ClickHouseSink
-    from blocks.model_server import TFServingModel
-    from core.settings import DEFAULT_MODEL_BLOCK, DEFAULT_SINK_BLOCK
+    from core.settings import DEFAULT_MODEL_BLOCK, DEFAULT_SINK_BLOCK, DEFAULT_VIDEO_STORE_BLOCK
     from deployments.sample_inventory import HEADER
     from flows.inventory import sync_inventory
-    from stack import model_build
+    from stack.models import CLASSIFIER_BLOCK, model_blocks
 
     prefect = str(Path(sys.executable).parent / "prefect")
     cluster.run(None, [prefect, "block", "register", "-m", "blocks"], "prefect block register")
@@ -452,15 +504,17 @@ def _register(cluster: Cluster) -> None:
     sink.save(DEFAULT_SINK_BLOCK, overwrite=True)
     with sink.connect() as writer:
         writer.migrate()
-    TFServingModel(
-        target=cluster.model_target, model_name=model_build.MODEL_NAME, labels=model_build.labels()
-    ).save(DEFAULT_MODEL_BLOCK, overwrite=True)
+    models = model_blocks(cluster.model_target)  # the stack's: {nvrflow: detector, imagenet: classifier}
+    models[CLASSIFIER_BLOCK].save(DEFAULT_MODEL_BLOCK, overwrite=True)
+    models[DEFAULT_MODEL_BLOCK].save(DETECTOR_BLOCK, overwrite=True)
+    cluster.store.mkdir(parents=True)
+    LocalFileSystem(basepath=str(cluster.store)).save(DEFAULT_VIDEO_STORE_BLOCK, overwrite=True)
 
     book = Workbook()
     sheet = book.active
     assert sheet is not None
     sheet.append(HEADER)
-    for rec in [*cluster.recorders, *cluster.slow_recorders.values(), *cluster.single_use.values()]:
+    for rec in _all_recorders(cluster):
         sheet.append(
             [
                 rec.name,
@@ -545,6 +599,17 @@ def _start_workers(cluster: Cluster) -> None:
         cluster.start_worker(role)
 
 
+def _start_review_app(cluster: Cluster) -> None:
+    """The review app on its host's address, on the saved sink and store blocks (read at start)."""
+    cluster.spawn(
+        "review",
+        "review-app",
+        [sys.executable, "-m", "review", "--host", cluster.address("review"), "--port", str(REVIEW_PORT)],
+        cluster.env("review", NVRFLOW_REVIEW_PASSWORD=str(cluster.review_password)),
+    )
+    cluster.wait_port("review-app", "review", REVIEW_PORT)
+
+
 def _client_settings(cluster: Cluster, stack: ExitStack) -> None:
     """The test process is a client of the cluster: its environment and Prefect's settings say so."""
     env = cluster.env("client")
@@ -607,7 +672,9 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
     network = hosts.Network.create(ROLES)
     base = Path(tempfile.mkdtemp(prefix=f"{network.prefix}-cluster-"))
     base.chmod(0o711)  # postgres must reach its folder inside
-    cluster = Cluster(network, base, Secret(f"nvrflow:{_secret()}"), _secret(), _secret(), _secret(12))
+    cluster = Cluster(
+        network, base, Secret(f"nvrflow:{_secret()}"), _secret(), _secret(), _secret(12), _secret()
+    )
     ok = False
     with ExitStack() as stack:
         try:
@@ -618,6 +685,7 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
             _client_settings(cluster, stack)
             _register(cluster)
             _start_workers(cluster)
+            _start_review_app(cluster)
             yield cluster
             ok = request.session.testsfailed == 0
         finally:
