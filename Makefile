@@ -86,7 +86,7 @@ cluster-packages:
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
 	fi
 
-test-cluster: model cluster-packages
+test-cluster: model cluster-packages browser
 	$(PY) -m pytest -m cluster tests/cluster
 
 # mypy checks the packages listed under [tool.mypy] in pyproject.toml.
