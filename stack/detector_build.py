@@ -103,17 +103,6 @@ def model_base_path() -> Path:
     return cache_dir() / "models" / MODEL_NAME
 
 
-def is_built(base_path: Path) -> bool:
-    return all(
-        p.is_file()
-        for p in (
-            base_path / str(MODEL_VERSION) / "saved_model.pb",
-            base_path / "labels.txt",
-            base_path / "LICENSE-NOTICE.txt",
-        )
-    )
-
-
 # --- fetching the package ---------------------------------------------------------------
 
 
@@ -586,7 +575,7 @@ def _notice() -> str:
 
 def build(base_path: Path | None = None, force: bool = False) -> Path:
     """Make the SavedModel, labels and licence notice unless already there; the base path."""
-    return build_once(base_path or model_base_path(), is_built, _build_locked, force)
+    return build_once(base_path or model_base_path(), MODEL_VERSION, _build_locked, force)
 
 
 def _build_locked(base_path: Path) -> Path:

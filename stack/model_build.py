@@ -94,11 +94,12 @@ def labels(base_path: Path | None = None) -> list[str]:
     return read_labels(base_path or model_base_path())
 
 
-def is_built(base_path: Path) -> bool:
+def is_built(base_path: Path, version: int = MODEL_VERSION) -> bool:
+    """The SavedModel of `version`, its labels and its licence notice are there."""
     return all(
         p.is_file()
         for p in (
-            base_path / str(MODEL_VERSION) / "saved_model.pb",
+            base_path / str(version) / "saved_model.pb",
             base_path / "labels.txt",
             base_path / "LICENSE-NOTICE.txt",
         )
@@ -417,24 +418,22 @@ def _notice() -> str:
     )
 
 
-def build_once(
-    base_path: Path, built: Callable[[Path], bool], make: Callable[[Path], Path], force: bool = False
-) -> Path:
-    """`make(base_path)` unless `built(base_path)` says it is there already; the base path."""
-    if built(base_path) and not force:
+def build_once(base_path: Path, version: int, make: Callable[[Path], Path], force: bool = False) -> Path:
+    """`make(base_path)` unless the model's `version` is built there already; the base path."""
+    if is_built(base_path, version) and not force:
         return base_path
     base_path.parent.mkdir(parents=True, exist_ok=True)
     # Two checkouts sharing the cache (a developer's and CI's) must not convert at once.
     with open(base_path.parent / f".{base_path.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if built(base_path) and not force:
+        if is_built(base_path, version) and not force:
             return base_path
         return make(base_path)
 
 
 def build(base_path: Path | None = None, force: bool = False) -> Path:
     """Make the SavedModel, labels and licence notice unless already there; the base path."""
-    return build_once(base_path or model_base_path(), is_built, _build_locked, force)
+    return build_once(base_path or model_base_path(), MODEL_VERSION, _build_locked, force)
 
 
 def _build_locked(base_path: Path) -> Path:
