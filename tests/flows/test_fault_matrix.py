@@ -310,7 +310,7 @@ def test_the_model_server_down_then_back(fleet):
     finally:
         start_service("model-server")
     assert down.is_failed()
-    model = TFServingModel.load("nvrflow")
+    model = TFServingModel.load(CLASSIFIER)
     told = f"model {model.model_name} at {model.target}: GetModelMetadata failed: UNAVAILABLE"
     assert told in down.message, down.message
     (check,) = task_runs(down.state_details.flow_run_id, "check model")

@@ -218,5 +218,8 @@ def test_a_file_dropped_in_a_watched_folder_is_ingested_by_the_deployment(stack,
     assert rc == 0
     assert not dropped.exists()
     assert list((stack.data_dir / "ingest" / "done").glob("drop cam*.hik"))
+    # The deployment looks with the default model, the detector: the still photograph has no one
+    # in it, so the segment's row is all there is.
     segments, detections = _counts("t-e2e")
-    assert segments == 1 and detections in (15, 20)
+    assert (segments, detections) == (1, 0)
+    assert runs[0].state.result()["frames"] == 4
