@@ -78,7 +78,12 @@ def test_every_run_form_parameter_has_a_title_and_a_description(run_form, stack)
         assert len(prop.get("description", "")) > 10, name
     # The window's defaults are explained where the operator fills it in.
     assert "hour before the run's scheduled start" in schema["properties"]["start"]["description"]
-    assert "see start" in schema["properties"]["end"]["description"]
+    assert "after start" in schema["properties"]["end"]["description"]
+    # What the server refuses before a run exists, said where the operator reads it.
+    for end in ("start", "end"):
+        assert "an ISO 8601 time with a time zone" in schema["properties"][end]["description"]
+        assert schema["properties"][end]["pattern"].startswith("(?#an ISO 8601 time with a time zone")
+    assert schema["dependentRequired"] == {"start": ["end"], "end": ["start"]}
     recorder = schema["properties"]["recorder"]
     assert recorder["enum"] == run_form == sorted(run_form)
     assert recorder["title"] == "recorder" and "HikvisionRecorder block" in recorder["description"]
