@@ -28,7 +28,7 @@ async def objects(request: Request) -> Response:
     except BadQuery as exc:
         return _bad(exc)
     found = await _readers(request).run(
-        lambda ch: ch.search_objects(where, paging.per_page + 1, paging.offset)
+        lambda ch: ch.search_objects(where, paging.per_page + 1, paging.offset), key=("api", where, paging)
     )
     return JSONResponse({
         "objects": [object_json(row) for row in found[: paging.per_page]],
@@ -59,7 +59,7 @@ async def hourly(request: Request) -> Response:
     def read(ch: ClickHouseWriter) -> list:
         return ch.hourly_objects(where)
 
-    hours = await _readers(request).run(read)
+    hours = await _readers(request).run(read, key=("hourly", where))
     assert where.start is not None and where.end is not None
     return JSONResponse({
         "start": iso(where.start),

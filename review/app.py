@@ -6,12 +6,14 @@ the same way.
 
 from __future__ import annotations
 
+import asyncio
 import queue
-from collections.abc import AsyncIterator, Callable, Iterator
+import time
+from collections.abc import AsyncIterator, Callable, Hashable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pydantic import SecretStr
 from starlette.applications import Starlette
@@ -50,12 +52,18 @@ class ReviewSettings:
     throttle: LoginThrottle = field(default_factory=LoginThrottle)
 
 
+ANSWER_TTL_S = 3.0  # how long a search's answer is given again
+MAX_ANSWERS = 512
+
+
 class Readers:
     """ClickHouse connections shared by the requests: one per request at a time, kept for the next."""
 
     def __init__(self, sink: ClickHouseSink):
         self.sink = sink
         self._idle: queue.SimpleQueue[ClickHouseWriter] = queue.SimpleQueue()
+        self._answers: dict[Hashable, tuple[float, Any]] = {}
+        self._pending: dict[Hashable, asyncio.Future[Any]] = {}
 
     @contextmanager
     def reader(self) -> Iterator[ClickHouseWriter]:
@@ -70,14 +78,36 @@ class Readers:
             raise
         self._idle.put(writer)
 
-    async def run(self, read: Callable[[ClickHouseWriter], T]) -> T:
-        """`read(writer)` in a worker thread (clickhouse-connect blocks)."""
+    async def run(self, read: Callable[[ClickHouseWriter], T], key: Hashable | None = None) -> T:
+        """`read(writer)` in a worker thread (clickhouse-connect blocks).
 
-        def call() -> T:
-            with self.reader() as writer:
-                return read(writer)
+        With a `key` (the search it answers), an answer younger than ANSWER_TTL_S is given again, and
+        viewers asking the same at once share one query: many viewers searching alike cost the
+        server one query a few seconds, and a new object shows at most that much later.
+        """
+        if key is None:
+            return await run_in_threadpool(self._call, read)
+        now = time.monotonic()
+        kept = self._answers.get(key)
+        if kept is not None and now - kept[0] < ANSWER_TTL_S:
+            return kept[1]
+        pending = self._pending.get(key)
+        if pending is None:
+            pending = asyncio.ensure_future(run_in_threadpool(self._call, read))
+            self._pending[key] = pending
+            try:
+                answer = await pending
+            finally:
+                del self._pending[key]
+            if len(self._answers) >= MAX_ANSWERS:  # the oldest goes first
+                self._answers.pop(next(iter(self._answers)))
+            self._answers[key] = (time.monotonic(), answer)
+            return answer
+        return await asyncio.shield(pending)
 
-        return await run_in_threadpool(call)
+    def _call(self, read: Callable[[ClickHouseWriter], T]) -> T:
+        with self.reader() as writer:
+            return read(writer)
 
     def close(self) -> None:
         while True:

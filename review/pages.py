@@ -121,7 +121,7 @@ async def search(request: Request) -> Response:
         found = ch.search_objects(where, paging.per_page + 1, paging.offset)
         return found, ch.object_choices()
 
-    found, choices = await _readers(request).run(read)
+    found, choices = await _readers(request).run(read, key=("search", where, paging))
     more = len(found) > paging.per_page
     return render(
         request,
@@ -169,7 +169,7 @@ async def channel_day(request: Request) -> Response:
     def read(ch: ClickHouseWriter) -> tuple[list, list]:
         return ch.search_objects(day_filter, TIMELINE_LIMIT), ch.hourly_objects(day_filter)
 
-    found, hours = await _readers(request).run(read)
+    found, hours = await _readers(request).run(read, key=("day", day_filter))
     settings = _settings(request)
     trouble = await run_in_threadpool(run_trouble, settings.sink, start, end, settings.ui_url, where.recorder)
     colours = charts.label_colours([o.label for o in found] + [h.label for h in hours])

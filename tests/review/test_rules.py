@@ -64,3 +64,42 @@ def test_login_throttle_counts_failures_per_client():
     aged = LoginThrottle(failures=1, window_s=0.0)
     aged.failed("10.0.0.1")
     assert not aged.blocked("10.0.0.1")  # failures age out
+
+
+def test_a_search_asked_again_at_once_is_answered_from_the_last_answer():
+    """Viewers searching alike cost the server one query a few seconds; others are asked anew."""
+    import asyncio
+
+    from review import app as review_app
+    from review.app import Readers
+
+    asked: list[str] = []
+
+    class Sink:  # the readers only connect through the sink: a connection that counts reads
+        def connect(self):
+            return self
+
+        def close(self):
+            pass
+
+    readers = Readers(Sink())  # type: ignore[arg-type]
+
+    def read(what: str):
+        def call(_ch):
+            asked.append(what)
+            return what
+
+        return call
+
+    async def ask():
+        together = await asyncio.gather(*(readers.run(read("a"), key="a") for _ in range(5)))
+        again = await readers.run(read("a"), key="a")
+        other = await readers.run(read("b"), key="b")
+        unkeyed = [await readers.run(read("c")) for _ in range(2)]
+        return together, again, other, unkeyed
+
+    together, again, other, unkeyed = asyncio.run(ask())
+    assert together == ["a"] * 5 and again == "a" and other == "b" and unkeyed == ["c", "c"]
+    assert asked == ["a", "b", "c", "c"]
+    readers._answers[("a")] = (readers._answers["a"][0] - review_app.ANSWER_TTL_S, "a")  # an old answer
+    assert asyncio.run(readers.run(read("a"), key="a")) == "a" and asked[-1] == "a" and len(asked) == 5
