@@ -185,7 +185,13 @@ def store_media(
         return
     if store is None:
         raise ValueError(f"{segment.label}: objects found, but no video store to keep their clip in")
-    store.put_file(Path(transcoded.output), clip_key(segment))
+    clip, key = Path(transcoded.output), clip_key(segment)
+    try:
+        kept = store.size(key) == clip.stat().st_size  # a re-run: the clip is there already
+    except FileNotFoundError:
+        kept = False
+    if not kept:
+        store.put_file(clip, key)
     for o in analysis.objects:
         if o.thumbnail:
             store.put_bytes(o.thumbnail, thumbnail_key(segment, o.object_id))
