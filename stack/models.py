@@ -4,10 +4,13 @@ ImageNet classifier, both served by the one model server, as TF Serving serves s
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from blocks.model_server import TFServingModel
 from core.settings import DEFAULT_MODEL_BLOCK
 from stack import detector_build, model_build
+
+if TYPE_CHECKING:  # the blocks import Prefect, which reads its settings once: not before the stack's are set
+    from blocks.model_server import TFServingModel
 
 CLASSIFIER_BLOCK = "imagenet"
 
@@ -22,6 +25,8 @@ def ensure_models() -> dict[str, Path]:
 
 def model_blocks(target: str) -> dict[str, TFServingModel]:
     """The blocks the stack saves: {block name: block}."""
+    from blocks.model_server import TFServingModel
+
     return {
         DEFAULT_MODEL_BLOCK: TFServingModel(
             target=target,
