@@ -126,6 +126,7 @@ def test_a_window_only_the_run_can_check_fails_it_at_once_as_no_windows_run(stac
 
 def test_a_three_day_window_is_described_with_both_dates(stack):
     from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
 
     from flows.launch import wait_for_runs
 
@@ -137,8 +138,13 @@ def test_a_three_day_window_is_described_with_both_dates(stack):
         )  # fmt: skip
     assert wait_for_runs({"run": run.id}, timeout_s=300) == {"run": "Completed"}
     with get_client(sync_client=True) as client:
-        summary = client.read_artifacts(limit=200)
-        text = next(a.data for a in summary if a.key == "summary-nvr-02" and a.flow_run_id == run.id)
+        (summary,) = client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(any_=["summary-nvr-02"]),
+                flow_run_id=ArtifactFilterFlowRunId(any_=[run.id]),
+            )
+        )
+    text = summary.data
     assert text.startswith("# nvr-02: 2026-10-01 00:00 .. 2026-10-04 00:00 UTC"), text
 
 
