@@ -170,6 +170,10 @@ def test_operator_runs_a_recorder_window_from_the_ui(run_form, stack, page, tmp_
     page.get_by_role("button", name="Submit").click()
     # (Prefect 3.8's UI mounts its toast container twice: the last copy is the one on top.)
     toast = page.get_by_role("paragraph").filter(has_text=f"{run_name} scheduled to start now").last
+    # The UI shows the toast, then navigates to the deployment's Runs tab: a click on "View run"
+    # before that navigation ends is overridden by it, so the click waits for the Runs tab.
+    expect(page).to_have_url(re.compile(rf"/deployments/deployment/{deployment_id}\?tab=Runs$"))
+    expect(page.get_by_role("tabpanel", name="Runs")).to_be_visible()
     toast.get_by_role("button", name="View run").click()
     expect(page).to_have_url(re.compile(r"/runs/flow-run/[0-9a-f-]{36}"))
     expect(page.get_by_role("banner")).to_contain_text(run_name)
