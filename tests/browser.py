@@ -12,6 +12,16 @@ import pytest
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
+# Where the clip was when it started playing (media events do not bubble: caught on the way down).
+RECORD_FIRST_PLAYING = """document.addEventListener("playing", (e) => {
+  if (window.firstPlaying === undefined) window.firstPlaying = e.target.currentTime;
+}, true);"""
+# The review app's clip is playing (and RECORD_FIRST_PLAYING saw where it started).
+PLAYING = """() => {
+  const v = document.querySelector("video#clip");
+  return v && !v.paused && v.readyState >= 2 && window.firstPlaying !== undefined;
+}"""
+
 
 @contextmanager
 def chromium_tab(screenshot: Path, width: int = 1400, height: int = 1200) -> Iterator[Any]:

@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from stack.simulator.scenes import DEMO_SCRIPTS, truth
-from tests.browser import chromium_tab
+from tests.browser import PLAYING, RECORD_FIRST_PLAYING, chromium_tab
 from tests.cluster import ops
 from tests.cluster.conftest import DETECTOR_BLOCK, SCRIPT, WINDOW_START, Cluster
 
@@ -28,14 +28,6 @@ pytestmark = pytest.mark.cluster
 
 B = "worker-b"
 HTTP_TIMEOUT_S = 30
-# Where the clip was when it started playing (media events do not bubble: caught on the way down).
-RECORD_FIRST_PLAYING = """document.addEventListener("playing", (e) => {
-  if (window.firstPlaying === undefined) window.firstPlaying = e.target.currentTime;
-}, true);"""
-PLAYING = """() => {
-  const v = document.querySelector("video#clip");
-  return v && !v.paused && v.readyState >= 2 && window.firstPlaying !== undefined;
-}"""
 
 
 @pytest.fixture(scope="module")

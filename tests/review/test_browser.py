@@ -13,16 +13,7 @@ from tests.review.conftest import PASSWORD, ReviewServer
 playwright = pytest.importorskip("playwright.sync_api", reason="pip install -e '.[dev]' (playwright)")
 from playwright.sync_api import Page, expect  # noqa: E402
 
-from tests.browser import chromium_tab  # noqa: E402
-
-# Where the clip was when it started playing (media events do not bubble: caught on the way down).
-RECORD_FIRST_PLAYING = """document.addEventListener("playing", (e) => {
-  if (window.firstPlaying === undefined) window.firstPlaying = e.target.currentTime;
-}, true);"""
-PLAYING = """() => {
-  const v = document.querySelector("video#clip");
-  return v && !v.paused && v.readyState >= 2 && window.firstPlaying !== undefined;
-}"""
+from tests.browser import PLAYING, RECORD_FIRST_PLAYING, chromium_tab  # noqa: E402
 
 
 @pytest.fixture
