@@ -225,8 +225,16 @@ def test_pipeline_survives_a_clickhouse_outage(stack):
 
     recorder = "nvr-03"
     start, end = demo_window()
-    probe = ClickHouseSink(url=stack.clickhouse_url, password=SecretStr(stack.clickhouse_password))
+    # A database of its own: the counts below are this run's, whatever other tests stored.
+    sink_block = f"outage-{uuid.uuid4().hex[:8]}"
+    probe = ClickHouseSink(
+        url=stack.clickhouse_url,
+        password=SecretStr(stack.clickhouse_password),
+        database=sink_block.replace("-", "_"),
+    )
+    probe.save(sink_block)
     with probe.connect() as ch:
+        ch.migrate()
         assert ch.query("SELECT count() FROM {db}.segments WHERE recorder = {r:String}", {"r": recorder}) == [
             (0,)
         ]
@@ -252,7 +260,7 @@ def test_pipeline_survives_a_clickhouse_outage(stack):
     watcher = threading.Thread(target=stop_once_some_are_persisted, daemon=True)
     watcher.start()
     try:
-        summary = recorder_pipeline(recorder, start, end, model_block=CLASSIFIER)
+        summary = recorder_pipeline(recorder, start, end, model_block=CLASSIFIER, sink_block=sink_block)
     finally:
         finished.set()
         watcher.join(timeout=60)
@@ -263,7 +271,7 @@ def test_pipeline_survives_a_clickhouse_outage(stack):
     waiting = sorted(outbox_dir().glob("*.json"))
     assert waiting, f"every segment was persisted before the outage ({stopped_after})"
 
-    assert flush_outbox() == {"sent": len(waiting), "remaining": 0}
+    assert flush_outbox(sink_block) == {"sent": len(waiting), "remaining": 0}
     assert list(outbox_dir().glob("*.json")) == []
     seconds = int((end - start).total_seconds())
     with probe.connect() as ch:

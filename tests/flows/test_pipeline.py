@@ -135,8 +135,12 @@ def test_deployment_run_from_cli(stack):
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "Completed" in done.stdout
-    with sink() as ch:
-        count = ch.query("SELECT count() FROM {db}.segments FINAL WHERE recorder = 'nvr-02'")[0][0]
+    with sink() as ch:  # (other tests may run nvr-02 over other windows: this one's rows only)
+        count = ch.query(
+            "SELECT count() FROM {db}.segments FINAL WHERE recorder = 'nvr-02' "
+            "AND start >= {s:DateTime64(3, 'UTC')} AND start < {e:DateTime64(3, 'UTC')}",
+            {"s": start.replace(tzinfo=None), "e": end.replace(tzinfo=None)},
+        )[0][0]
     assert count == 8
 
 
