@@ -69,8 +69,11 @@ status:
 demo: model
 	$(PY) -m stack.demo
 
+# Two pytest processes, each with a stack of its own, each taking whole test files (a file's
+# tests share its fixtures); TEST_WORKERS=0 runs them in this process, one after another.
+TEST_WORKERS ?= 2
 test: model browser
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 # The fault matrix's rows on this host (README, "Under faults and attack"); make test runs them too.
 test-faults: model
