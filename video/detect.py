@@ -6,8 +6,12 @@ is decoded once, at full size; a cheap motion test says where to look; the detec
 around what moves (and around the objects being followed), scaled to its input; every
 `full_look_s` seconds it looks at every open object, so that what stopped moving is kept, and every
 `whole_look_s` seconds (and first) at the whole frame, for what was there before anything moved.
-Regions may be smaller than the model's input (`region_min_side`): a small person or car is
-enlarged, which a small detector finds far more surely than the same thing at its own size.
+Regions are sized by what they look at (`video.regions.square_region`), down to `region_min_side`,
+well under the model's input: a small person or car is enlarged, which a small detector finds
+far more surely than the same thing at its own size. A close-up also shows the detector "people"
+and "cars" in the grass and rocks around: a region's box counts only where it lies on what the
+region was cut around (its motion, its followed objects); the whole-frame look's boxes all count.
+The motion test reads the decoded luma as is; a frame becomes RGB only when the detector looks at it.
 `regions=False` shows the detector every sampled frame whole instead (to compare, or for cameras
 where everything of interest is large).
 
@@ -30,12 +34,25 @@ from typing import Protocol, TypeVar
 
 import numpy as np
 
-from video.frames import sample_images
+from video.frames import FullFrame, sample_images
 from video.motion import MotionDetector, MotionSettings
-from video.regions import Candidate, FloatBox, View, cut, regions, suppress, whole_frame
+from video.regions import (
+    HEIGHT_MULTIPLIER,
+    WIDTH_MULTIPLIER,
+    Candidate,
+    FloatBox,
+    View,
+    cut,
+    intersection,
+    regions,
+    suppress,
+    whole_frame,
+)
 from video.tracking import FrameBox, TrackedObject, Tracker, TrackingSettings
 
 T = TypeVar("T")
+CUE_SHARE = 0.25  # of a region's box that must lie on its motion or followed objects
+ACROSS_KINDS_IOU = 0.6  # boxes of two kinds that overlap more are one thing, named by the better score
 NormalisedBox = tuple[float, float, float, float]  # x0, y0, x1, y1 as shares of the image's sides
 Found = tuple[str, float, NormalisedBox]
 
@@ -64,8 +81,9 @@ class DetectSettings:
     regions: bool = True  # False: every sampled frame whole, no motion test
     full_look_s: float = 5.0  # every open object, moving or not, this often
     whole_look_s: float = 30.0  # the whole frame, this often (and first): what never moved
-    region_multiplier: float = 2.0  # a region's side is at least this times its box's longest side
-    region_min_side: int | None = None  # frame pixels; None: the model's input size
+    region_multiplier: float = HEIGHT_MULTIPLIER  # a region's side is at least this times its box's height
+    region_width_multiplier: float = WIDTH_MULTIPLIER  # ... and this times its width
+    region_min_side: int | None = 160  # frame pixels; None: the model's input size
     timeout_s: float = 600.0  # for the whole video, decoding and detector calls together
     motion: MotionSettings = field(default_factory=MotionSettings)
     tracking: TrackingSettings = field(default_factory=TrackingSettings)
@@ -109,6 +127,7 @@ class _Pending:
     at: datetime
     frame: np.ndarray | None
     views: list[View]
+    cues: list[FloatBox]  # what the regions were cut around: motion and followed objects
     answers: list[list[Found]] = field(default_factory=list)
 
     @property
@@ -151,17 +170,18 @@ def detect_video(
     def burst() -> Iterator[tuple[_Pending, np.ndarray]]:
         """The crops of successive frames with something to look at, up to one with nothing."""
         nonlocal last_full, last_whole, done
-        for offset, frame in images:
+        for offset, decoded in images:
             at = start + timedelta(milliseconds=round(offset * 1000))
-            result.height, result.width = frame.shape[:2]
+            result.height, result.width = decoded.height, decoded.width
             result.frames += 1
             full, whole = due(last_full, at, s.full_look_s), due(last_whole, at, s.whole_look_s)
             last_full = at if full else last_full
             last_whole = at if whole else last_whole
-            views = _views(frame, at, full, whole, s, motion, tracker, size, result)
-            pending = _Pending(at, frame if views else None, views)
+            views, cues = _views(decoded, at, full, whole, s, motion, tracker, size, result)
+            frame = decoded.rgb() if views else None
+            pending = _Pending(at, frame, views, cues)
             order.append(pending)
-            if not views:
+            if frame is None:
                 return  # the burst's last answers are tracked before the next frame's views are chosen
             for first in range(0, len(views), batch_size):
                 crops = cut(frame, views[first : first + batch_size], size)
@@ -184,7 +204,7 @@ def detect_video(
 
 
 def _views(
-    frame: np.ndarray,
+    frame: FullFrame,
     at: datetime,
     full: bool,
     whole: bool,
@@ -193,25 +213,43 @@ def _views(
     tracker: Tracker,
     size: int,
     result: VideoDetections,
-) -> list[View]:
-    height, width = frame.shape[:2]
+) -> tuple[list[View], list[FloatBox]]:
+    """The views of a frame for the detector, and the boxes its regions were cut around."""
+    height, width = frame.height, frame.width
     if not s.regions:
-        return [whole_frame(width, height)]
-    moving = motion.detect(frame)
+        return [whole_frame(width, height)], []
+    moving = motion.detect(frame.grey(), limited_range=frame.limited_range)
     result.motion_frames += bool(moving)
     boxes: list[FloatBox] = [(float(x0), float(y0), float(x1), float(y1)) for x0, y0, x1, y1 in moving]
     boxes += tracker.look_at(at, moving_only=not full)
-    views = regions(boxes, width, height, s.region_min_side or size, s.region_multiplier)
+    views = regions(
+        boxes,
+        width,
+        height,
+        s.region_min_side or size,
+        s.region_multiplier,
+        width_multiplier=s.region_width_multiplier,
+    )
     if whole:
         views.append(whole_frame(width, height))
-    return views
+    return views, boxes
 
 
 def _frame_boxes(pending: _Pending, width: int, height: int, kind: Callable[[str], str]) -> list[FrameBox]:
+    """The frame's detections, one per object. A region's box that lies outside what the region
+    was cut around (its motion, its followed objects) is dropped: a region is a close-up, and in
+    a close-up the detector also finds people and cars in the grass and rocks around, still."""
     candidates = []
     for view, found in zip(pending.views, pending.answers, strict=True):
         for label, score, normalised in found:
             box = view.to_frame(normalised, width, height)
-            if box[2] > box[0] and box[3] > box[1]:
+            if box[2] > box[0] and box[3] > box[1] and (view.whole or _on_cue(box, pending.cues)):
                 candidates.append(Candidate(label, score, box, cut=view.cuts(box, width, height)))
-    return [FrameBox(c.label, c.score, c.box) for c in suppress(candidates, kind=kind)]
+    return [
+        FrameBox(c.label, c.score, c.box) for c in suppress(candidates, kind=kind, across=ACROSS_KINDS_IOU)
+    ]
+
+
+def _on_cue(box: FloatBox, cues: list[FloatBox], share: float = CUE_SHARE) -> bool:
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    return any(intersection(box, cue) >= share * area for cue in cues)

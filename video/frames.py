@@ -1,6 +1,7 @@
 """Frame sampling: frames decoded in this process (PyAV, FFmpeg's own libraries), resized for the
-model and streamed in batches (a classifier: `sample_frames`), or whole, one at a time (a
-detector, which cuts its own regions from the full frame: `sample_images`).
+model and streamed in batches (a classifier: `sample_frames`), or whole, one at a time, as
+decoded (a detector, which tests motion on the luma and cuts its own regions from the full
+frame: `sample_images`).
 
 Two ways to choose frames:
 - **every 1/fps seconds** (default, 1 fps): the frame taken for an instant is the one on screen
@@ -37,12 +38,13 @@ from core.errors import ServiceError
 from video.probe import input_options
 
 PREFETCH_BATCHES = 1  # decoded ahead of the one in use; two more are in flight (classify_batches)
-PREFETCH_IMAGES = 2  # whole frames decoded ahead of the one in use (1280x720 RGB is 2.7 MB)
+PREFETCH_IMAGES = 4  # whole frames decoded ahead of the one in use (1280x720 YUV is 1.4 MB)
+DETECT_DECODE_THREADS = 2
 PUT_POLL_S = 0.5
 
 Batch = tuple[list[float], np.ndarray]
-Picture = Callable[[av.VideoFrame], np.ndarray]  # a decoded frame as the caller wants it
 X = TypeVar("X")
+P = TypeVar("P")  # a decoded frame as the caller wants it
 
 
 class FrameSamplingError(ServiceError):
@@ -93,6 +95,39 @@ def sample_frames(
     yield from _ahead(batches, PREFETCH_BATCHES, deadline)
 
 
+class FullFrame:
+    """A sampled frame at full size, as decoded: its luma plane read in place (all a motion test
+    needs), its RGB made only when asked for (most sampled frames show nothing moving)."""
+
+    def __init__(self, frame: av.VideoFrame) -> None:
+        self._frame = frame
+        self._rgb: np.ndarray | None = None
+        self.width, self.height = frame.width, frame.height
+
+    @property
+    def limited_range(self) -> bool:
+        """True when the luma is video range (16..235), as H.264 cameras send it."""
+        return self._frame.color_range != 2 and not self._frame.format.name.startswith("yuvj")
+
+    def grey(self) -> np.ndarray:
+        """uint8 [H, W]: the luma plane where the pixel format has one (no copy), else converted."""
+        frame = self._frame
+        if frame.format.name not in _PLANAR_YUV:
+            return frame.to_ndarray(format="gray")
+        plane = frame.planes[0]
+        rows = np.frombuffer(memoryview(plane), np.uint8)[: frame.height * plane.line_size]
+        return rows.reshape(frame.height, plane.line_size)[:, : frame.width]
+
+    def rgb(self) -> np.ndarray:
+        """uint8 [H, W, 3] RGB, made once."""
+        if self._rgb is None:
+            self._rgb = self._frame.reformat(format="rgb24").to_ndarray()
+        return self._rgb
+
+
+_PLANAR_YUV = frozenset({"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p", "nv12"})
+
+
 def sample_images(
     video: Path,
     max_width: int | None = None,
@@ -100,23 +135,25 @@ def sample_images(
     timeout_s: float = 600.0,
     start: datetime | None = None,
     key_frames: bool = False,
-) -> Generator[tuple[float, np.ndarray], None, None]:
-    """Yield (offset in seconds from the video's start, uint8 RGB frame [H, W, 3]) for each frame
-    chosen as `sample_frames` chooses them, at full size, or scaled down to `max_width` keeping the
-    aspect ratio. Frames are decoded ahead in a thread, a few at most.
+) -> Generator[tuple[float, FullFrame], None, None]:
+    """Yield (offset in seconds from the video's start, frame) for each frame chosen as
+    `sample_frames` chooses them, at full size, or scaled down to `max_width` keeping the aspect
+    ratio. Frames are decoded ahead in a thread, a few at most; the decoder runs two threads of
+    its own (frame threading: the same CPU time, done in half the wall time when a core is free,
+    as it is whenever the detector has nothing to look at).
     """
     deadline = time.monotonic() + timeout_s
 
-    def picture(frame: av.VideoFrame) -> np.ndarray:
+    def picture(frame: av.VideoFrame) -> FullFrame:
         if max_width is None or frame.width <= max_width:
-            return frame.reformat(format="rgb24").to_ndarray()
+            return FullFrame(frame)
         height = max(2, round(frame.height * max_width / frame.width / 2) * 2)
-        return frame.reformat(
-            width=max_width, height=height, format="rgb24", interpolation="AREA"
-        ).to_ndarray()
+        return FullFrame(
+            frame.reformat(width=max_width, height=height, format="yuv420p", interpolation="AREA")
+        )
 
-    def images() -> Generator[tuple[float, np.ndarray], None, None]:
-        chosen = _chosen(video, picture, fps, _skip(start), deadline, key_frames)
+    def images() -> Generator[tuple[float, FullFrame], None, None]:
+        chosen = _chosen(video, picture, fps, _skip(start), deadline, key_frames, DETECT_DECODE_THREADS)
         try:
             yield from chosen
         finally:
@@ -133,12 +170,18 @@ def _skip(start: datetime | None) -> float:
 
 
 def _chosen(
-    video: Path, picture: Picture, fps: float, skip: float, deadline: float, key_frames: bool
-) -> Generator[tuple[float, np.ndarray], None, None]:
+    video: Path,
+    picture: Callable[[av.VideoFrame], P],
+    fps: float,
+    skip: float,
+    deadline: float,
+    key_frames: bool,
+    threads: int = 1,
+) -> Generator[tuple[float, P], None, None]:
     return (
-        _key_frames(video, picture, deadline)
+        _key_frames(video, picture, deadline, threads)
         if key_frames
-        else _on_screen(video, picture, fps, skip, deadline)
+        else _on_screen(video, picture, fps, skip, deadline, threads)
     )
 
 
@@ -189,7 +232,9 @@ def _ahead(
         decoder.join(timeout=30)
 
 
-def _open(video: Path, deadline: float) -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
+def _open(
+    video: Path, deadline: float, threads: int = 1
+) -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
     try:
         container = av.open(str(video), format="mpeg" if input_options(video) else None)
     except (av.error.FFmpegError, OSError) as exc:
@@ -198,10 +243,12 @@ def _open(video: Path, deadline: float) -> tuple[av.container.InputContainer, av
         container.close()
         raise FrameSamplingError(f"{video.name}: no video stream")
     stream = container.streams.video[0]
-    # One decoding thread: the model server needs the other core, and frame threading costs
-    # about a third more CPU per frame. Frames are shrunk several times over, which hides block
+    # One decoding thread unless asked (the classifier's frames: its flows run side by side, and
+    # the model server needs the other core). Frames are shrunk several times over, which hides block
     # edges: skipping the deblocking filter saves about a fifth of the decoding for no visible change.
-    stream.codec_context.thread_count = 1
+    stream.codec_context.thread_count = threads
+    if threads > 1:
+        stream.codec_context.thread_type = "FRAME"
     stream.codec_context.options = {"skip_loop_filter": "all"}
     _check_time(video, deadline)
     return container, stream
@@ -251,10 +298,15 @@ def _decode(
 
 
 def _on_screen(
-    video: Path, picture: Picture, fps: float, skip: float, deadline: float
-) -> Generator[tuple[float, np.ndarray], None, None]:
+    video: Path,
+    picture: Callable[[av.VideoFrame], P],
+    fps: float,
+    skip: float,
+    deadline: float,
+    threads: int = 1,
+) -> Generator[tuple[float, P], None, None]:
     """The frame on screen at skip, skip + 1/fps, ...: each group decoded up to its last one taken."""
-    container, stream = _open(video, deadline)
+    container, stream = _open(video, deadline, threads)
     step = 1.0 / fps
     index = 0  # next instant: skip + index * step
     wanted: dict[float, list[float]] = {}  # frame time -> the instants it is taken for
@@ -278,9 +330,9 @@ def _on_screen(
 def _taken(
     frames: list[av.VideoFrame],
     stream: av.video.stream.VideoStream,
-    picture: Picture,
+    picture: Callable[[av.VideoFrame], P],
     wanted: dict[float, list[float]],
-) -> Iterator[tuple[float, np.ndarray]]:
+) -> Iterator[tuple[float, P]]:
     for frame in frames:
         if frame.pts is None:
             continue
@@ -300,10 +352,10 @@ def _duration(packets: list[av.Packet], stream: av.video.stream.VideoStream) -> 
 
 
 def _key_frames(
-    video: Path, picture: Picture, deadline: float
-) -> Generator[tuple[float, np.ndarray], None, None]:
+    video: Path, picture: Callable[[av.VideoFrame], P], deadline: float, threads: int = 1
+) -> Generator[tuple[float, P], None, None]:
     """Each key frame at its own time; no other frame is decoded."""
-    container, stream = _open(video, deadline)
+    container, stream = _open(video, deadline, threads)
     stream.codec_context.skip_frame = "NONKEY"
     with container:
         for packets, _next in _groups(video, container, stream, deadline):

@@ -1,8 +1,10 @@
 """Motion on sampled frames: where in a frame something changed, so the detector looks only there.
 
 A detector costs ~120 ms a look on two cores, and on a whole 1280x720 frame it misses people
-shorter than a third of the frame; comparing a ~100 px high grey copy of the frame with a running
-average of the scene costs a few milliseconds and says where to look closely.
+shorter than a third of the frame; comparing a ~180 px high grey copy of the frame (blocks of 4 x 4
+pixels at 720p: a far person in dull clothes, 40 px tall, still differs from the grass by 20 grey
+levels there) with a running average of the scene costs a few milliseconds and says where to look
+closely.
 
 Frames are sampled a second apart (1 fps), not at the camera's 25 fps, so the rules differ from a
 live stream's: a walking person moves by about their own width between frames, and the background
@@ -18,6 +20,7 @@ where most of the picture still differs (a scene cut, day/night switch) only res
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,11 +35,11 @@ HIGHLIGHT = 200  # grey level above which some colour of a pixel may be clipped
 class MotionSettings:
     """How motion is found; the defaults are tuned for frames sampled one second apart."""
 
-    height: int = 100  # the small grey frame's height, in pixels
-    threshold: float = 25.0  # grey levels (0..255) a pixel must differ from the background by
+    height: int = 180  # the small grey frame's height, in pixels: a 40 px person is ten of them
+    threshold: float = 20.0  # grey levels (0..255) a pixel must differ from the background by
     min_area: int = 8  # small-frame pixels a changed area must cover, after dilation
     blur_sigma: float = 1.0
-    dilate: int = 1  # 3x3 dilations: joins the parts of one object
+    dilate: int = 2  # 3x3 dilations: joins the parts of one object (8 frame pixels at 720p)
     alpha: float = 0.3  # background update of still pixels per frame
     alpha_moving: float = 0.03  # of pixels with motion: a stopped object fades in within ~a minute
     scene_change: float = 0.6  # share of the frame changed above which it is a new scene, not motion
@@ -50,28 +53,36 @@ class MotionDetector:
         self._background: np.ndarray | None = None
         self._shape: tuple[int, int] | None = None
 
-    def detect(self, frame: np.ndarray) -> list[Box]:
+    def detect(self, frame: np.ndarray, limited_range: bool = False) -> list[Box]:
         """The boxes where `frame` (uint8 [H, W, 3] RGB, or [H, W] grey) differs from the scene so far.
 
-        The first frame only starts the background: it has no motion.
+        `limited_range`: the grey is a video's luma as decoded (16..235), stretched to 0..255 here
+        so that the thresholds mean the same. The first frame only starts the background: it has
+        no motion.
         """
         s = self.settings
         if self._shape is None:
             self._shape = (frame.shape[0], frame.shape[1])
         elif (frame.shape[0], frame.shape[1]) != self._shape:
             raise ValueError(f"frame of {frame.shape[:2]}, this detector's frames are {self._shape}")
-        small = ndimage.gaussian_filter(shrink_grey(frame, s.height), s.blur_sigma)
+        small = shrink_grey(frame, s.height)
+        if limited_range:
+            small = (small - np.float32(16)) * np.float32(255 / 219)
+        small = ndimage.gaussian_filter(small, s.blur_sigma)
         if self._background is None:
             self._background = small
             return []
         background = self._background
-        expected = _matched(background, small)
+        expected, gain = _matched(background, small)
         # In highlights each colour clips on its own, so a grey level follows the light less than
         # linearly: there a change must be twice as large to count.
-        changed = np.abs(small - expected) > np.where(expected > HIGHLIGHT, 2 * s.threshold, s.threshold)
-        if changed.mean() > s.scene_change:
+        difference = np.abs(small - expected) / np.where(expected > HIGHLIGHT, 2 * s.threshold, s.threshold)
+        if (difference > 1).mean() > s.scene_change:
             self._background = small
             return []
+        # The larger the correction for light, the less exact it is (texture and colours do not all
+        # follow one gain): motion must then stand out more, and steady light keeps the threshold.
+        changed = difference > 1 + 3 * abs(math.log(gain))
         if s.dilate:
             changed = ndimage.binary_dilation(changed, iterations=s.dilate)
         alpha = np.where(changed, s.alpha_moving, s.alpha).astype(np.float32)
@@ -113,9 +124,10 @@ def block_size(frame_height: int, height: int) -> int:
     return max(1, frame_height // height)
 
 
-def _matched(background: np.ndarray, small: np.ndarray) -> np.ndarray:
+def _matched(background: np.ndarray, small: np.ndarray) -> tuple[np.ndarray, float]:
     """The background as the camera would show it in the light of `small`: with the gain and
-    offset that bring its quartiles onto the frame's, clipped to 0..255 as the sensor clips.
+    offset that bring its quartiles onto the frame's, clipped to 0..255 as the sensor clips; and
+    that gain.
 
     An object covering less than a quarter of the frame barely moves the quartiles; a change of
     light moves them all. A flat picture (a dark night scene) gets the offset only.
@@ -125,4 +137,5 @@ def _matched(background: np.ndarray, small: np.ndarray) -> np.ndarray:
     gain = 1.0
     if q3 - q1 >= 8 and b3 - b1 >= 8:
         gain = float(np.clip((q3 - q1) / (b3 - b1), 0.5, 2.0))
-    return np.clip((background - np.float32(b_median)) * np.float32(gain) + np.float32(median), 0, 255)
+    expected = np.clip((background - np.float32(b_median)) * np.float32(gain) + np.float32(median), 0, 255)
+    return expected, gain

@@ -1,11 +1,11 @@
 """Regions of a frame for the detector: squares around motion, cut from the full frame and scaled
 to the model's input, and the detector's boxes mapped back to the frame.
 
-A small detector finds a person 40 px tall in a 416 px square around them, and misses the same
-person in the whole 1280x720 frame shrunk to 416 px: so the detector looks at squares around what
-moves (at least the model's input size where the frame allows, so small things are not enlarged
-into blur, and about twice the moving box, so the whole object is inside), nearby boxes sharing
-one square, and now and then at the whole frame, letterboxed, for what stopped moving.
+A small detector finds a person 40 px tall in a 160-200 px square around them (scaled up to its
+input: NanoDet scores such people 0.4-0.8), barely in a 416 px square, and misses the same person
+in the whole 1280x720 frame shrunk to 416 px: so the detector looks at squares around what moves
+(three times its height, or 1.75 times its width for a car, at least `min_side`), nearby boxes
+sharing one square, and now and then at the whole frame, letterboxed, for what stopped moving.
 
 Overlapping squares see the same object twice: non-maximum suppression per label (or per kind:
 car, truck and bus are one thing to the tracker) keeps one box, preferring a box that no
@@ -22,6 +22,8 @@ from PIL import Image
 
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in frame pixels, x1 and y1 exclusive
 FloatBox = tuple[float, float, float, float]  # x0, y0, x1, y1
+HEIGHT_MULTIPLIER = 3.0  # a region's side is at least this times its box's height
+WIDTH_MULTIPLIER = 1.75  # ... and this times its width
 
 
 @dataclass(frozen=True)
@@ -64,12 +66,22 @@ class View:
 
 
 def square_region(
-    box: Sequence[float], width: int, height: int, min_side: int, multiplier: float = 2.0
+    box: Sequence[float],
+    width: int,
+    height: int,
+    min_side: int,
+    multiplier: float = HEIGHT_MULTIPLIER,
+    width_multiplier: float = WIDTH_MULTIPLIER,
 ) -> View:
-    """The square of side max(min_side, multiplier x the box's longest side), centred on the box,
-    shifted (not shrunk) to lie inside the frame; never larger than the frame's shorter side."""
+    """The square of side max(min_side, multiplier x the box's height, width_multiplier x its
+    width), centred on the box, shifted (not shrunk) to lie inside the frame; never larger than the
+    frame's shorter side.
+
+    Sized by the height for what stands (a person fills a third of the square's height, the
+    detector's best scale for small people), by the width for what is long and low (a
+    car scores best with a little of the road around it)."""
     x0, y0, x1, y1 = box
-    side = int(max(min_side, multiplier * max(x1 - x0, y1 - y0)))
+    side = int(max(min_side, multiplier * (y1 - y0), width_multiplier * (x1 - x0), x1 - x0, y1 - y0))
     side = max(1, min(side, width, height))
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
     left = int(round(min(max(cx - side / 2, 0), width - side)))
@@ -82,8 +94,9 @@ def regions(
     width: int,
     height: int,
     min_side: int,
-    multiplier: float = 2.0,
+    multiplier: float = HEIGHT_MULTIPLIER,
     growth: float = 1.25,
+    width_multiplier: float = WIDTH_MULTIPLIER,
 ) -> list[View]:
     """Square regions covering the boxes, boxes close together sharing one.
 
@@ -98,17 +111,18 @@ def regions(
             for j in range(i + 1, len(groups)):
                 union = _union(groups[i], groups[j])
                 alone = max(
-                    square_region(groups[i], width, height, min_side, multiplier).side,
-                    square_region(groups[j], width, height, min_side, multiplier).side,
+                    square_region(groups[i], width, height, min_side, multiplier, width_multiplier).side,
+                    square_region(groups[j], width, height, min_side, multiplier, width_multiplier).side,
                 )
-                if square_region(union, width, height, min_side, multiplier).side <= growth * alone:
+                joint = square_region(union, width, height, min_side, multiplier, width_multiplier)
+                if joint.side <= growth * alone:
                     groups[i] = union
                     del groups[j]
                     merged = True
                     break
             if merged:
                 break
-    return [square_region(g, width, height, min_side, multiplier) for g in groups]
+    return [square_region(g, width, height, min_side, multiplier, width_multiplier) for g in groups]
 
 
 def whole_frame(width: int, height: int) -> View:
@@ -152,15 +166,19 @@ def suppress(
     iou: float = 0.5,
     inside: float = 0.8,
     kind: Callable[[str], str] | None = None,
+    across: float | None = None,
 ) -> list[Candidate]:
     """Non-maximum suppression per label (or per `kind` of label) across views: of boxes that
     overlap (IoU above `iou`, or the smaller one mostly inside the other), the one kept is uncut
-    first, then the best scored."""
+    first, then the best scored. With `across`, boxes of other kinds are one thing too when their
+    IoU is above it (a far person is also a 0.3 "car"); a person in front of a car is no such fit."""
     kind = kind or (lambda label: label)
     kept: list[Candidate] = []
     for candidate in sorted(candidates, key=lambda c: (c.cut, -c.score)):
         if all(
-            kind(other.label) != kind(candidate.label) or not _overlap(other.box, candidate.box, iou, inside)
+            not _overlap(other.box, candidate.box, iou, inside)
+            if kind(other.label) == kind(candidate.label)
+            else across is None or not _overlap(other.box, candidate.box, across, inside=1.0)
             for other in kept
         ):
             kept.append(candidate)
@@ -168,20 +186,21 @@ def suppress(
 
 
 def iou(a: Sequence[float], b: Sequence[float]) -> float:
-    inter = _intersection(a, b)
+    inter = intersection(a, b)
     union = _area(a) + _area(b) - inter
     return inter / union if union > 0 else 0.0
 
 
 def _overlap(a: FloatBox, b: FloatBox, min_iou: float, inside: float) -> bool:
-    inter = _intersection(a, b)
+    inter = intersection(a, b)
     if not inter:
         return False
     smaller = min(_area(a), _area(b))
     return iou(a, b) > min_iou or (smaller > 0 and inter / smaller > inside)
 
 
-def _intersection(a: Sequence[float], b: Sequence[float]) -> float:
+def intersection(a: Sequence[float], b: Sequence[float]) -> float:
+    """The area two boxes share."""
     w = min(a[2], b[2]) - max(a[0], b[0])
     h = min(a[3], b[3]) - max(a[1], b[1])
     return w * h if w > 0 and h > 0 else 0.0

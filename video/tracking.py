@@ -45,6 +45,9 @@ class TrackingSettings:
     lost_after_s: float = 12.0  # an object ends when not seen for this long
     min_iou: float = 0.1  # overlap with the expected box that joins a detection at once
     max_distance: float = 1.5  # else centres at most this many times the object's size apart
+    # ... or this many, from an object seen once: its velocity is not known yet, and a car at
+    # 40 km/h moves about three of its lengths between frames a second apart.
+    max_distance_first: float = 4.0
     moving: float = 0.1  # an object moved when its centre moved by this share of its size
     thumbnail_width: int = 320
     thumbnail_quality: int = 80
@@ -153,12 +156,13 @@ class Tracker:
         for ti, track in enumerate(tracks):
             expected = track.expected_box(at)
             size = max(_size(track.last_box), 1.0)
+            reach = s.max_distance_first if track.frames == 1 else s.max_distance
             for bi, box in enumerate(boxes):
                 overlap = iou(expected, box.box)
                 distance = _distance(expected, box.box) / size
                 if overlap >= s.min_iou:
                     cost[ti, bi] = 1.0 - overlap
-                elif distance <= s.max_distance:
+                elif distance <= reach:
                     cost[ti, bi] = 1.0 + distance
         rows, cols = linear_sum_assignment(cost)
         return [(int(r), int(c)) for r, c in zip(rows, cols, strict=True) if cost[r, c] < _NO_MATCH]

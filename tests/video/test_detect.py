@@ -55,11 +55,14 @@ def test_full_frames_are_sampled_once_a_second_at_full_or_reduced_size(tmp_path)
     video = square_video(tmp_path / "walk.mp4", "40+50*(t-2)", 10, (2, 8))
     frames = list(sample_images(video, start=START))
     assert [round(t, 3) for t, _ in frames] == list(range(10))
-    assert {f.shape for _, f in frames} == {(H, W, 3)}
-    assert frames[0][1].max() < 60 and frames[3][1].max() > 200  # dark, then the square
+    assert {f.rgb().shape for _, f in frames} == {(H, W, 3)}
+    assert {f.grey().shape for _, f in frames} == {(H, W)}
+    assert frames[0][1].rgb().max() < 60 and frames[3][1].rgb().max() > 200  # dark, then the square
+    assert frames[0][1].limited_range and frames[3][1].grey().max() > 200  # the luma as decoded
     small = list(sample_images(video, max_width=320, start=START, key_frames=True))
     assert [round(t, 3) for t, _ in small] == [0, 2, 4, 6, 8]  # key frames every 20 frames
-    assert {f.shape for _, f in small} == {(180, 320, 3)}
+    assert {f.rgb().shape for _, f in small} == {(180, 320, 3)}
+    assert {f.grey().shape for _, f in small} == {(180, 320)}
 
 
 def test_a_square_walking_through_is_one_object(tmp_path, detector):
@@ -114,3 +117,17 @@ def test_a_bright_thing_on_the_scene_from_the_start_is_found_by_the_first_look(t
     found = detect_video(video, START, detector, DetectSettings(full_look_s=2))
     assert len(found.objects) == 1 and found.objects[0].start == START
     assert np.isclose(found.objects[0].best_box[0], 300, atol=4)
+
+
+def test_a_region_keeps_the_boxes_on_what_it_was_cut_around_and_the_whole_frame_all():
+    """In a close-up around a walker the detector also sees a 'car' in the grass beside them."""
+    from video.detect import _frame_boxes, _Pending
+    from video.regions import View
+
+    region = View(500, 200, 200)  # around the walker's motion box (580, 250, 620, 350)
+    walker, tuft = ("person", 0.7, (0.4, 0.25, 0.6, 0.75)), ("car", 0.5, (0.05, 0.1, 0.15, 0.16))
+    pending = _Pending(START, None, [region], [(580.0, 250.0, 620.0, 350.0)], [[walker, tuft]])
+    assert [b.label for b in _frame_boxes(pending, W * 2, H * 2, str)] == ["person"]
+    whole = View(0, 0, 1280, whole=True)
+    pending = _Pending(START, None, [whole], [], [[("car", 0.5, (0.3, 0.2, 0.32, 0.22))]])
+    assert [b.label for b in _frame_boxes(pending, W * 2, H * 2, str)] == ["car"]

@@ -57,6 +57,30 @@ def test_a_small_far_person_is_motion(scene):
     assert any(contains(b, 500, 300, 516, 340, slack=8) for b in boxes), boxes
 
 
+def test_a_small_person_little_brighter_than_the_grass_is_motion():
+    """22 x 45 px, 24 grey levels above a plain scene: a far person in dull clothes at 720p."""
+    rng = np.random.default_rng(5)
+    grass = np.full((720, 1280), 110, dtype=np.uint8)
+    motion = MotionDetector()
+    for _ in range(3):
+        assert motion.detect(noisy(grass, rng)) == []
+    walker = grass.copy()
+    walker[300:345, 600:622] += 24
+    boxes = motion.detect(noisy(walker, rng))
+    assert len(boxes) == 1 and contains(boxes[0], 600, 300, 622, 345), boxes
+
+
+def test_luma_as_decoded_is_stretched_to_full_range():
+    """Video range 16..235: the same step in the picture is fewer levels of luma than of grey."""
+    flat = np.full((720, 1280), 110, dtype=np.uint8)
+    step = flat.copy()
+    step[300:360, 600:630] += 19  # 22 levels of full-range grey: motion, read as video range
+    as_grey, as_luma = MotionDetector(), MotionDetector()
+    as_grey.detect(flat)
+    as_luma.detect(flat, limited_range=True)
+    assert as_grey.detect(step) == [] and as_luma.detect(step, limited_range=True) != []
+
+
 @pytest.mark.parametrize(
     "change",
     [

@@ -28,8 +28,15 @@ def contains(view: View, box) -> bool:
 def test_a_region_is_a_square_inside_the_frame_around_the_box(box):
     view = square_region(box, W, H, 416)
     assert inside_frame(view) and contains(view, box)
-    longest = max(box[2] - box[0], box[3] - box[1])
-    assert view.side == min(max(416, 2 * longest), H)
+    w, h = box[2] - box[0], box[3] - box[1]
+    assert view.side == min(int(max(416, 3 * h, 1.75 * w)), H)
+
+
+def test_a_small_person_or_car_is_magnified_and_a_large_one_keeps_its_context():
+    person = square_region((600, 300, 620, 345), W, H, 160)  # 45 px tall: the floor
+    car = square_region((600, 400, 720, 440), W, H, 160)  # 120 x 40: by its width
+    walker = square_region((600, 300, 640, 390), W, H, 160)  # 90 px tall: by its height
+    assert (person.side, car.side, walker.side) == (160, 210, 270)
 
 
 def test_a_region_is_never_larger_than_a_small_frame():
@@ -84,6 +91,14 @@ def test_suppression_by_kind_keeps_one_box_of_a_vehicle_called_car_and_truck():
     truck = Candidate("truck", 0.7, (105, 98, 302, 204))
     assert suppress([car, truck]) == [truck, car]
     assert suppress([car, truck], kind=TrackingSettings().kind) == [truck]
+
+
+def test_suppression_across_kinds_keeps_the_better_of_one_thing_and_a_person_by_a_car():
+    person = Candidate("person", 0.5, (600, 300, 630, 360))
+    same_as_car = Candidate("car", 0.35, (598, 302, 631, 361))
+    car_behind = Candidate("car", 0.6, (560, 320, 760, 380))
+    assert suppress([person, same_as_car, car_behind]) == [car_behind, person, same_as_car]
+    assert suppress([person, same_as_car, car_behind], across=0.6) == [car_behind, person]
 
 
 def test_iou():

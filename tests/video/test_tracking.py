@@ -54,6 +54,21 @@ def test_two_people_crossing_stay_two():
     assert (went_left.best_score, went_left.last_box[0]) == (0.6, 200)
 
 
+def test_a_fast_car_seen_in_three_frames_is_one_object():
+    """A 60 x 150 px car at 50 km/h moves about three of its lengths between samples a second apart."""
+    tracker = Tracker()
+    for second in range(3):
+        x = 100 + 450 * second
+        tracker.update(at(second), [FrameBox("car", 0.6, (x, 400, x + 150, 460))], frame())
+    [car] = tracker.finish()
+    assert (car.start, car.end, car.frames) == (at(0), at(2), 3)
+    strict = Tracker(TrackingSettings(max_distance_first=1.5))
+    for second in range(3):
+        x = 100 + 450 * second
+        strict.update(at(second), [FrameBox("car", 0.6, (x, 400, x + 150, 460))], frame())
+    assert strict.finish() == []  # each sighting a new object of one frame: none counted
+
+
 def test_labels_are_tracked_apart():
     tracker = Tracker()
     for second in range(3):
