@@ -114,7 +114,8 @@ bench-review: deps
 bench-detect: model
 	$(PY) -m bench.detect
 
-# End to end: 80 min of 720p video through nvrflow and through the seeds' way (about half an hour).
+# End to end: 80 min of 720p scripted scenes through nvrflow's detector and through the seeds' way
+# (about half an hour or more).
 bench: model
 	$(PY) -m bench.e2e
 

@@ -377,11 +377,29 @@ def detect_way(client: Any, settings: Any) -> Callable[[Channel], tuple[list[Fou
     return one
 
 
-def seeds_way(client: Any, size: int) -> Callable[[Channel], tuple[list[Found], dict[str, int]]]:
-    """JPEG pictures first, then one synchronous Predict per picture; the boxes tracked as ours are."""
+def seeds_pictures(video: Path, client: Any, size: int, folder: Path) -> Iterator[list[Any]]:
+    """The seeds' way with a detector, for one video: its 1 frame/s JPEG pictures first (ffmpeg, into
+    `folder`), then one at a time, synchronously: read, decode and resize to the model's `size` x
+    `size` (TensorFlow ops, as `bench.classify.seeds_pictures`), one Predict, wait. Yields each
+    picture's boxes: (label, score, (x0, y0, x1, y1) as shares of the picture)."""
     import tensorflow as tf
 
     from video.probe import input_options
+
+    subprocess.run(  # noqa: S603 - fixed argument list
+        ["ffmpeg", "-nostdin", "-loglevel", "error", *input_options(video), "-i", str(video),
+         "-an", "-vf", "fps=fps=1:round=up", "-q:v", "2", str(folder / "%06d.jpg")],
+        check=True, timeout=1800,
+    )  # fmt: skip
+    for n, picture in enumerate(sorted(folder.iterdir())):
+        image = tf.io.decode_jpeg(tf.io.read_file(str(picture)), channels=3)
+        frame = tf.cast(tf.image.resize(image, (size, size), method="area"), tf.uint8).numpy()
+        _, [found] = next(iter(client.detect_batches([(n, frame[None])])))
+        yield found
+
+
+def seeds_way(client: Any, size: int) -> Callable[[Channel], tuple[list[Found], dict[str, int]]]:
+    """JPEG pictures first, then one synchronous Predict per picture; the boxes tracked as ours are."""
     from video.tracking import FrameBox, Tracker
 
     def one(channel: Channel) -> tuple[list[Found], dict[str, int]]:
@@ -390,15 +408,7 @@ def seeds_way(client: Any, size: int) -> Callable[[Channel], tuple[list[Found], 
         objects: list[Any] = []
         frames = 0
         try:
-            subprocess.run(  # noqa: S603 - fixed argument list
-                ["ffmpeg", "-nostdin", "-loglevel", "error", *input_options(channel.clip), "-i", str(channel.clip),
-                 "-an", "-vf", "fps=fps=1:round=up", "-q:v", "2", str(folder / "%06d.jpg")],
-                check=True, timeout=1800,
-            )  # fmt: skip
-            for n, picture in enumerate(sorted(folder.iterdir())):
-                image = tf.io.decode_jpeg(tf.io.read_file(str(picture)), channels=3)
-                frame = tf.cast(tf.image.resize(image, (size, size), method="area"), tf.uint8).numpy()
-                _, [found] = next(iter(client.detect_batches([(n, frame[None])])))
+            for n, found in enumerate(seeds_pictures(channel.clip, client, size, folder)):
                 boxes = [
                     FrameBox(label, s, (x0 * WIDTH, y0 * HEIGHT, x1 * WIDTH, y1 * HEIGHT))
                     for label, s, (x0, y0, x1, y1) in found

@@ -2,30 +2,39 @@
 
 `python -m bench.e2e` (or `make bench`) brings up an embedded stack of its own (own data folder,
 own Prefect database, schedules paused) and serves on its simulator two recorders x two
-channels x two 10-minute segments of 1280x720 25 fps video (80 minutes):
+channels x two 10-minute segments of 1280x720 25 fps video (80 minutes) of scripted scenes
+(`stack.simulator.scenes.make_script`, fixed seeds): people and vehicles enter, cross, stop and
+leave a still place, as in `bench.detect`:
 
-    e2e-a  ch1 cat H.264 + G.711u     ch2 coffee H.265
-    e2e-b  ch1 motorcycle H.264       ch2 rocket H.264 + G.711a
+    e2e-a  ch1 pasture, a truck then a person, H.264 + G.711u    ch2 pasture, a person then a bus, H.265
+    e2e-b  ch1 launch pad, a person and a truck, H.264          ch2 cliff, nobody, H.264 + G.711a
 
-Clips are 60 s encoded once and looped ten times (`footage.ensure_clip(loops=10)`), cached under
+Each channel's script lasts 60 s; its clip is encoded once and looped ten times
+(`scene_footage.ensure_scene_clip(loops=10)`: the actors cross ten times a segment), cached under
 `cache_dir()/footage/`. The window is then processed:
-  nvrflow  through the `recorder-pipeline/recorder` deployment and the stack's worker, one
-           flow run per recorder started at once, as dispatch does; every pass registers its
-           recorders under new block names, so no cache of an earlier pass is used.
+  nvrflow  through the `recorder-pipeline/recorder` deployment and the stack's worker, with the
+           stack's default model block (the NanoDet detector of people and vehicles) and so the
+           detect stage, as the demo's recorders run: one flow run per recorder started at once, as
+           dispatch does; every pass registers its recorders under new block names, so no cache
+           of an earlier pass is used.
              full   all four channels at 1 frame/s (repeated, around the seeds' pass);
              h264   the three H.264 channels at 1 frame/s, and again with key frames only;
-  seeds    what the seeds' scripts did, one step after another: hikload per recorder, the
-           HandBrakeCLI command per file, per MP4 the 1 frame/s JPEG pictures (ffmpeg) then one
-           synchronous Predict per picture, and one INSERT per row (clickhouse-connect); same
-           simulator, model server and ClickHouse. One pass: it takes over 10 minutes here.
+  seeds    what the seeds' scripts did, one step after another, with the same detector: hikload per
+           recorder, the HandBrakeCLI command per file, per MP4 the 1 frame/s JPEG pictures (ffmpeg)
+           then one synchronous Predict per whole picture (`bench.detect.seeds_pictures`), and one
+           INSERT per box (clickhouse-connect); same simulator, model server and ClickHouse. One
+           pass: it takes over 10 minutes here.
 Measured per pass: wall time from the first trigger to the last run's end, realtime factor,
 CPU seconds (every process of the stack, flow runs and their ffmpeg included, and the seeds'
-own processes), peak memory (each pipeline flow-run process's high-water mark; each seeds step's
-own process), and per stage: nvrflow's time in tasks and the span from the stage's first task to
-its last, the seeds' step times. Prefect's share of the wall time comes from the runs' own
-timings: the part of the wall time in which no task of any run was running (flow-run start,
-scheduling, state changes between tasks). The data is checked after each pass: every segment
-in ClickHouse once, and each scene's labels among its recorder's top labels.
+own processes), peak memory (each pipeline flow-run process's high-water mark, the figure of the
+target "at most 300 MB per pipeline flow run", and the PSS of that process with its children,
+sampled; each seeds step's own process), and per stage: nvrflow's time in tasks and the span from the stage's
+first task to its last, the seeds' step times. Prefect's share of the wall time comes from the
+runs' own timings: the part of the wall time in which no task of any run was running (flow-run
+start, scheduling, state changes between tasks). The data is checked after each pass: every
+segment in ClickHouse's `segments` once (rows counted without FINAL), and in `objects` people and
+vehicles for each channel whose script shows them; the objects persisted are counted against the
+scripts' appearances.
 
 Rows go to `bench/results/e2e.json` (format in `bench.common`) and are printed; `bench/RESULTS.md`
 gets every bench's latest table (`bench.results_page`).
@@ -58,15 +67,39 @@ USER = "admin"
 SITE = "bench"
 START = datetime(2026, 11, 1, 0, 0, 0, tzinfo=UTC)  # the recorders run on UTC
 END = START + timedelta(seconds=SEGMENT_S * SEGMENTS)
-# Recorder -> channel -> (scene, codec, audio).
-RECORDERS: dict[str, dict[int, tuple[str, str, str]]] = {
-    "e2e-a": {1: ("cat", "h264", "g711u"), 2: ("coffee", "h265", "none")},
-    "e2e-b": {1: ("motorcycle", "h264", "none"), 2: ("rocket", "h264", "g711a")},
+
+
+@dataclass(frozen=True)
+class Camera:
+    """A channel's footage: the scripted scene of `seed` (`scenes.make_script`) on `background`."""
+
+    seed: int
+    background: str
+    codec: str
+    audio: str
+
+    def script(self) -> Any:  # stack.simulator.scenes.Script
+        from stack.simulator.scenes import make_script
+
+        return make_script(self.seed, CLIP_S, WIDTH, HEIGHT, self.background)
+
+    @property
+    def scene(self) -> str:
+        return f"{self.background}-{self.seed}"
+
+
+# Recorder -> channel -> camera. Seeds picked for what they show in their minute, people and
+# vehicles the detector finds at 1 frame/s: a truck then a person; a person then a bus; a person
+# and a truck; nobody (a quiet camera).
+RECORDERS: dict[str, dict[int, Camera]] = {
+    "e2e-a": {1: Camera(108, "pasture", "h264", "g711u"), 2: Camera(101, "pasture", "h265", "none")},
+    "e2e-b": {1: Camera(103, "launch-pad", "h264", "none"), 2: Camera(110, "cliff", "h264", "g711a")},
 }
 RUN_TIMEOUT_S = 3600
 STEP_TIMEOUT_S = 3600
 SEEDS_TABLE = "seeds_detections"
-STAGES = ("search", "download", "transcode", "classify", "persist")
+STAGES = ("search", "download", "transcode", "detect", "persist")
+VEHICLES = frozenset({"car", "truck", "bus"})
 
 
 def video_seconds(channels: dict[str, list[int]]) -> float:
@@ -77,13 +110,21 @@ def video_seconds(channels: dict[str, list[int]]) -> float:
 
 
 def ensure_footage() -> dict[tuple[str, int], Path]:
-    from stack.simulator.footage import ensure_clip
+    from stack.simulator.scene_footage import ensure_scene_clip
 
-    return {
-        (recorder, channel): ensure_clip(scene, codec, audio, CLIP_S, WIDTH, HEIGHT, FPS, loops=LOOPS)
-        for recorder, channels in RECORDERS.items()
-        for channel, (scene, codec, audio) in channels.items()
-    }
+    clips = {}
+    for recorder, channels in RECORDERS.items():
+        for channel, cam in channels.items():
+            started = time.perf_counter()
+            clips[recorder, channel] = ensure_scene_clip(
+                cam.script(), 0, CLIP_S, cam.codec, cam.audio, WIDTH, HEIGHT, FPS, loops=LOOPS
+            )
+            if time.perf_counter() - started > 5:
+                print(
+                    f"  made {clips[recorder, channel].name} in {time.perf_counter() - started:.0f} s",
+                    flush=True,
+                )
+    return clips
 
 
 def simulator_spec(ports: list[int], password: str, clips: dict[tuple[str, int], Path]) -> dict:
@@ -105,12 +146,12 @@ def simulator_spec(ports: list[int], password: str, clips: dict[tuple[str, int],
                 "channels": [
                     {
                         "id": ch,
-                        "scene": scene,
-                        "codec": codec,
-                        "audio": audio,
+                        "scene": cam.scene,
+                        "codec": cam.codec,
+                        "audio": cam.audio,
                         "clip": str(clips[recorder, ch]),
                     }
-                    for ch, (scene, codec, audio) in channels.items()
+                    for ch, cam in channels.items()
                 ],
             }
             for (recorder, channels), port in zip(RECORDERS.items(), ports, strict=True)
@@ -153,8 +194,30 @@ def _flow_run_pids(tag: str) -> list[int]:
     return found
 
 
+def _tree(pid: int) -> list[int]:
+    """The process and its descendants."""
+    found, todo = [], [pid]
+    while todo:
+        found.append(todo.pop())
+        todo += _children(found[-1])
+    return found
+
+
+def _pss_mb(pid: int) -> float:
+    """A process's proportional set size in MB (pages shared with others split among them: a child
+    between fork and exec does not count its parent's memory twice); 0 once it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return 0.0
+    return 0.0
+
+
 class FlowRunMemory(Sampler):
-    """Samples the high-water mark (VmHWM) of every pipeline flow-run process while a pass runs."""
+    """Samples, while a pass runs, the high-water mark (VmHWM) of every pipeline flow-run process,
+    and the proportional set size of each one with its children (its ffmpeg) added up."""
 
     every = 0.2
 
@@ -162,12 +225,15 @@ class FlowRunMemory(Sampler):
         super().__init__()
         self.tag = tag
         self.peak_mb: dict[int, float] = {}
+        self.tree_peak_mb: dict[int, float] = {}
 
     def sample(self) -> None:
         for pid in _flow_run_pids(self.tag):
             mb = status_mb(pid, "VmHWM")
             if mb is not None:
                 self.peak_mb[pid] = max(self.peak_mb.get(pid, 0.0), mb)
+            tree = sum(_pss_mb(p) for p in _tree(pid))
+            self.tree_peak_mb[pid] = max(self.tree_peak_mb.get(pid, 0.0), tree)
 
 
 # -- results of a pass --------------------------------------------------------------------------
@@ -184,6 +250,8 @@ class Pass:
     stages: dict[str, dict[str, float]] = field(default_factory=dict)  # stage -> figures
     prefect_share: float | None = None
     checks: list[str] = field(default_factory=list)
+    tree_peak_mb: float = 0.0  # a flow run's process with its children (PSS), sampled
+    objects: dict[str, int] = field(default_factory=dict)  # by class: objects persisted (seeds: box rows)
 
     @property
     def realtime(self) -> float:
@@ -257,6 +325,87 @@ def final_task_runs(client: Any, flow_run_ids: list[Any], timeout_s: float, ever
     return task_runs
 
 
+def object_class(label: str) -> str:
+    return "vehicle" if label in VEHICLES else label
+
+
+def script_classes(cam: Camera) -> set[str]:
+    """The classes of the actors in a camera's script (person, vehicle)."""
+    return {object_class(a.label) for a in cam.script().actors}
+
+
+def script_appearances() -> dict[str, int]:
+    """How many times actors of each class cross the frames of the window, by the scripts."""
+    counts: dict[str, int] = {}
+    for channels in RECORDERS.values():
+        for cam in channels.values():
+            for actor in cam.script().actors:
+                kind = object_class(actor.label)
+                counts[kind] = counts.get(kind, 0) + LOOPS * SEGMENTS
+    return counts
+
+
+def check_store(
+    label: str, names: dict[str, str], channels: dict[str, list[int]], key_frames: bool
+) -> tuple[list[str], dict[str, int]]:
+    """After a pass: every segment once in `segments` (rows counted without FINAL), and in `objects`
+    each channel's people and vehicles: at 1 frame/s objects of every class its script shows; with
+    key frames only, objects at least (a crossing shorter than the key-frame interval may fall
+    between two). Returns the checks' lines and the objects persisted by class (person, vehicle,
+    other labels as themselves)."""
+    from blocks.clickhouse import ClickHouseSink
+    from blocks.loading import load_block
+    from core.settings import DEFAULT_SINK_BLOCK
+
+    window = {"s": START, "e": END}
+    with load_block(ClickHouseSink, DEFAULT_SINK_BLOCK).connect() as ch:
+        rows = {
+            (recorder, int(channel)): (int(count), int(distinct))
+            for recorder, channel, count, distinct in ch.query(
+                "SELECT recorder, channel, count(), uniqExact(segment) FROM {db}.segments "
+                "WHERE start >= {s:DateTime64(3)} AND start < {e:DateTime64(3)} GROUP BY recorder, channel",
+                window,
+            )
+        }
+        boxes = dict(ch.query(
+            "SELECT recorder, count() FROM {db}.boxes FINAL "
+            "WHERE frame_time >= {s:DateTime64(3)} AND frame_time < {e:DateTime64(3)} GROUP BY recorder",
+            window,
+        ))  # fmt: skip
+        summaries = ch.summary_between(START, END)
+    checks: list[str] = []
+    problems: list[str] = []
+    total: dict[str, int] = {}
+    for name, recorder in names.items():
+        found = summaries[name].objects if name in summaries else {}
+        for ch_id in channels[recorder]:
+            got = rows.get((name, ch_id), (0, 0))
+            if got != (SEGMENTS, SEGMENTS):
+                problems.append(
+                    f"{name} ch{ch_id}: {got[0]} segment rows of {got[1]} segments, expected {SEGMENTS} once"
+                )
+            by_class: dict[str, int] = {}
+            for obj_label, n in found.get(ch_id, []):
+                by_class[object_class(obj_label)] = by_class.get(object_class(obj_label), 0) + n
+            for kind, n in by_class.items():
+                total[kind] = total.get(kind, 0) + n
+            cam = RECORDERS[recorder][ch_id]
+            wanted = script_classes(cam)
+            if key_frames:
+                missing = {"person or vehicle"} if wanted and not by_class else set()
+            else:
+                missing = wanted - by_class.keys()
+            if missing:
+                problems.append(f"{name} ch{ch_id} ({cam.scene}): no {', '.join(sorted(missing))} object")
+            shows = ", ".join(sorted(wanted)) or "nobody"
+            seen = ", ".join(f"{k} {v}" for k, v in sorted(by_class.items())) or "none"
+            checks.append(f"{name} ch{ch_id} ({cam.scene}, shows {shows}): {got[1]} segments, objects {seen}")
+        checks.append(f"{name}: {boxes.get(name, 0)} boxes")
+    if problems:
+        raise RuntimeError(f"nvrflow pass {label}: " + "; ".join(problems))
+    return checks, total
+
+
 def nvrflow_pass(
     state: Any,
     label: str,
@@ -268,13 +417,9 @@ def nvrflow_pass(
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-    from blocks.clickhouse import ClickHouseSink
-    from blocks.loading import load_block
-    from core.settings import DEFAULT_SINK_BLOCK
+    from core.settings import DEFAULT_MODEL_BLOCK
     from core.windows import Window
     from flows.launch import start_pipeline_runs, wait_for_runs
-    from stack.models import CLASSIFIER_BLOCK
-    from stack.simulator.footage import EXPECTED_LABELS
 
     prefix = f"{label}-{secrets.token_hex(2)}"
     names = _register(prefix, ports, password, channels)
@@ -283,9 +428,8 @@ def nvrflow_pass(
     cpu_before = sum(_stat_cpu(p) for p in services)
     with FlowRunMemory(tag) as memory:
         began = time.time()
-        # The classifier: the seeds' way it is measured against labels frames (bench/detect.py
-        # measures the detector against the seeds' one Predict per frame).
-        options = {"key_frames": key_frames, "model_block": CLASSIFIER_BLOCK}
+        # The detector (the stack's default block) and the detect stage, as the demo's recorders run.
+        options = {"key_frames": key_frames, "model_block": DEFAULT_MODEL_BLOCK}
         runs = start_pipeline_runs(dict.fromkeys(names, SITE), Window(START, END), options=options)
         states = wait_for_runs(runs, RUN_TIMEOUT_S)
         # The flow-run processes end a moment after their state: wait for the worker to reap them
@@ -319,28 +463,12 @@ def nvrflow_pass(
     startup = [fr.start_time.timestamp() - began for fr in flow_runs if fr.start_time]
     stages["flow-run start"] = {"tasks": float(len(startup)), "task_s": sum(startup), "span_s": max(startup)}
 
-    checks = []
-    with load_block(ClickHouseSink, DEFAULT_SINK_BLOCK).connect() as ch:
-        summaries = ch.summary_between(START, END)
-    for name, recorder in names.items():
-        got = summaries.get(name)
-        want = len(channels[recorder]) * SEGMENTS
-        if got is None or got.segments != want:
-            raise RuntimeError(
-                f"nvrflow pass {label}: {name} has {got and got.segments} segments, expected {want}"
-            )
-        labels = {lbl for lbl, _ in got.top_labels}
-        for ch_id in channels[recorder]:
-            scene = RECORDERS[recorder][ch_id][0]
-            if not labels & set(EXPECTED_LABELS[scene]):
-                raise RuntimeError(
-                    f"nvrflow pass {label}: {name} ch{ch_id} ({scene}) labels {sorted(labels)}"
-                )
-        checks.append(f"{name}: {got.segments} segments, top labels {', '.join(sorted(labels))}")
+    checks, objects = check_store(label, names, channels, key_frames)
     return Pass(
         side="nvrflow", label=label, video_s=video_seconds(channels), wall_s=wall, cpu_s=cpu,
         peak_mb=max(memory.peak_mb.values(), default=0.0), stages=stages,
         prefect_share=1 - busy / wall, checks=checks,
+        tree_peak_mb=max(memory.tree_peak_mb.values(), default=0.0), objects=objects,
     )  # fmt: skip
 
 
@@ -364,7 +492,7 @@ def seeds_pass(state: Any, ports: dict[str, int], password: str, work: Path) -> 
     service = {
         "download": "simulator",
         "transcode": None,
-        "classify": "model-server",
+        "detect": "model-server",
         "persist": "clickhouse-gateway",
     }
     figures: dict[str, dict[str, float]] = {s: {"task_s": 0.0, "cpu_s": 0.0, "peak_mb": 0.0} for s in service}
@@ -380,6 +508,7 @@ def seeds_pass(state: Any, ports: dict[str, int], password: str, work: Path) -> 
 
     began = time.time()
     table_rows = 0
+    boxes: dict[str, int] = {}
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
     for recorder, chs in channels.items():
         out = work / recorder
@@ -398,22 +527,15 @@ def seeds_pass(state: Any, ports: dict[str, int], password: str, work: Path) -> 
                 f"HandBrakeCLI on {src.name}",
             )
             account("transcode", measured, 0.0)
-        before = service_cpu("classify")
+        before = service_cpu("detect")
         detections = out / "detections.json"
-        args = [sys.executable, "-m", "bench.e2e", "--seeds-classify", str(out / "mp4"), "--target", state.model_target,
+        args = [sys.executable, "-m", "bench.e2e", "--seeds-detect", str(out / "mp4"), "--target", state.model_target,
                 "--result", str(detections), "--recorder", recorder]  # fmt: skip
-        measured = _step(args, f"classify of {recorder}", env=env)
-        account("classify", measured, service_cpu("classify") - before)
+        measured = _step(args, f"detection of {recorder}", env=env)
+        account("detect", measured, service_cpu("detect") - before)
         before = service_cpu("persist")
-        args = [
-            sys.executable,
-            "-m",
-            "bench.e2e",
-            "--seeds-insert",
-            str(detections),
-            "--url",
-            state.clickhouse_url,
-        ]
+        args = [sys.executable, "-m", "bench.e2e", "--seeds-insert", str(detections), "--url", state.clickhouse_url,
+                "--recorder", recorder]  # fmt: skip
         measured = _step(
             args, f"inserts of {recorder}", env=env | {"NVRFLOW_BENCH_CH_PASSWORD": state.clickhouse_password}
         )
@@ -422,37 +544,51 @@ def seeds_pass(state: Any, ports: dict[str, int], password: str, work: Path) -> 
         if inserted["rows_in_table"] != inserted["rows"]:
             raise RuntimeError(f"seeds' inserts of {recorder}: {inserted}")
         table_rows += inserted["rows"]
+        for kind, n in inserted["boxes"].items():
+            boxes[kind] = boxes.get(kind, 0) + n
     wall = time.time() - began
     return Pass(
         side="seeds", label="full", video_s=video_seconds(channels), wall_s=wall,
         cpu_s=sum(f["cpu_s"] for f in figures.values()), peak_mb=max(f["peak_mb"] for f in figures.values()),
         stages={k: {"task_s": v["task_s"], "span_s": v["task_s"], "cpu_s": v["cpu_s"], "peak_mb": v["peak_mb"]}
                 for k, v in figures.items()},
-        checks=[f"{table_rows} detection rows in {SEEDS_TABLE}, one INSERT each"],
+        checks=[f"{table_rows} box rows in {SEEDS_TABLE}, one INSERT each: "
+                + (", ".join(f"{k} {v}" for k, v in sorted(boxes.items())) or "none")],
+        objects=boxes,
     )  # fmt: skip
 
 
-def seeds_classify(folder: Path, target: str, result: Path, recorder: str) -> None:
-    """One picture at a time, as `bench.classify.seeds_pictures` does, for every MP4 of the folder."""
-    from bench.classify import seeds_pictures
-    from blocks.model_server import TFServingModel
-    from stack import model_build
+def seeds_detect(folder: Path, target: str, result: Path, recorder: str) -> None:
+    """One picture at a time, as `bench.detect.seeds_pictures` does, for every MP4 of the folder: a
+    row per box, in frame pixels."""
+    from bench.detect import detector_block, seeds_pictures
+    from stack import detector_build
 
-    base = model_build.ensure_model()
-    model = TFServingModel(target=target, model_name=model_build.MODEL_NAME, input_size=model_build.IMAGE_SIZE,
-                           labels=model_build.labels(base), batch_size=1)  # fmt: skip
+    model = detector_block(target, detector_build.ensure_model(), batch_size=1)
     rows = []
     with model.connect() as client:
         for mp4 in sorted(folder.glob("*.mp4")):
             pictures = folder / f"{mp4.stem}-jpg"
             pictures.mkdir()
-            for n, top in enumerate(seeds_pictures(mp4, client, model.input_size, 1.0, pictures)):
-                for rank, (label, score) in enumerate(top, start=1):
-                    rows.append([recorder, mp4.stem, n, rank, label, score])
+            for n, found in enumerate(seeds_pictures(mp4, client, model.input_size, pictures)):
+                for label, score, (x0, y0, x1, y1) in found:
+                    rows.append(
+                        [
+                            recorder,
+                            mp4.stem,
+                            n,
+                            label,
+                            score,
+                            x0 * WIDTH,
+                            y0 * HEIGHT,
+                            x1 * WIDTH,
+                            y1 * HEIGHT,
+                        ]
+                    )
     result.write_text(json.dumps(rows))
 
 
-def seeds_insert(detections: Path, url: str) -> None:
+def seeds_insert(detections: Path, url: str, recorder: str) -> None:
     """One INSERT per row, as the seeds' scripts wrote them."""
     import clickhouse_connect
 
@@ -463,15 +599,19 @@ def seeds_insert(detections: Path, url: str) -> None:
     )  # fmt: skip
     client.command(
         f"CREATE TABLE IF NOT EXISTS default.{SEEDS_TABLE} (recorder String, video String, frame UInt32, "
-        "rank UInt8, label String, score Float32) ENGINE = MergeTree ORDER BY (recorder, video, frame, rank)"
+        "label String, score Float32, x0 Float32, y0 Float32, x1 Float32, y1 Float32) "
+        "ENGINE = MergeTree ORDER BY (recorder, video, frame)"
     )
     rows = json.loads(detections.read_text())
-    columns = ["recorder", "video", "frame", "rank", "label", "score"]
+    columns = ["recorder", "video", "frame", "label", "score", "x0", "y0", "x1", "y1"]
     for one in rows:
         client.insert(f"default.{SEEDS_TABLE}", [one], column_names=columns)
     count = client.command(f"SELECT count() FROM default.{SEEDS_TABLE} WHERE recorder = {{r:String}}",
-                           parameters={"r": rows[0][0]}) if rows else 0  # fmt: skip
-    print(json.dumps({"rows": len(rows), "rows_in_table": count}))
+                           parameters={"r": recorder})  # fmt: skip
+    labels: dict[str, int] = {}
+    for one in rows:
+        labels[object_class(one[3])] = labels.get(object_class(one[3]), 0) + 1
+    print(json.dumps({"rows": len(rows), "rows_in_table": count, "boxes": labels}))
 
 
 # -- the run -------------------------------------------------------------------------------------
@@ -479,21 +619,31 @@ def seeds_insert(detections: Path, url: str) -> None:
 
 def _rows(full: list[Pass], seeds: Pass, h264: list[Pass], key: list[Pass]) -> list[dict]:
     med = statistics.median
-    seeds_name = (
-        "the seeds' way: hikload, HandBrakeCLI per file, JPEG + one Predict per frame, one INSERT per row"
-    )
+    seeds_name = "the seeds' way: hikload, HandBrakeCLI per file, JPEG + one Predict per whole frame, one INSERT per box"
     video_min = seeds.video_s / 60
+    every = [*full, *h264, *key]
     rows = [
-        row(f"end to end, {video_min:.0f} min of 1280x720 video (2 recorders x 2 channels x 2 x 10 min), "
-            f"1 frame/s: wall time (median of {len(full)}; seeds once)", "s",
+        row(f"end to end, {video_min:.0f} min of 1280x720 scripted scenes (2 recorders x 2 channels x 2 x 10 min), "
+            f"detector at 1 frame/s: wall time (median of {len(full)}; seeds once)", "s",
             med(p.wall_s for p in full), seeds.wall_s, seeds_name),
         row("end to end, 1 frame/s: realtime factor", "x realtime", med(p.realtime for p in full), seeds.realtime,
             seeds_name),
         row("end to end, 1 frame/s: CPU seconds", "s", med(p.cpu_s for p in full), seeds.cpu_s, seeds_name),
         row("end to end, 1 frame/s: peak memory of one pipeline flow run (seeds: of one step's process)", "MB",
             med(p.peak_mb for p in full), seeds.peak_mb, seeds_name),
+        row(f"peak memory per pipeline flow run: the flow-run process's high-water mark (VmHWM), highest of "
+            f"all {len(every)} passes' runs", "MB", max(p.peak_mb for p in every), 300.0,
+            "target: at most 300 MB per pipeline flow run"),
+        row("peak memory per pipeline flow run with its child processes (ffmpeg): proportional set size, "
+            "sampled every 0.2 s, highest of all passes' runs", "MB", max(p.tree_peak_mb for p in every), 300.0,
+            "target: at most 300 MB per pipeline flow run"),
     ]  # fmt: skip
-    for stage in ("download", "transcode", "classify", "persist"):
+    appearances = script_appearances()
+    for kind in ("person", "vehicle"):
+        rows.append(row(f"{kind} objects persisted, 1 frame/s, all channels (median of {len(full)})", "objects",
+                        med(p.objects.get(kind, 0) for p in full), appearances.get(kind, 0),
+                        "the scripts' appearances (an actor crossing once)"))  # fmt: skip
+    for stage in ("download", "transcode", "detect", "persist"):
         span = med(p.stages.get(stage, {}).get("span_s", 0.0) for p in full)
         step = seeds.stages[stage]["task_s"]
         rows.append(row(f"stage {stage}: wall time (nvrflow: its first task's start to its last task's end, "
@@ -519,8 +669,9 @@ def _rows(full: list[Pass], seeds: Pass, h264: list[Pass], key: list[Pass]) -> l
 
 def _print_pass(p: Pass) -> None:
     share = f", Prefect {100 * p.prefect_share:.1f} %" if p.prefect_share is not None else ""
+    tree = f" ({p.tree_peak_mb:.0f} MB with its children)" if p.tree_peak_mb else ""
     print(f"  {p.side} {p.label}: {p.wall_s:.1f} s, {p.realtime:.1f}x realtime, CPU {p.cpu_s:.0f} s, "
-          f"peak {p.peak_mb:.0f} MB{share}", flush=True)  # fmt: skip
+          f"peak {p.peak_mb:.0f} MB{tree}{share}", flush=True)  # fmt: skip
     for stage, f in p.stages.items():
         print(f"      {stage:15} " + ", ".join(f"{k} {v:.1f}" for k, v in f.items()), flush=True)
     for check in p.checks:
@@ -533,17 +684,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-seeds", action="store_true", help="skip the seeds' pass (keeps the last figures)"
     )
-    parser.add_argument("--seeds-classify", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--seeds-detect", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--seeds-insert", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--target", "--url", dest="target", help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--recorder", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.seeds_classify:
-        seeds_classify(args.seeds_classify, args.target, args.result, args.recorder)
+    if args.seeds_detect:
+        seeds_detect(args.seeds_detect, args.target, args.result, args.recorder)
         return 0
     if args.seeds_insert:
-        seeds_insert(args.seeds_insert, args.target)
+        seeds_insert(args.seeds_insert, args.target, args.recorder)
         return 0
 
     from stack import prefect_database, supervisor
@@ -568,7 +719,7 @@ def main(argv: list[str] | None = None) -> int:
         ports = dict(zip(RECORDERS, bench_ports, strict=True))
         everything = {rec: list(chs) for rec, chs in RECORDERS.items()}
         h264_only = {
-            rec: [c for c, (_, codec, _) in chs.items() if codec == "h264"] for rec, chs in RECORDERS.items()
+            rec: [c for c, cam in chs.items() if cam.codec == "h264"] for rec, chs in RECORDERS.items()
         }
         print(f"e2e benchmark: {video_seconds(everything) / 60:.0f} min of video on {len(RECORDERS)} recorders, "
               f"{args.repeats} nvrflow passes of each kind", flush=True)  # fmt: skip

@@ -149,10 +149,15 @@ def scene_clip_key(
     codec: str,
     audio: str,
     gop_s: int = 2,
+    loops: int = 1,
 ) -> str:
     raw = f"v{FORMAT_VERSION}|{script.digest}|{offset_s}+{seconds}|{width}x{height}|{fps}|{codec}|{audio_kind(audio)}|g{gop_s}"
+    length = f"{seconds}s"
+    if loops > 1:
+        raw += f"|x{loops}"
+        length = f"{seconds}sx{loops}"
     digest = hashlib.sha256(raw.encode()).hexdigest()[:12]
-    return f"scene-{script.digest[:8]}-{offset_s}+{seconds}s-{codec}-{width}x{height}-{fps}fps-{digest}"
+    return f"scene-{script.digest[:8]}-{offset_s}+{length}-{codec}-{width}x{height}-{fps}fps-{digest}"
 
 
 def ensure_scene_clip(
@@ -165,21 +170,25 @@ def ensure_scene_clip(
     height: int = 360,
     fps: int = 10,
     gop_s: int = 2,
+    loops: int = 1,
 ) -> Path:
     """Path of the cached Hikvision-form clip of the script's timeline [offset_s, offset_s + seconds),
-    made if missing."""
-    if seconds <= 0 or offset_s < 0:
-        raise ValueError("seconds must be positive and offset_s not negative")
+    made if missing.
+
+    With `loops`, the clip lasts `seconds * loops`: the coded pictures of the slice repeated,
+    timestamps running on, as `footage.ensure_clip` loops (seamless when the slice is the whole
+    script, which starts and ends with nobody in view, and `seconds` a multiple of `gop_s`)."""
+    if seconds <= 0 or offset_s < 0 or loops <= 0:
+        raise ValueError("seconds and loops must be positive and offset_s not negative")
     kind = audio_kind(audio)
     folder = cache_dir() / "footage"
     folder.mkdir(parents=True, exist_ok=True)
-    path = (
-        folder / f"{scene_clip_key(script, offset_s, seconds, width, height, fps, codec, audio, gop_s)}.hik"
-    )
+    key = scene_clip_key(script, offset_s, seconds, width, height, fps, codec, audio, gop_s, loops)
+    path = folder / f"{key}.hik"
     if path.exists():
         return path
     with tempfile.TemporaryDirectory(dir=folder, prefix=".scene-") as work:
         video_path = Path(work) / "video.es"
         encode(script, offset_s, seconds, width, height, fps, codec, video_path, gop_s)
-        write_clip(path, video_path.read_bytes(), codec, fps, kind, seconds)
+        write_clip(path, video_path.read_bytes() * loops, codec, fps, kind, seconds, loops)
     return path

@@ -29,6 +29,7 @@ from stack.simulator.scenes import (
     truth,
 )
 from stack.simulator.spec import RecorderSpec, demo_spec, demo_window, load_spec, spec_from_dict
+from video.probe import probe
 
 START = datetime(2026, 11, 1, 2, 0, 0, tzinfo=UTC)
 W, H, FPS = 320, 180, 10
@@ -155,6 +156,20 @@ def test_rendered_clip_shows_the_actor_where_the_truth_says_and_nothing_else():
     for t in (16, 18, 19):  # still empty: the background, up to sensor grain and coding
         assert _changed_box(frames[t * FPS], empty) is None
         assert np.abs(frames[t * FPS] - background).mean() < 6
+
+
+def test_a_looped_clip_replays_the_script_with_its_audio_and_timestamps_running_on():
+    once = ensure_scene_clip(SEDAN, 0, 20, "h264", "none", W, H, FPS)
+    looped = ensure_scene_clip(SEDAN, 0, 20, "h264", "g711a", W, H, FPS, loops=3)
+    assert looped != once
+    probed = probe(looped)
+    assert probed.audio_codec == "pcm_alaw"
+    assert probed.duration_s == pytest.approx(60, abs=0.2)
+    frames, first = _decode(looped), _decode(once)
+    assert len(frames) == 3 * len(first)
+    for t in (2, 5, 8):  # the sedan again where it was, in the third pass of the script
+        seen = _changed_box(frames[(40 + t) * FPS], first[15 * FPS])
+        assert seen == _changed_box(first[t * FPS], first[15 * FPS]), t
 
 
 def test_generated_scripts_are_deterministic_and_mostly_empty():
