@@ -38,6 +38,21 @@ def simulated_port(stack, name: str) -> int:
     return next(r.port for r in spec.recorders if r.name == name)
 
 
+def register_alias(stack, simulated: str, name: str) -> None:
+    """The recorder block `name` for the simulated device `simulated`: its downloads, files and rows
+    are kept under `name`, so a test that needs them fresh has them whatever other tests ran."""
+    from pydantic import SecretStr
+
+    from blocks.recorder import HikvisionRecorder
+    from flows.recorders import upsert_recorder
+
+    spec = load_spec(stack.data_dir / "stack" / "simulator.json")
+    device = next(r for r in spec.recorders if r.name == simulated)
+    block = HikvisionRecorder(host="127.0.0.1", port=device.port, username=device.username,
+                              password=SecretStr(device.password), channels=[c.id for c in device.channels])  # fmt: skip
+    upsert_recorder(name, block)  # and offered in the run form, which the server checks
+
+
 def run_logs(flow_run_id: UUID, containing: str = "", timeout: float = 60) -> list[str]:
     """The flow run's log messages (its tasks' too) as the Prefect API holds them, oldest first.
 

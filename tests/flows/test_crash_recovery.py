@@ -20,9 +20,9 @@ from uuid import UUID
 
 import pytest
 
-from stack.simulator.spec import DEMO_SEGMENT_SECONDS, demo_window, load_spec
+from stack.simulator.spec import DEMO_SEGMENT_SECONDS, demo_window
 from tests.polling import wait_until
-from tests.support import CLASSIFIER, run_processes, simulated_port
+from tests.support import CLASSIFIER, register_alias, run_processes, simulated_port
 
 pytestmark = pytest.mark.stack
 
@@ -31,19 +31,6 @@ SIMULATED = "nvr-03"
 RECORDER = "crash-03"  # and f"{RECORDER}-insert" for the insert moment
 ZOMBIE_MESSAGE = "Flow run marked as crashed due to missing heartbeats."
 SPARE = "worker-b"
-
-
-def _register_own_recorder(stack, port: int, name: str) -> None:
-    from pydantic import SecretStr
-
-    from blocks.recorder import HikvisionRecorder
-    from flows.recorders import upsert_recorder
-
-    spec = load_spec(stack.data_dir / "stack" / "simulator.json")
-    device = next(r for r in spec.recorders if r.name == SIMULATED)
-    block = HikvisionRecorder(host="127.0.0.1", port=port, username=device.username,
-                              password=SecretStr(device.password), channels=[c.id for c in device.channels])  # fmt: skip
-    upsert_recorder(name, block)  # and offered in the run form, which the server checks
 
 
 def _kill_all(flow_run_id: UUID) -> dict[int, int]:
@@ -127,7 +114,7 @@ def test_killed_worker_machine_run_is_crashed_rerun_and_completed(stack, two_wor
     end = start + timedelta(seconds=DEMO_SEGMENT_SECONDS)
     port = simulated_port(stack, SIMULATED)
     recorder = RECORDER if moment == "download" else f"{RECORDER}-insert"
-    _register_own_recorder(stack, port, recorder)
+    register_alias(stack, SIMULATED, recorder)
     control.reset_stats(port)
     hold = request.getfixturevalue("holding_gateway") if moment == "insert" else None
     if hold is None:

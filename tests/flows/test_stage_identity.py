@@ -19,7 +19,7 @@ from stack.simulator import control
 from stack.simulator.footage import ensure_clip
 from stack.simulator.spec import demo_window
 from tests.own_recorder import one_channel_spec, register
-from tests.support import CLASSIFIER, simulated_port, sink
+from tests.support import CLASSIFIER, register_alias, simulated_port, sink
 
 pytestmark = pytest.mark.stack
 
@@ -126,7 +126,7 @@ def test_a_model_mismatch_fails_the_run_after_one_attempt_naming_the_setting(sta
 
 
 def _segment_after_window() -> tuple[datetime, datetime]:
-    """The segment the simulator records right after the demo window: no other test downloads it."""
+    """The segment the simulator records right after the demo window."""
     _, end = demo_window()
     return end, end + timedelta(seconds=20)
 
@@ -135,11 +135,12 @@ def test_an_account_without_the_download_right_fails_once_naming_the_user(stack)
     from flows.pipeline import recorder_pipeline
 
     port = simulated_port(stack, "nvr-02")
+    register_alias(stack, "nvr-02", "nvr-02-rights")  # a download of its own, whatever ran before
     control.reset_stats(port)
     control.set_faults(port, low_privilege="download")
     try:
         start, end = _segment_after_window()
-        state = recorder_pipeline("nvr-02", start, end, channels=[1], return_state=True)
+        state = recorder_pipeline("nvr-02-rights", start, end, channels=[1], return_state=True)
         stats = control.stats(port)
     finally:
         control.reset_faults(port)
@@ -155,11 +156,12 @@ def test_a_refused_download_form_falls_back_to_another(stack):
     from flows.pipeline import recorder_pipeline
 
     port = simulated_port(stack, "nvr-02")
+    register_alias(stack, "nvr-02", "nvr-02-forms")  # a download of its own, whatever ran before
     control.reset_stats(port)
     control.set_faults(port, refuse_download_forms="post_xml")
     try:
         start, end = _segment_after_window()
-        summary = recorder_pipeline("nvr-02", start, end, channels=[2])
+        summary = recorder_pipeline("nvr-02-forms", start, end, channels=[2])
         stats = control.stats(port)
     finally:
         control.reset_faults(port)
