@@ -7,6 +7,8 @@ the pipeline submits every segment's download together, so without the limit
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -16,6 +18,7 @@ from deployments.sample_inventory import HEADER
 from stack.ports import free_port
 from stack.simulator import control
 from tests.own_recorder import one_channel_spec, register
+from tests.polling import wait_until
 from tests.support import CLASSIFIER, final_runs, pipeline_runs_of, sink, state_names
 
 pytestmark = pytest.mark.stack
@@ -98,34 +101,71 @@ def _own_recorders(names: list[str]) -> dict:
     return spec
 
 
+@contextmanager
+def _holding_every_slot(recorder: str) -> Iterator[None]:
+    """The test takes every slot of `recorder:<name>`: that recorder's runs wait at their first call."""
+    from prefect.client.orchestration import get_client
+    from prefect.concurrency.sync import concurrency
+
+    from flows.export import limit_name
+
+    with get_client(sync_client=True) as client:
+        slots = client.read_global_concurrency_limit_by_name(limit_name(recorder)).limit
+    with concurrency(limit_name(recorder), occupy=slots, strict=True):
+        yield
+
+
+def _state(run_id) -> str:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        state = client.read_flow_run(run_id).state
+    return state.name if state else ""
+
+
 def test_the_fleet_deployment_runs_one_dispatch_at_a_time_and_does_not_wait_for_its_runs(stack, tmp_path):
-    """`dispatch/fleet` as deployed (prefect.yaml: concurrency limit 1, `wait: false`)."""
+    """`dispatch/fleet` as deployed (prefect.yaml: concurrency limit 1, `wait: false`).
+
+    The test holds the recorders' slots, so each pipeline run waits until the test lets it go:
+    a first dispatch told to wait for its run stays running as long as the test wants.
+    """
     from prefect.deployments import run_deployment
 
-    spec = _own_recorders(["dispatch-01"])
-    (device,) = spec["recorders"]
+    spec = _own_recorders(["dispatch-01", "dispatch-02"])
+    window = {"start": WINDOW_START.isoformat(), "end": WINDOW_END.isoformat()}
     since = datetime.now(UTC)
     with control.running(spec, tmp_path):
-        control.set_faults(device["port"], bandwidth_bps=10_000)  # a download takes seconds: the run lasts
-        window = {
-            "start": WINDOW_START.isoformat(),
-            "end": WINDOW_END.isoformat(),
-            "recorders": ["dispatch-01"],
-        }
-        first, second = (run_deployment("dispatch/fleet", parameters=window, timeout=0) for _ in range(2))
-        dispatches = final_runs([first.id, second.id], timeout=600)
-        assert [r.state.name for r in dispatches] == ["Completed", "Completed"], dispatches
-        # One at a time: the later one waited for the limit's slot, and ran after the other ended.
-        earlier, later = sorted(dispatches, key=lambda r: r.start_time)
-        assert earlier.end_time <= later.start_time, (earlier, later)
-        assert "AwaitingConcurrencySlot" in state_names(later.id), state_names(later.id)
-
-        # The same window twice: one pipeline run (the later dispatch got it back by its idempotency
-        # key), which the dispatch that started it did not wait for.
-        (pipeline,) = pipeline_runs_of("dispatch-01", since)
-        (pipeline,) = final_runs([pipeline.id], timeout=600)
-        assert pipeline.state.name == "Completed", pipeline.state
-        assert pipeline.end_time > earlier.end_time, (pipeline.end_time, earlier.end_time)
+        first_hold, second_hold = ExitStack(), ExitStack()
+        first_hold.enter_context(_holding_every_slot("dispatch-01"))
+        second_hold.enter_context(_holding_every_slot("dispatch-02"))
+        try:
+            first = run_deployment(
+                "dispatch/fleet", parameters={**window, "recorders": ["dispatch-01"], "wait": True}, timeout=0
+            )
+            wait_until("the first dispatch running", lambda: _state(first.id) == "Running", timeout=300)
+            second = run_deployment(
+                "dispatch/fleet", parameters={**window, "recorders": ["dispatch-02"]}, timeout=0
+            )
+            # One at a time: the second waits for the deployment's slot while the first runs.
+            wait_until(
+                "the second dispatch waiting for a slot",
+                lambda: "AwaitingConcurrencySlot" in state_names(second.id),
+                timeout=300,
+            )
+            assert _state(first.id) == "Running", state_names(first.id)
+            first_hold.close()  # dispatch-01's run goes on; the first dispatch ends; the second runs
+            (second_done,) = final_runs([second.id], timeout=600)
+            assert second_done.state.name == "Completed", state_names(second.id)
+            # Not waiting: the second dispatch ended while the run it started waits for dispatch-02.
+            (pipeline,) = pipeline_runs_of("dispatch-02", since)
+            assert not pipeline.state.is_final(), pipeline.state
+        finally:
+            first_hold.close()
+            second_hold.close()
+        first_done, pipeline = final_runs([first.id, pipeline.id], timeout=600)
+    assert [first_done.state.name, pipeline.state.name] == ["Completed", "Completed"], (first_done, pipeline)
+    assert first_done.end_time <= second_done.start_time, (first_done, second_done)
+    assert pipeline.end_time > second_done.end_time, (pipeline.end_time, second_done.end_time)
 
 
 def test_the_sampling_choices_of_a_deployment_run_reach_the_classify_stage(stack, tmp_path):
