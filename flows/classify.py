@@ -32,25 +32,28 @@ from video.classify import Classification, classify_video
 from video.transcode import TranscodeResult
 
 CLASSIFY_VERSION = 1
-# Segments classified (or detected) at once in one process (a flow run, under the process worker).
-# The model server takes both cores and each segment keeps two calls in flight, so more at once
-# gains no speed, only frames in memory.
-CLASSIFY_AT_ONCE = 2
-_classifying = threading.BoundedSemaphore(CLASSIFY_AT_ONCE)
+# Segments classified or detected at once in one process (a flow run, under the process worker),
+# per kind of model. The model server takes both cores and each segment keeps two calls in flight,
+# so more at once gains no speed, only frames in memory. A detection holds more of them (whole
+# frames decoded ahead, in flight, and its decoder's pictures: ~60 MB against ~20 MB), so one at
+# a time keeps a flow run near 300 MB.
+AT_ONCE = {"classifier": 2, "detector": 1}
+_slots = {kind: threading.BoundedSemaphore(n) for kind, n in AT_ONCE.items()}
 
 
 @contextmanager
-def claim_model_slot(segment: Segment) -> Iterator[None]:
-    """One of the CLASSIFY_AT_ONCE slots of this process for the segment's frames (said when it waits)."""
-    if not _classifying.acquire(blocking=False):
+def claim_model_slot(segment: Segment, kind: str) -> Iterator[None]:
+    """One of this process's slots for the kind of model, for the segment's frames (said when it waits)."""
+    slots = _slots[kind]
+    if not slots.acquire(blocking=False):
         get_run_logger().info(
-            f"{segment.label}: waiting for one of the {CLASSIFY_AT_ONCE} model slots of this flow run's process"
+            f"{segment.label}: waiting for one of the {AT_ONCE[kind]} {kind} slots of this flow run's process"
         )
-        _classifying.acquire()
+        slots.acquire()
     try:
         yield
     finally:
-        _classifying.release()
+        slots.release()
 
 
 @dataclass(frozen=True)
@@ -101,7 +104,7 @@ def classify_segment(
         video, video_start = source.output, segment.start
     else:
         video, video_start = source.download.path, source.segment.start
-    with claim_model_slot(segment), model.connect() as client:
+    with claim_model_slot(segment, model.kind), model.connect() as client:
         frames, detections = classify_video(
             video, video_start, client, model.input_size, model.batch_size, fps, key_frames
         )

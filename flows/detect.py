@@ -122,7 +122,7 @@ def detect_segment(
         video, video_start = source.output, segment.start
     else:
         video, video_start = source.download.path, source.segment.start
-    with claim_model_slot(segment), model.connect() as client:
+    with claim_model_slot(segment, model.kind), model.connect() as client:
         found = detect_video(Path(video), video_start, client, options.settings())
         version = client.version
     end = segment.end or segment.start + timedelta(seconds=mp4.duration_s)

@@ -26,8 +26,8 @@ from datetime import datetime, timedelta
 
 import numpy as np
 from PIL import Image, ImageDraw
-from scipy.optimize import linear_sum_assignment
 
+from video.assignment import min_cost_pairs
 from video.regions import FloatBox, iou
 
 _NO_MATCH = 1e6
@@ -164,8 +164,7 @@ class Tracker:
                     cost[ti, bi] = 1.0 - overlap
                 elif distance <= reach:
                     cost[ti, bi] = 1.0 + distance
-        rows, cols = linear_sum_assignment(cost)
-        return [(int(r), int(c)) for r, c in zip(rows, cols, strict=True) if cost[r, c] < _NO_MATCH]
+        return [(r, c) for r, c in min_cost_pairs(cost) if cost[r, c] < _NO_MATCH]
 
     def _start(self, at: datetime, box: FrameBox, frame: np.ndarray | None) -> None:
         track = TrackedObject(
