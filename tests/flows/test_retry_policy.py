@@ -60,7 +60,8 @@ def test_a_recorder_slot_the_server_could_not_hand_out_is_retried_a_missing_limi
     assert not heal(None, None, Failed(data=refused(None)))
 
 
-def test_the_last_attempt_is_known_inside_the_task():
+def test_the_last_attempt_is_known_inside_the_task(stack):
+    """A flow run in this process (on the stack's Prefect server: a test file's first test may be this one)."""
     seen: list[bool] = []
 
     @task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=0,
