@@ -1,5 +1,5 @@
 """Test session setup: one embedded stack per pytest process, in its own data folder and ports
-(`make test` runs two processes, pytest-xdist, each taking whole test files).
+(`make test` runs three processes, pytest-xdist, each taking whole test files).
 
 The stack's environment (PREFECT_API_URL above all) is set here, at import time,
 because Prefect reads its settings when it is first imported by a test module.
