@@ -135,10 +135,8 @@ def test_the_fleet_deployment_runs_one_dispatch_at_a_time_and_does_not_wait_for_
     window = {"start": WINDOW_START.isoformat(), "end": WINDOW_END.isoformat()}
     since = datetime.now(UTC)
     with control.running(spec, tmp_path):
-        first_hold, second_hold = ExitStack(), ExitStack()
-        first_hold.enter_context(_holding_every_slot("dispatch-01"))
-        second_hold.enter_context(_holding_every_slot("dispatch-02"))
-        try:
+        with _holding_every_slot("dispatch-02"), ExitStack() as first_hold:
+            first_hold.enter_context(_holding_every_slot("dispatch-01"))
             first = run_deployment(
                 "dispatch/fleet", parameters={**window, "recorders": ["dispatch-01"], "wait": True}, timeout=0
             )
@@ -159,9 +157,6 @@ def test_the_fleet_deployment_runs_one_dispatch_at_a_time_and_does_not_wait_for_
             # Not waiting: the second dispatch ended while the run it started waits for dispatch-02.
             (pipeline,) = pipeline_runs_of("dispatch-02", since)
             assert not pipeline.state.is_final(), pipeline.state
-        finally:
-            first_hold.close()
-            second_hold.close()
         first_done, pipeline = final_runs([first.id, pipeline.id], timeout=600)
     assert [first_done.state.name, pipeline.state.name] == ["Completed", "Completed"], (first_done, pipeline)
     assert first_done.end_time <= second_done.start_time, (first_done, second_done)
