@@ -18,10 +18,12 @@ database an administrator made.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import secrets
 import subprocess
+import time
 from pathlib import Path
 
 from stack.ports import HOST
@@ -31,6 +33,8 @@ _PREFIX = "nvrflow_"
 _NAME = re.compile(r"nvrflow_[0-9a-f]{16}")  # what `ensure` makes: a plain SQL identifier
 _SAFE = re.compile(r"[A-Za-z0-9_-]+")  # a password that needs no quoting in SQL or a URL
 _TIMEOUT_S = 60
+_LOCK = Path("/run/lock/nvrflow-postgresql.lock")  # one start of the cluster at a time
+_SOCKET_DIR = "/var/run/postgresql"  # where Debian's clusters listen (psql's default too)
 
 
 # On SQLite, what the stack's Prefect does differently. Under a fleet's load a Prefect 3.8 server
@@ -128,9 +132,43 @@ def _drop(name: str) -> None:
 
 def _running_cluster_port() -> int:
     """The port of the machine's first PostgreSQL cluster, started when it is down."""
+    version, cluster, port, _ = _listed()
+    start_once(version, cluster)
+    return int(port)
+
+
+def start_once(version: str, cluster: str) -> None:
+    """Start the cluster if it is down; return once it accepts connections.
+
+    Several stacks may start at once (make test's processes): the start is taken under a file
+    lock, and every caller waits until the cluster accepts connections (a cluster being started,
+    or recovering after a crash, is listed "online" while it still refuses them).
+    """
+    with _LOCK.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _, _, port, status = _listed(version, cluster)
+        if status != "online":
+            started = subprocess.run(
+                ["pg_ctlcluster", version, cluster, "start"],
+                capture_output=True,
+                text=True,
+                timeout=_TIMEOUT_S,
+            )
+            if started.returncode != 0:
+                said = (started.stderr or started.stdout).strip()[-500:]
+                raise DatabaseUnavailable(f"PostgreSQL cluster {version}/{cluster} did not start: {said}")
+    _wait_until_accepting(version, cluster, int(port))
+
+
+def _listed(*which: str) -> tuple[str, str, str, str]:
+    """Version, name, port and status of a cluster (`pg_lsclusters`; the first one by default)."""
     try:
         listed = subprocess.run(
-            ["pg_lsclusters", "--no-header"], capture_output=True, text=True, timeout=_TIMEOUT_S, check=True
+            ["pg_lsclusters", "--no-header", *which],
+            capture_output=True,
+            text=True,
+            timeout=_TIMEOUT_S,
+            check=True,
         ).stdout.split()
     except (OSError, subprocess.CalledProcessError) as exc:
         raise DatabaseUnavailable(
@@ -140,15 +178,27 @@ def _running_cluster_port() -> int:
     if len(listed) < 4:
         raise DatabaseUnavailable("PostgreSQL is installed but has no cluster: pg_createcluster 15 main")
     version, cluster, port, status = listed[:4]
-    if status != "online":
-        started = subprocess.run(
-            ["pg_ctlcluster", version, cluster, "start"], capture_output=True, text=True, timeout=_TIMEOUT_S
+    return version, cluster, port, status
+
+
+def _wait_until_accepting(version: str, cluster: str, port: int) -> None:
+    """Return once the cluster accepts connections (`pg_isready`), or say why not after a minute."""
+    deadline = time.monotonic() + _TIMEOUT_S
+    while True:
+        ready = subprocess.run(
+            ["pg_isready", "-q", "-h", _SOCKET_DIR, "-p", str(port), "-t", "5"],
+            capture_output=True,
+            text=True,
+            timeout=_TIMEOUT_S,
         )
-        if started.returncode != 0:
+        if ready.returncode == 0:
+            return
+        if time.monotonic() > deadline:
             raise DatabaseUnavailable(
-                f"PostgreSQL cluster {version}/{cluster} did not start: {started.stderr.strip()[-500:]}"
+                f"PostgreSQL cluster {version}/{cluster} (port {port}) still refuses connections after "
+                f"{_TIMEOUT_S} s; see /var/log/postgresql/postgresql-{version}-{cluster}.log"
             )
-    return int(port)
+        time.sleep(0.5)  # polling the server's readiness, with the deadline above
 
 
 def _psql(script: str, tuples: bool = False, secret: str = "") -> str:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -87,3 +89,33 @@ def test_on_sqlite_the_stack_widens_the_zombie_window_and_sends_logs_less_often(
     assert state.env()["PREFECT_LOGGING_TO_API_BATCH_INTERVAL"] == "2.0"
     monkeypatch.setenv("NVRFLOW_ZOMBIE_WINDOW", "120")
     assert supervisor.zombie_window_s() == 120
+
+
+def test_stacks_starting_at_once_find_a_stopped_cluster_accepting(tmp_path):
+    # make test's processes each start a stack: a cluster that is down is started once, and no
+    # stack goes on before it accepts connections ("the database system is starting up").
+    version, name, port = "15", "nvrflowtest", "54329"
+    here = ["pg_lsclusters", "--no-header", version, name]
+    if subprocess.run(here, capture_output=True, timeout=30).returncode == 0:
+        subprocess.run(["pg_dropcluster", "--stop", version, name], check=True, timeout=60)
+    subprocess.run(
+        ["pg_createcluster", "-p", port, version, name], check=True, capture_output=True, timeout=120
+    )
+
+    def start_and_ask() -> str:
+        prefect_database.start_once(version, name)
+        asked = subprocess.run(
+            ["runuser", "-u", "postgres", "--", "psql", "-X", "-A", "-t", "-p", port, "-c", "SELECT 1"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            cwd="/",
+        )
+        return asked.stdout.strip() or asked.stderr.strip()
+
+    try:
+        with ThreadPoolExecutor(3) as pool:
+            answers = [pool.submit(start_and_ask) for _ in range(3)]
+            assert [each.result(timeout=120) for each in answers] == ["1", "1", "1"]
+    finally:
+        subprocess.run(["pg_dropcluster", "--stop", version, name], check=True, timeout=60)
