@@ -404,7 +404,7 @@ def seeds_way(client: Any, size: int) -> Callable[[Channel], tuple[list[Found], 
 
     def one(channel: Channel) -> tuple[list[Found], dict[str, int]]:
         folder = Path(tempfile.mkdtemp(prefix="nvrflow-bench-"))
-        tracker = Tracker()
+        tracker = Tracker(start_score=client.score_threshold)
         objects: list[Any] = []
         frames = 0
         try:

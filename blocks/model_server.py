@@ -97,7 +97,14 @@ class TFServingModel(Block):
         "(its 1-based ids: line i of a labels.txt is id i).",
     )
     score_threshold: float = Field(
-        default=0.4, ge=0.0, le=1.0, description="Detector: boxes scored below this are dropped."
+        default=0.4, ge=0.0, le=1.0, description="Detector: a box scored at least this can start an object."
+    )
+    follow_threshold: float = Field(
+        default=0.25,
+        ge=0.0,
+        le=1.0,
+        description="Detector: a box scored from this up to score_threshold only follows an object "
+        "already seen (a small person standing still scores lower than walking); boxes under both are dropped.",
     )
     tracked_labels: list[str] = Field(
         default_factory=lambda: list(TRACKED_LABELS),
@@ -126,6 +133,7 @@ class TFServingModel(Block):
                 "input": [self.input_name, self.input_size, self.input_dtype],
                 "labels": hashlib.sha256("\n".join(self.labels).encode()).hexdigest()[:16],
                 "score_threshold": self.score_threshold,
+                "follow_threshold": self.follow_threshold,
                 "tracked_labels": sorted(self.tracked_labels),
             }
         return {
@@ -183,6 +191,11 @@ class ModelClient:
     def batch_size(self) -> int:
         """Most images one Predict call carries."""
         return self.model.batch_size
+
+    @property
+    def score_threshold(self) -> float:
+        """Detector: the least score of a box that starts an object (weaker ones only follow)."""
+        return self.model.score_threshold
 
     @property
     def version(self) -> int:
@@ -375,7 +388,8 @@ class ModelClient:
         ]
 
     def _found(self, response, rows: int) -> list[list[Found]]:
-        """Per image, the boxes of tracked labels at or above the score threshold, best first."""
+        """Per image, the boxes of tracked labels scored at least the lower of the two
+        thresholds, best first."""
         m = self.model
         self._version = int(response.model_spec.version.value)
         boxes, scores, classes, counts = (self._array(response, name) for name in DETECTOR_OUTPUTS)
@@ -393,13 +407,14 @@ class ModelClient:
                 "INVALID_ARGUMENT",
             )
         tracked = set(m.tracked_labels)
+        least = min(m.score_threshold, m.follow_threshold)
         answers: list[list[Found]] = []
         for row in range(rows):
             found: list[Found] = []
             for k in range(min(int(counts[row]), boxes.shape[1])):
                 score = float(scores[row, k])
                 label = self._label(int(round(float(classes[row, k]))) - 1)
-                if score < m.score_threshold or label not in tracked:
+                if score < least or label not in tracked:
                     continue
                 ymin, xmin, ymax, xmax = np.clip(boxes[row, k].astype(np.float64), 0.0, 1.0)
                 if xmax > xmin and ymax > ymin:
@@ -436,8 +451,8 @@ class ModelClient:
 
         Per image, a list of (label, score, (x0, y0, x1, y1)): the box as shares of the image's
         width and height (the model's (ymin, xmin, ymax, xmax) reordered to x first), only tracked
-        labels scored at least score_threshold, best first. Each batch is one call: batches must
-        not hold more than the block's batch_size images. The source is read one batch ahead of
+        labels scored at least follow_threshold (or score_threshold, if lower), best first. Each
+        batch is one call: batches must not hold more than the block's batch_size images. The source is read one batch ahead of
         the answers: what it yields next may depend on every answer but the last one sent.
         """
         self._require("detector", "detect_batches")

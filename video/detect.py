@@ -66,6 +66,9 @@ class Detector(Protocol):
     @property
     def batch_size(self) -> int: ...
 
+    @property
+    def score_threshold(self) -> float: ...
+
     def detect_batches(
         self, batches: Iterable[tuple[T, np.ndarray]]
     ) -> Iterator[tuple[T, list[list[Found]]]]: ...
@@ -146,7 +149,7 @@ def detect_video(
     s = settings or DetectSettings()
     result = VideoDetections()
     motion = MotionDetector(s.motion)
-    tracker = Tracker(s.tracking)
+    tracker = Tracker(s.tracking, start_score=detector.score_threshold)
     size, batch_size = detector.input_size, detector.batch_size
     order: deque[_Pending] = deque()  # frames in time order, tracked once answered
     last_full: datetime | None = None
@@ -156,8 +159,8 @@ def detect_video(
         while order and order[0].answered:
             pending = order.popleft()
             boxes = _frame_boxes(pending, result.width, result.height, tracker.settings.kind)
-            result.boxes += [BoxDetection(pending.at, b.label, b.score, b.box) for b in boxes]
             result.objects += tracker.update(pending.at, boxes, pending.frame if boxes else None)
+            result.boxes += [BoxDetection(pending.at, b.label, b.score, b.box) for b in tracker.used]
 
     def due(last: datetime | None, at: datetime, every_s: float) -> bool:
         return last is None or (at - last).total_seconds() >= every_s - 1e-3

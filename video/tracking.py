@@ -12,6 +12,13 @@ detection than a visit); it ends `lost_after_s` seconds after it was last seen, 
 last sighting. Objects that stop moving are looked at again by the detector's periodic look at
 every open object, which must come more often than `lost_after_s`.
 
+Detections scored under `start_score` only follow objects already open, never start one (the
+hysteresis of ByteTrack): a small person standing still, or half hidden, scores 0.2-0.4 where
+the same person walking scored 0.6, and is one visit, not two; a false box of 0.3 on a bush
+starts nothing. They join after the confident ones, and only by overlapping where an open
+object is expected or was last seen (`weak_min_iou`), never by distance alone; an object counts once seen by
+confident boxes in `min_frames` frames.
+
 Each object keeps a small copy of the frame of its best score only; the thumbnail, JPEG with the
 box drawn, is made once, when the object ends.
 """
@@ -41,9 +48,10 @@ class TrackingSettings:
     # Labels a detector gives the same thing by turns (a pickup is a car in one frame, a truck in
     # the next): their detections join one object, labelled as its best-scored detection.
     same_kind: tuple[tuple[str, ...], ...] = (("car", "truck", "bus"),)
-    min_frames: int = 2  # an object counts once seen in this many frames
+    min_frames: int = 2  # an object counts once seen in this many frames by confident boxes
     lost_after_s: float = 12.0  # an object ends when not seen for this long
     min_iou: float = 0.1  # overlap with the expected box that joins a detection at once
+    weak_min_iou: float = 0.3  # ... a detection under the start score: it joins by this overlap only
     max_distance: float = 1.5  # else centres at most this many times the object's size apart
     # ... or this many, from an object seen once: its velocity is not known yet, and a car at
     # 40 km/h moves about three of its lengths between frames a second apart.
@@ -78,6 +86,7 @@ class TrackedObject:
     best_time: datetime
     best_box: FloatBox
     frames: int = 1
+    confident_frames: int = 1  # of them, by a box scored at least the tracker's start_score
     last_box: FloatBox = (0.0, 0.0, 0.0, 0.0)
     velocity: tuple[float, float] = (0.0, 0.0)  # pixels a second, of the box's centre
     moved: bool = True  # its centre moved at its last sighting
@@ -96,9 +105,11 @@ class TrackedObject:
 class Tracker:
     """Objects of one camera's frames, fed in time order with `update`; `finish` at the end."""
 
-    def __init__(self, settings: TrackingSettings | None = None) -> None:
+    def __init__(self, settings: TrackingSettings | None = None, start_score: float = 0.0) -> None:
         self.settings = settings or TrackingSettings()
+        self.start_score = start_score  # detections scored under it only follow open objects
         self.active: list[TrackedObject] = []
+        self.used: list[FrameBox] = []  # the last update's boxes that started or followed an object
         self._next_id = 1
 
     def update(
@@ -109,23 +120,41 @@ class Tracker:
         `frame` (uint8 [H, W, 3] RGB) is needed when there are boxes: it gives the thumbnails.
         """
         ended = self._expire(at)
-        unmatched = list(range(len(boxes)))
-        kind = self.settings.kind
-        for label in sorted({kind(b.label) for b in boxes}):
-            tracks = [t for t in self.active if kind(t.label) == label]
-            indices = [i for i in unmatched if kind(boxes[i].label) == label]
-            matched = self._assign(at, tracks, [boxes[i] for i in indices])
-            for track_index, box_index in matched:
-                self._extend(tracks[track_index], at, boxes[indices[box_index]], frame)
-                unmatched.remove(indices[box_index])
-        for i in unmatched:
-            self._start(at, boxes[i], frame)
+        confident = [b for b in boxes if b.score >= self.start_score]
+        weak = [b for b in boxes if b.score < self.start_score]
+        self.used = []
+        new = self._follow(at, self.active, confident, frame)
+        self._follow(at, [t for t in self.active if t.end < at], weak, frame, known_only=True)
+        for box in new:
+            self._start(at, box, frame)
+        self.used += new
         return ended
+
+    def _follow(
+        self,
+        at: datetime,
+        tracks: list[TrackedObject],
+        boxes: list[FrameBox],
+        frame: np.ndarray | None,
+        known_only: bool = False,
+    ) -> list[FrameBox]:
+        """Extend the tracks by the boxes they pair with (per kind); the boxes left over."""
+        kind = self.settings.kind
+        left = list(boxes)
+        for label in sorted({kind(b.label) for b in boxes}):
+            mine = [t for t in tracks if kind(t.label) == label]
+            theirs = [b for b in left if kind(b.label) == label]
+            for track_index, box_index in self._assign(at, mine, theirs, known_only):
+                box = theirs[box_index]
+                self._extend(mine[track_index], at, box, frame)
+                self.used.append(box)
+                left.remove(box)
+        return left
 
     def finish(self) -> list[TrackedObject]:
         """The objects still open, ended at their last sighting (counted ones only)."""
         ended, self.active = self.active, []
-        return [self._close(t) for t in ended if t.frames >= self.settings.min_frames]
+        return [self._close(t) for t in ended if t.confident_frames >= self.settings.min_frames]
 
     def look_at(self, at: datetime, moving_only: bool = True) -> list[FloatBox]:
         """Boxes worth a look at `at`, from where each open object was last seen to where it is
@@ -147,8 +176,11 @@ class Tracker:
         return boxes
 
     def _assign(
-        self, at: datetime, tracks: list[TrackedObject], boxes: list[FrameBox]
+        self, at: datetime, tracks: list[TrackedObject], boxes: list[FrameBox], known_only: bool = False
     ) -> list[tuple[int, int]]:
+        """Pairs of (track, box) indices, optimal. `known_only` (weak boxes): a box joins by
+        overlap alone, at least `weak_min_iou`, with where the object is expected or where it was
+        last seen (a weak box is mostly an object that stopped)."""
         if not tracks or not boxes:
             return []
         s = self.settings
@@ -159,10 +191,12 @@ class Tracker:
             reach = s.max_distance_first if track.frames == 1 else s.max_distance
             for bi, box in enumerate(boxes):
                 overlap = iou(expected, box.box)
+                if known_only:
+                    overlap = max(overlap, iou(track.last_box, box.box))
                 distance = _distance(expected, box.box) / size
-                if overlap >= s.min_iou:
+                if overlap >= (s.weak_min_iou if known_only else s.min_iou):
                     cost[ti, bi] = 1.0 - overlap
-                elif distance <= reach:
+                elif distance <= reach and not known_only:
                     cost[ti, bi] = 1.0 + distance
         return [(r, c) for r, c in min_cost_pairs(cost) if cost[r, c] < _NO_MATCH]
 
@@ -190,6 +224,7 @@ class Tracker:
         track.end = at
         track.last_box = box.box
         track.frames += 1
+        track.confident_frames += box.score >= self.start_score
         if box.score > track.best_score:
             track.best_score, track.best_time, track.best_box = box.score, at, box.box
             track.label = box.label
@@ -212,7 +247,7 @@ class Tracker:
         if not lost:
             return []
         self.active = [t for t in self.active if t not in lost]
-        return [self._close(t) for t in lost if t.frames >= self.settings.min_frames]
+        return [self._close(t) for t in lost if t.confident_frames >= self.settings.min_frames]
 
     def _close(self, track: TrackedObject) -> TrackedObject:
         if track._best_picture is not None:

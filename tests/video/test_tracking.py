@@ -120,6 +120,33 @@ def test_a_stopped_object_seen_only_by_the_periodic_look_stays_one():
     assert (parked.start, parked.end) == (at(0), at(35))
 
 
+def test_weak_boxes_only_follow_an_object_where_it_is():
+    tracker = Tracker(TrackingSettings(lost_after_s=12), start_score=0.4)
+    tracker.update(at(0), [person(400, score=0.3)], frame())
+    tracker.update(at(1), [person(410, score=0.3)], frame())
+    assert tracker.active == [] and tracker.used == []  # weak boxes start nothing
+    for second in range(2, 5):  # walks in, confidently seen, stops at 440
+        tracker.update(at(second), [person(400 + 20 * (second - 2), score=0.7)], frame())
+    for second in range(5, 30):  # stands still, small: 0.3 now and then, never 0.4
+        seen = [person(440, score=0.3)] if second % 8 == 0 else []
+        assert tracker.update(at(second), seen, frame() if seen else None) == []
+        assert tracker.used == seen
+    tracker.update(at(30), [person(460, score=0.6)], frame())  # walks on
+    tracker.update(at(31), [person(700, score=0.3)], frame())  # a weak box far off joins nothing
+    assert tracker.used == []
+    (visit,) = tracker.finish()
+    assert (visit.start, visit.end, visit.frames, visit.confident_frames) == (at(2), at(30), 7, 4)
+    assert visit.best_score == 0.7
+
+
+def test_an_object_seen_confidently_once_then_weakly_is_not_counted():
+    tracker = Tracker(TrackingSettings(min_frames=2), start_score=0.4)
+    tracker.update(at(0), [person(400, score=0.5)], frame())
+    for second in range(1, 6):
+        tracker.update(at(second), [person(400, score=0.3)], frame())
+    assert tracker.finish() == []
+
+
 def test_the_thumbnail_is_a_small_jpeg_of_the_best_frame_with_its_box():
     tracker = Tracker(TrackingSettings(thumbnail_width=320))
     best = frame(200)
