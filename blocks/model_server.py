@@ -104,7 +104,8 @@ class TFServingModel(Block):
         ge=0.0,
         le=1.0,
         description="Detector: a box scored from this up to score_threshold only follows an object "
-        "already seen (a small person standing still scores lower than walking); boxes under both are dropped.",
+        "already seen (a small person standing still scores lower than walking); boxes under both "
+        "are dropped.",
     )
     tracked_labels: list[str] = Field(
         default_factory=lambda: list(TRACKED_LABELS),
@@ -452,8 +453,9 @@ class ModelClient:
         Per image, a list of (label, score, (x0, y0, x1, y1)): the box as shares of the image's
         width and height (the model's (ymin, xmin, ymax, xmax) reordered to x first), only tracked
         labels scored at least follow_threshold (or score_threshold, if lower), best first. Each
-        batch is one call: batches must not hold more than the block's batch_size images. The source is read one batch ahead of
-        the answers: what it yields next may depend on every answer but the last one sent.
+        batch is one call: batches must not hold more than the block's batch_size images. The
+        source is read one batch ahead of the answers: what it yields next may depend on every
+        answer but the last one sent.
         """
         self._require("detector", "detect_batches")
         return self._in_flight(batches, self._found)

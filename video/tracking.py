@@ -16,8 +16,8 @@ Detections scored under `start_score` only follow objects already open, never st
 hysteresis of ByteTrack): a small person standing still, or half hidden, scores 0.2-0.4 where
 the same person walking scored 0.6, and is one visit, not two; a false box of 0.3 on a bush
 starts nothing. They join after the confident ones, and only by overlapping where an open
-object is expected or was last seen (`weak_min_iou`), never by distance alone; an object counts once seen by
-confident boxes in `min_frames` frames.
+object is expected or was last seen (`weak_min_iou`), never by distance alone; an object counts
+once seen by confident boxes in `min_frames` frames.
 
 Each object keeps a small copy of the frame of its best score only; the thumbnail, JPEG with the
 box drawn, is made once, when the object ends.
