@@ -6,7 +6,8 @@ box": so each detection is joined to an object of the same kind seen before (its
 car, truck and bus alike: a detector calls one pickup by each in turn), by the overlap of
 its box with where that object is expected now (its last box moved by its last velocity), or,
 frames being a second apart and a walking person moving about their own width in that time, by
-the distance of their centres. Assignment is optimal per kind (Hungarian), so two people crossing
+the distance of their centres (to where it is expected, or to where it would be after
+LOOK_AHEAD_S: it may have stopped while unseen). Assignment is optimal per kind (Hungarian), so two people crossing
 stay two. An object counts once seen in `min_frames` frames (one lone box is more often a false
 detection than a visit); it ends `lost_after_s` seconds after it was last seen, its end being that
 last sighting. Objects that stop moving are looked at again by the detector's periodic look at
@@ -187,13 +188,15 @@ class Tracker:
         cost = np.full((len(tracks), len(boxes)), _NO_MATCH)
         for ti, track in enumerate(tracks):
             expected = track.expected_box(at)
+            # ... or it stopped while unseen: where it would be after LOOK_AHEAD_S, at most
+            stopped = track.expected_box(min(at, track.end + timedelta(seconds=LOOK_AHEAD_S)))
             size = max(_size(track.last_box), 1.0)
             reach = s.max_distance_first if track.frames == 1 else s.max_distance
             for bi, box in enumerate(boxes):
                 overlap = iou(expected, box.box)
                 if known_only:
                     overlap = max(overlap, iou(track.last_box, box.box))
-                distance = _distance(expected, box.box) / size
+                distance = min(_distance(expected, box.box), _distance(stopped, box.box)) / size
                 if overlap >= (s.weak_min_iou if known_only else s.min_iou):
                     cost[ti, bi] = 1.0 - overlap
                 elif distance <= reach and not known_only:

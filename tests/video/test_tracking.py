@@ -147,6 +147,19 @@ def test_an_object_seen_confidently_once_then_weakly_is_not_counted():
     assert tracker.finish() == []
 
 
+def test_a_person_who_stops_while_unseen_is_still_one_visit():
+    tracker = Tracker(TrackingSettings(lost_after_s=12))
+    for second in range(0, 4):  # walks at 50 px/s, confidently seen
+        tracker.update(at(second), [person(100 + 50 * second)], frame())
+    for second in range(4, 10):  # stops at 290, unseen
+        tracker.update(at(second), [], None)
+    # Walking on, they would be at 600 by now: they are looked for where they would be 2 s on too.
+    tracker.update(at(10), [person(290)], frame())
+    tracker.update(at(11), [person(340)], frame())
+    (visit,) = tracker.finish()
+    assert (visit.start, visit.end, visit.frames) == (at(0), at(11), 6)
+
+
 def test_the_thumbnail_is_a_small_jpeg_of_the_best_frame_with_its_box():
     tracker = Tracker(TrackingSettings(thumbnail_width=320))
     best = frame(200)
