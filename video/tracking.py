@@ -7,8 +7,8 @@ car, truck and bus alike: a detector calls one pickup by each in turn), by the o
 its box with where that object is expected now (its last box moved by its last velocity), or,
 frames being a second apart and a walking person moving about their own width in that time, by
 the distance of their centres (to where it is expected, or to where it would be after
-LOOK_AHEAD_S: it may have stopped while unseen). Assignment is optimal per kind (Hungarian), so two people crossing
-stay two. An object counts once seen in `min_frames` frames (one lone box is more often a false
+LOOK_AHEAD_S: it may have stopped while unseen). Assignment is optimal per kind (Hungarian), so
+two people crossing stay two. An object counts once seen in `min_frames` frames (one lone box is more often a false
 detection than a visit); it ends `lost_after_s` seconds after it was last seen, its end being that
 last sighting. Objects that stop moving are looked at again by the detector's periodic look at
 every open object, which must come more often than `lost_after_s`.
@@ -102,6 +102,10 @@ class TrackedObject:
         x0, y0, x1, y1 = self.last_box
         return (x0 + dx, y0 + dy, x1 + dx, y1 + dy)
 
+    def ahead_box(self, at: datetime) -> FloatBox:
+        """Its expected box at `at`, moved on for at most LOOK_AHEAD_S after its last sighting."""
+        return self.expected_box(min(at, self.end + timedelta(seconds=LOOK_AHEAD_S)))
+
 
 class Tracker:
     """Objects of one camera's frames, fed in time order with `update`; `finish` at the end."""
@@ -164,8 +168,7 @@ class Tracker:
         boxes = []
         for track in self.active:
             if track.moved or not moving_only:
-                ahead = min(at, track.end + timedelta(seconds=LOOK_AHEAD_S))
-                expected, last = track.expected_box(ahead), track.last_box
+                expected, last = track.ahead_box(at), track.last_box
                 boxes.append(
                     (
                         min(expected[0], last[0]),
@@ -189,7 +192,7 @@ class Tracker:
         for ti, track in enumerate(tracks):
             expected = track.expected_box(at)
             # ... or it stopped while unseen: where it would be after LOOK_AHEAD_S, at most
-            stopped = track.expected_box(min(at, track.end + timedelta(seconds=LOOK_AHEAD_S)))
+            stopped = track.ahead_box(at)
             size = max(_size(track.last_box), 1.0)
             reach = s.max_distance_first if track.frames == 1 else s.max_distance
             for bi, box in enumerate(boxes):
