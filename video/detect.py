@@ -11,6 +11,10 @@ well under the model's input: a small person or car is enlarged, which a small d
 far more surely than the same thing at its own size. A close-up also shows the detector "people"
 and "cars" in the grass and rocks around: a region's box counts only where it lies on what the
 region was cut around (its motion, its followed objects); the whole-frame look's boxes all count.
+An object followed surely (counted, its velocity known, found by its look before last) is looked
+at every `follow_every_s` seconds, not every frame, and motion lying where it is expected needs no
+look either; if it stops or turns, its motion lies elsewhere and is looked at. An object expected
+out of the frame is not looked for. The last frame looks at every open object, none skipped.
 The motion test reads the decoded luma as is; a frame becomes RGB only when the detector looks at it.
 `regions=False` shows the detector every sampled frame whole instead (to compare, or for cameras
 where everything of interest is large).
@@ -52,6 +56,7 @@ from video.tracking import FrameBox, TrackedObject, Tracker, TrackingSettings
 
 T = TypeVar("T")
 CUE_SHARE = 0.25  # of a region's box that must lie on its motion or followed objects
+FOLLOWED_SHARE = 0.5  # of a motion box lying on an object followed surely: that object's motion
 ACROSS_KINDS_IOU = 0.6  # boxes of two kinds that overlap more are one thing, named by the better score
 NormalisedBox = tuple[float, float, float, float]  # x0, y0, x1, y1 as shares of the image's sides
 Found = tuple[str, float, NormalisedBox]
@@ -83,6 +88,7 @@ class DetectSettings:
     max_width: int | None = None  # frames wider are scaled down first (a 4K main stream)
     regions: bool = True  # False: every sampled frame whole, no motion test
     full_look_s: float = 5.0  # every open object, moving or not, this often
+    follow_every_s: float = 2.0  # an object followed surely, and the motion on it: looked at this often
     whole_look_s: float = 30.0  # the whole frame, this often (and first): what never moved
     region_multiplier: float = HEIGHT_MULTIPLIER  # a region's side is at least this times its box's height
     region_width_multiplier: float = WIDTH_MULTIPLIER  # ... and this times its width
@@ -168,19 +174,24 @@ def detect_video(
     images = sample_images(
         video, s.max_width, fps=s.fps, timeout_s=s.timeout_s, start=start, key_frames=s.key_frames
     )
+    frames = _with_last(images)  # one for all bursts: it reads a frame ahead
     done = False
 
     def burst() -> Iterator[tuple[_Pending, np.ndarray]]:
         """The crops of successive frames with something to look at, up to one with nothing."""
         nonlocal last_full, last_whole, done
-        for offset, decoded in images:
+        for (offset, decoded), last in frames:
             at = start + timedelta(milliseconds=round(offset * 1000))
             result.height, result.width = decoded.height, decoded.width
             result.frames += 1
-            full, whole = due(last_full, at, s.full_look_s), due(last_whole, at, s.whole_look_s)
+            # The last frame looks at every open object, none skipped: one still there ends at
+            # the video's end (and its next segment's part starts at the same boundary).
+            full = last or due(last_full, at, s.full_look_s)
+            whole = due(last_whole, at, s.whole_look_s)
             last_full = at if full else last_full
             last_whole = at if whole else last_whole
-            views, cues = _views(decoded, at, full, whole, s, motion, tracker, size, result)
+            follow_every_s = 0.0 if last else s.follow_every_s
+            views, cues = _views(decoded, at, full, whole, follow_every_s, s, motion, tracker, size, result)
             frame = decoded.rgb() if views else None
             pending = _Pending(at, frame, views, cues)
             order.append(pending)
@@ -206,11 +217,25 @@ def detect_video(
     return result
 
 
+def _with_last(items: Iterable[T]) -> Iterator[tuple[T, bool]]:
+    """Each item, and whether it is the last."""
+    iterator = iter(items)
+    try:
+        item = next(iterator)
+    except StopIteration:
+        return
+    for following in iterator:
+        yield item, False
+        item = following
+    yield item, True
+
+
 def _views(
     frame: FullFrame,
     at: datetime,
     full: bool,
     whole: bool,
+    follow_every_s: float,
     s: DetectSettings,
     motion: MotionDetector,
     tracker: Tracker,
@@ -223,8 +248,10 @@ def _views(
         return [whole_frame(width, height)], []
     moving = motion.detect(frame.grey(), limited_range=frame.limited_range)
     result.motion_frames += bool(moving)
+    looks = tracker.look_at(at, width, height, moving_only=not full, every_s=follow_every_s)
     boxes: list[FloatBox] = [(float(x0), float(y0), float(x1), float(y1)) for x0, y0, x1, y1 in moving]
-    boxes += tracker.look_at(at, moving_only=not full)
+    boxes = [b for b in boxes if not _on_cue(b, looks.followed, FOLLOWED_SHARE)]
+    boxes += looks.look
     views = regions(
         boxes,
         width,
@@ -235,7 +262,7 @@ def _views(
     )
     if whole:
         views.append(whole_frame(width, height))
-    return views, boxes
+    return views, boxes + looks.followed
 
 
 def _frame_boxes(pending: _Pending, width: int, height: int, kind: Callable[[str], str]) -> list[FrameBox]:

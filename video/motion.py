@@ -41,7 +41,8 @@ class MotionSettings:
     blur_sigma: float = 1.0
     dilate: int = 2  # 3x3 dilations: joins the parts of one object (8 frame pixels at 720p)
     alpha: float = 0.3  # background update of still pixels per frame
-    alpha_moving: float = 0.03  # of pixels with motion: a stopped object fades in within ~a minute
+    alpha_moving: float = 0.03  # of pixels with motion, while they keep changing
+    still_after: int = 4  # frames a changed pixel must stay as it was to fade in at `alpha`
     scene_change: float = 0.6  # share of the frame changed above which it is a new scene, not motion
 
 
@@ -51,6 +52,8 @@ class MotionDetector:
     def __init__(self, settings: MotionSettings | None = None) -> None:
         self.settings = settings or MotionSettings()
         self._background: np.ndarray | None = None
+        self._previous: np.ndarray | None = None  # the last small frame
+        self._still: np.ndarray | None = None  # per small pixel: frames it stayed as it was
         self._shape: tuple[int, int] | None = None
 
     def detect(self, frame: np.ndarray, limited_range: bool = False) -> list[Box]:
@@ -69,25 +72,42 @@ class MotionDetector:
         if limited_range:
             small = (small - np.float32(16)) * np.float32(255 / 219)
         small = ndimage.gaussian_filter(small, s.blur_sigma)
-        if self._background is None:
-            self._background = small
+        previous, self._previous = self._previous, small
+        if self._background is None or previous is None or self._still is None:
+            self._restart(small)
             return []
         background = self._background
-        expected, gain = _matched(background, small)
-        # In highlights each colour clips on its own, so a grey level follows the light less than
-        # linearly: there a change must be twice as large to count.
-        difference = np.abs(small - expected) / np.where(expected > HIGHLIGHT, 2 * s.threshold, s.threshold)
+        difference, gain = self._difference(background, small)
         if (difference > 1).mean() > s.scene_change:
-            self._background = small
+            self._restart(small)
             return []
         # The larger the correction for light, the less exact it is (texture and colours do not all
         # follow one gain): motion must then stand out more, and steady light keeps the threshold.
         changed = difference > 1 + 3 * abs(math.log(gain))
+        # What differs from the background but no longer from the last frames stopped, or is what
+        # a parked car left behind when it drove off: it fades into the scene within a few seconds
+        # and asks for no look (the detector's periodic look keeps objects that stopped).
+        moved = self._difference(previous, small)[0] > 1
+        self._still = np.where(moved, 0, self._still + 1)
+        changed &= self._still < s.still_after
         if s.dilate:
             changed = ndimage.binary_dilation(changed, iterations=s.dilate)
         alpha = np.where(changed, s.alpha_moving, s.alpha).astype(np.float32)
         background += alpha * (small - background)
         return self._boxes(changed)
+
+    def _restart(self, small: np.ndarray) -> None:
+        self._background = small.copy()
+        self._still = np.zeros(small.shape, dtype=np.int32)
+
+    def _difference(self, reference: np.ndarray, small: np.ndarray) -> tuple[np.ndarray, float]:
+        """How far `small` differs from `reference` brought into its light, in thresholds; the
+        light's gain."""
+        expected, gain = _matched(reference, small)
+        # In highlights each colour clips on its own, so a grey level follows the light less than
+        # linearly: there a change must be twice as large to count.
+        threshold = self.settings.threshold
+        return np.abs(small - expected) / np.where(expected > HIGHLIGHT, 2 * threshold, threshold), gain
 
     def _boxes(self, changed: np.ndarray) -> list[Box]:
         assert self._shape is not None

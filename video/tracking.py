@@ -10,7 +10,7 @@ the distance of their centres (to where it is expected, or to where it would be 
 LOOK_AHEAD_S: it may have stopped while unseen). Assignment is optimal per kind (Hungarian), so
 two people crossing stay two. An object counts once seen in `min_frames` frames (one lone box is more often a false
 detection than a visit); it ends `lost_after_s` seconds after it was last seen, its end being that
-last sighting. Objects that stop moving are looked at again by the detector's periodic look at
+last sighting (one not counted yet: `tentative_lost_after_s`). Objects that stop moving are looked at again by the detector's periodic look at
 every open object, which must come more often than `lost_after_s`.
 
 Detections scored under `start_score` only follow objects already open, never start one (the
@@ -51,6 +51,7 @@ class TrackingSettings:
     same_kind: tuple[tuple[str, ...], ...] = (("car", "truck", "bus"),)
     min_frames: int = 2  # an object counts once seen in this many frames by confident boxes
     lost_after_s: float = 12.0  # an object ends when not seen for this long
+    tentative_lost_after_s: float = 3.0  # ... one not counted yet (most are false detections)
     min_iou: float = 0.1  # overlap with the expected box that joins a detection at once
     weak_min_iou: float = 0.3  # ... a detection under the start score: it joins by this overlap only
     max_distance: float = 1.5  # else centres at most this many times the object's size apart
@@ -91,6 +92,8 @@ class TrackedObject:
     last_box: FloatBox = (0.0, 0.0, 0.0, 0.0)
     velocity: tuple[float, float] = (0.0, 0.0)  # pixels a second, of the box's centre
     moved: bool = True  # its centre moved at its last sighting
+    last_look: datetime | None = None  # when the detector was last shown where it was expected
+    look_before: datetime | None = None  # ... and the time before that
     thumbnail: bytes | None = None  # JPEG of the best frame with the box drawn, made when it ends
     _best_picture: np.ndarray | None = field(default=None, repr=False)
     _picture_scale: float = field(default=1.0, repr=False)
@@ -107,6 +110,15 @@ class TrackedObject:
         return self.expected_box(min(at, self.end + timedelta(seconds=LOOK_AHEAD_S)))
 
 
+@dataclass
+class Looks:
+    """`Tracker.look_at`'s answer: boxes to look at, and boxes of objects followed closely
+    enough to be skipped in this frame."""
+
+    look: list[FloatBox] = field(default_factory=list)
+    followed: list[FloatBox] = field(default_factory=list)
+
+
 class Tracker:
     """Objects of one camera's frames, fed in time order with `update`; `finish` at the end."""
 
@@ -115,6 +127,7 @@ class Tracker:
         self.start_score = start_score  # detections scored under it only follow open objects
         self.active: list[TrackedObject] = []
         self.used: list[FrameBox] = []  # the last update's boxes that started or followed an object
+        self._updated: datetime | None = None  # the last update's time
         self._next_id = 1
 
     def update(
@@ -125,6 +138,7 @@ class Tracker:
         `frame` (uint8 [H, W, 3] RGB) is needed when there are boxes: it gives the thumbnails.
         """
         ended = self._expire(at)
+        self._updated = at
         confident = [b for b in boxes if b.score >= self.start_score]
         weak = [b for b in boxes if b.score < self.start_score]
         self.used = []
@@ -161,23 +175,45 @@ class Tracker:
         ended, self.active = self.active, []
         return [self._close(t) for t in ended if t.confident_frames >= self.settings.min_frames]
 
-    def look_at(self, at: datetime, moving_only: bool = True) -> list[FloatBox]:
-        """Boxes worth a look at `at`, from where each open object was last seen to where it is
-        expected (moved on for at most LOOK_AHEAD_S): the moving ones (worth a region in every
-        frame), or all of them (for the periodic look, which keeps those that stopped)."""
-        boxes = []
+    def look_at(
+        self, at: datetime, width: float, height: float, moving_only: bool = True, every_s: float = 0.0
+    ) -> Looks:
+        """Where the detector should look at `at` for the open objects: from where each was last
+        seen to where it is expected (moved on for at most LOOK_AHEAD_S). The moving ones are worth
+        a look in every frame, all of them in the periodic look (which keeps those that stopped).
+
+        An object expected wholly outside the `width` x `height` frame left it: it stays open (it
+        may be seen again at the edge) but is not looked for. An object followed surely (counted,
+        its velocity known, found by the look before last) and looked at less than `every_s` ago
+        is skipped: it is in `Looks.followed`, where motion needs no look either. (The last look's
+        answer may not be in yet: the detector's calls are pipelined.)
+        """
+        looks = Looks()
         for track in self.active:
-            if track.moved or not moving_only:
-                expected, last = track.ahead_box(at), track.last_box
-                boxes.append(
-                    (
-                        min(expected[0], last[0]),
-                        min(expected[1], last[1]),
-                        max(expected[2], last[2]),
-                        max(expected[3], last[3]),
-                    )
-                )
-        return boxes
+            ahead = track.ahead_box(at)
+            gone = ahead[0] >= width or ahead[1] >= height or ahead[2] <= 0 or ahead[3] <= 0
+            if gone or not (track.moved or not moving_only):
+                continue
+            if self._followed(track, at, every_s):  # unless it stopped, or turned: then motion shows it
+                looks.followed.append(track.expected_box(at))
+            else:
+                looks.look.append(_union(track.last_box, ahead))
+                track.last_look, track.look_before = at, track.last_look
+        return looks
+
+    def _followed(self, track: TrackedObject, at: datetime, every_s: float) -> bool:
+        if track.last_look is None or track.look_before is None:
+            return False
+        missed = (
+            track.end < track.last_look and self._updated is not None and self._updated >= track.last_look
+        )
+        return (
+            (at - track.last_look).total_seconds() < every_s - 1e-3
+            and track.end >= track.look_before
+            and not missed
+            and track.frames >= 2
+            and track.confident_frames >= self.settings.min_frames
+        )
 
     def _assign(
         self, at: datetime, tracks: list[TrackedObject], boxes: list[FrameBox], known_only: bool = False
@@ -249,11 +285,15 @@ class Tracker:
         track._picture_scale = scale
 
     def _expire(self, at: datetime) -> list[TrackedObject]:
-        lost = [t for t in self.active if (at - t.end).total_seconds() >= self.settings.lost_after_s]
+        lost = [t for t in self.active if (at - t.end).total_seconds() >= self._lost_after_s(t)]
         if not lost:
             return []
         self.active = [t for t in self.active if t not in lost]
         return [self._close(t) for t in lost if t.confident_frames >= self.settings.min_frames]
+
+    def _lost_after_s(self, track: TrackedObject) -> float:
+        s = self.settings
+        return s.lost_after_s if track.confident_frames >= s.min_frames else s.tentative_lost_after_s
 
     def _close(self, track: TrackedObject) -> TrackedObject:
         if track._best_picture is not None:
@@ -278,6 +318,10 @@ def thumbnail(picture: np.ndarray, box: FloatBox, quality: int = 80) -> bytes:
 
 def _centre(box: FloatBox) -> tuple[float, float]:
     return ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
+
+
+def _union(a: FloatBox, b: FloatBox) -> FloatBox:
+    return (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
 
 
 def _size(box: FloatBox) -> float:

@@ -75,10 +75,17 @@ def test_a_square_walking_through_is_one_object(tmp_path, detector):
     assert abs((walker.start - (START + timedelta(seconds=2))).total_seconds()) <= 1
     assert abs((walker.end - (START + timedelta(seconds=8))).total_seconds()) <= 1
     assert walker.thumbnail is not None and walker.thumbnail[:2] == b"\xff\xd8"
-    seconds = sorted({round((b.at - START).total_seconds()) for b in found.boxes})
-    assert seconds == [2, 3, 4, 5, 6, 7, 8]
     at_4 = [b for b in found.boxes if b.at == START + timedelta(seconds=4)]
     assert len(at_4) == 1 and at_4[0].box == pytest.approx((140, 140, 180, 220), abs=4)  # in frame pixels
+    every = detect_video(video, START, detector, DetectSettings(follow_every_s=0))
+    seconds = sorted({round((b.at - START).total_seconds()) for b in every.boxes})
+    assert seconds == [2, 3, 4, 5, 6, 7, 8]
+    # Followed surely once seen twice, it is looked at every 2 s: fewer looks, the same object.
+    assert found.crops < every.crops and len(every.objects) == 1
+    assert (every.objects[0].start, every.objects[0].end) == (
+        START + timedelta(seconds=2),
+        START + timedelta(seconds=8),
+    )
 
     whole = detect_video(video, START, detector, DetectSettings(regions=False))
     assert whole.detector_calls == whole.crops == whole.frames == 10
@@ -110,6 +117,16 @@ def test_a_square_that_stops_is_kept_by_the_periodic_look(tmp_path, detector):
     assert (
         10 in seen and 9 not in seen
     )  # no motion left at 9 s: at 10 s, only the look at open objects saw it
+
+
+def test_an_object_still_there_at_the_end_of_the_video_ends_with_it(tmp_path, detector):
+    # It walks from 2 s to 5 s, then stands to the end (13 s, the last sampled frame): the motion
+    # fades within seconds and the periodic look is due at 15 s; the last frame looks at it.
+    video = square_video(tmp_path / "stays.mp4", "40+50*(min(t,5)-2)", 14, (2, 14))
+    found = detect_video(video, START, detector, DetectSettings(full_look_s=10))
+    assert [(o.start, o.end) for o in found.objects] == [
+        (START + timedelta(seconds=2), START + timedelta(seconds=13))
+    ]
 
 
 def test_a_bright_thing_on_the_scene_from_the_start_is_found_by_the_first_look(tmp_path, detector):

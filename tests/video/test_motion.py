@@ -119,6 +119,25 @@ def test_an_object_that_stops_fades_into_the_background(scene):
     assert seen[0] and not seen[-1]
 
 
+def test_what_stops_or_a_parked_car_leaves_behind_fades_within_seconds_what_moves_does_not(scene):
+    rng = np.random.default_rng(5)
+    motion = MotionDetector()  # still_after 4
+    motion.detect(noisy(scene, rng))
+
+    def walker(step: int) -> np.ndarray:
+        return with_patch(scene, 20 + 12 * step, 320, w=20, h=40)  # a walker, below
+
+    parked = [motion.detect(noisy(with_patch(walker(i), 300, 60), rng)) for i in range(12)]
+    assert any(contains(b, 300, 60, 330, 120, slack=4) for b in parked[0])  # it arrives: motion
+    assert not any(b[1] < 200 for b in parked[-1])  # standing still, it asks for no look
+    assert all(any(b[1] >= 300 for b in boxes) for boxes in parked)  # the walker, every frame
+    # It drives off: the scene shows again where it stood, unlike the background there.
+    gone = [motion.detect(noisy(walker(12 + i), rng)) for i in range(8)]
+    assert any(any(contains(b, 300, 60, 330, 120, slack=4) for b in boxes) for boxes in gone[:2])
+    assert not any(b[1] < 200 for b in gone[-1])  # the ghost faded within seconds
+    assert all(any(b[1] >= 300 for b in boxes) for boxes in gone)
+
+
 def test_frames_of_another_size_are_refused(scene):
     motion = MotionDetector()
     motion.detect(scene)

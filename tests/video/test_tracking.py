@@ -108,16 +108,67 @@ def test_a_stopped_object_seen_only_by_the_periodic_look_stays_one():
     tracker = Tracker(TrackingSettings(lost_after_s=12))
     for second in range(0, 4):
         tracker.update(at(second), [person(100 + 50 * second)], frame())
-    assert tracker.look_at(at(4)) == [(250, 300, 340, 400)]  # where it was, to 50 px on
+    assert tracker.look_at(at(4), W, H).look == [(250, 300, 340, 400)]  # where it was, to 50 px on
     tracker.update(at(4), [person(250)], frame())  # stopped
-    assert tracker.look_at(at(5)) == [] and tracker.look_at(at(5), moving_only=False) == [
-        (250, 300, 290, 400)
-    ]
+    assert tracker.look_at(at(5), W, H).look == []
+    assert tracker.look_at(at(5), W, H, moving_only=False).look == [(250, 300, 290, 400)]
     for second in range(5, 40):
         seen = [person(250)] if second % 5 == 0 else []  # only the look every 5 s sees it
         assert tracker.update(at(second), seen, frame() if seen else None) == []
     (parked,) = tracker.finish()
     assert (parked.start, parked.end) == (at(0), at(35))
+
+
+def test_an_object_that_left_the_frame_is_not_looked_for_but_may_come_back():
+    tracker = Tracker(TrackingSettings(lost_after_s=12))
+    for second in range(0, 4):
+        tracker.update(at(second), [person(1100 + 50 * second)], frame())  # last at 1250-1290
+    assert tracker.look_at(at(4), W, H).look == []  # expected at 1300-1340: out of the frame
+    assert tracker.look_at(at(5), W, H, moving_only=False).look == []
+    assert tracker.update(at(5), [person(1240)], frame()) == []  # it steps back in: the same one
+    assert [(o.start, o.end, o.frames) for o in tracker.finish()] == [(at(0), at(5), 5)]
+
+
+def test_an_object_followed_surely_is_looked_at_every_other_frame():
+    tracker = Tracker(TrackingSettings(lost_after_s=12))
+    looked = []
+    for second in range(0, 10):
+        looks = tracker.look_at(at(second), W, H, every_s=2.0)
+        if looks.look:
+            looked.append(second)
+        elif tracker.active:  # skipped: where it is expected now, where motion needs no look either
+            assert looks.followed == [(100 + 50 * second, 300, 140 + 50 * second, 400)], second
+        if second < 2 or looks.look:  # the first two sightings come from motion, then the looks'
+            tracker.update(at(second), [person(100 + 50 * second)], frame())
+    assert looked == [1, 2, 4, 6, 8]  # seen twice, its velocity known, then every 2 s
+    assert [(o.start, o.end) for o in tracker.finish()] == [(at(0), at(8))]
+
+
+def test_an_object_missed_by_its_look_is_looked_at_every_frame_again():
+    tracker = Tracker(TrackingSettings(lost_after_s=12))
+    for second in range(0, 3):
+        tracker.look_at(at(second), W, H, every_s=2.0)
+        tracker.update(at(second), [person(100 + 50 * second)], frame())
+    assert tracker.look_at(at(3), W, H, every_s=2.0).look == []  # followed: skipped
+    tracker.update(at(3), [], None)
+    assert tracker.look_at(at(4), W, H, every_s=2.0).look  # looked at
+    assert tracker.look_at(at(5), W, H, every_s=2.0).look == []  # the look's answer not in yet
+    tracker.update(at(4), [], None)  # the look at 4 s did not find it
+    assert tracker.look_at(at(5), W, H, every_s=2.0).look  # known now: looked at at once
+    tracker.update(at(5), [], None)
+    assert tracker.look_at(at(6), W, H, every_s=2.0).look  # and every frame until seen
+
+
+def test_a_lone_detection_is_dropped_after_a_few_seconds_a_counted_object_kept():
+    tracker = Tracker(TrackingSettings(lost_after_s=12, tentative_lost_after_s=3))
+    tracker.update(at(0), [FrameBox("car", 0.6, (700, 300, 714, 315)), person(100)], frame())
+    tracker.update(at(1), [person(150)], frame())
+    tracker.update(at(2), [], None)
+    assert sorted(t.label for t in tracker.active) == ["car", "person"]
+    tracker.update(at(3), [], None)
+    assert [t.label for t in tracker.active] == ["person"]  # the car, seen once 3 s ago, is gone
+    tracker.update(at(12), [], None)
+    assert [t.label for t in tracker.active] == ["person"]  # seen twice: kept for lost_after_s
 
 
 def test_weak_boxes_only_follow_an_object_where_it_is():
