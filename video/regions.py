@@ -109,7 +109,7 @@ def regions(
         merged = False
         for i in range(len(groups)):
             for j in range(i + 1, len(groups)):
-                union = _union(groups[i], groups[j])
+                union = box_union(groups[i], groups[j])
                 alone = max(
                     square_region(groups[i], width, height, min_side, multiplier, width_multiplier).side,
                     square_region(groups[j], width, height, min_side, multiplier, width_multiplier).side,
@@ -210,5 +210,6 @@ def _area(a: Sequence[float]) -> float:
     return max(a[2] - a[0], 0.0) * max(a[3] - a[1], 0.0)
 
 
-def _union(a: Sequence[float], b: Sequence[float]) -> FloatBox:
+def box_union(a: Sequence[float], b: Sequence[float]) -> FloatBox:
+    """The smallest box holding both."""
     return (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))

@@ -8,10 +8,11 @@ its box with where that object is expected now (its last box moved by its last v
 frames being a second apart and a walking person moving about their own width in that time, by
 the distance of their centres (to where it is expected, or to where it would be after
 LOOK_AHEAD_S: it may have stopped while unseen). Assignment is optimal per kind (Hungarian), so
-two people crossing stay two. An object counts once seen in `min_frames` frames (one lone box is more often a false
-detection than a visit); it ends `lost_after_s` seconds after it was last seen, its end being that
-last sighting (one not counted yet: `tentative_lost_after_s`). Objects that stop moving are looked at again by the detector's periodic look at
-every open object, which must come more often than `lost_after_s`.
+two people crossing stay two. An object counts once seen in `min_frames` frames (one lone box is
+more often a false detection than a visit); it ends `lost_after_s` seconds after it was last seen
+(one not counted yet: `tentative_lost_after_s`), its end being that last sighting. Objects that
+stop moving are looked at again by the detector's periodic look at every open object, which must
+come more often than `lost_after_s`.
 
 Detections scored under `start_score` only follow objects already open, never start one (the
 hysteresis of ByteTrack): a small person standing still, or half hidden, scores 0.2-0.4 where
@@ -36,7 +37,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from video.assignment import min_cost_pairs
-from video.regions import FloatBox, iou
+from video.regions import FloatBox, box_union, iou
 
 _NO_MATCH = 1e6
 LOOK_AHEAD_S = 2.0  # an object unseen for longer is looked for where it would be by then
@@ -192,12 +193,12 @@ class Tracker:
         for track in self.active:
             ahead = track.ahead_box(at)
             gone = ahead[0] >= width or ahead[1] >= height or ahead[2] <= 0 or ahead[3] <= 0
-            if gone or not (track.moved or not moving_only):
+            if gone or (moving_only and not track.moved):
                 continue
             if self._followed(track, at, every_s):  # unless it stopped, or turned: then motion shows it
                 looks.followed.append(track.expected_box(at))
             else:
-                looks.look.append(_union(track.last_box, ahead))
+                looks.look.append(box_union(track.last_box, ahead))
                 track.last_look, track.look_before = at, track.last_look
         return looks
 
@@ -318,10 +319,6 @@ def thumbnail(picture: np.ndarray, box: FloatBox, quality: int = 80) -> bytes:
 
 def _centre(box: FloatBox) -> tuple[float, float]:
     return ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
-
-
-def _union(a: FloatBox, b: FloatBox) -> FloatBox:
-    return (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
 
 
 def _size(box: FloatBox) -> float:
