@@ -174,7 +174,7 @@ class Tracker:
     def finish(self) -> list[TrackedObject]:
         """The objects still open, ended at their last sighting (counted ones only)."""
         ended, self.active = self.active, []
-        return [self._close(t) for t in ended if t.confident_frames >= self.settings.min_frames]
+        return [self._close(t) for t in ended if self._counted(t)]
 
     def look_at(
         self, at: datetime, width: float, height: float, moving_only: bool = True, every_s: float = 0.0
@@ -186,7 +186,8 @@ class Tracker:
         An object expected wholly outside the `width` x `height` frame left it: it stays open (it
         may be seen again at the edge) but is not looked for. An object followed surely (counted,
         its velocity known, found by the look before last) and looked at less than `every_s` ago
-        is skipped: it is in `Looks.followed`, where motion needs no look either. (The last look's
+        is skipped: it is in `Looks.followed`, where motion needs no look either. Each object
+        returned in `Looks.look` records the look (`last_look`, `look_before`). (The last look's
         answer may not be in yet: the detector's calls are pipelined.)
         """
         looks = Looks()
@@ -213,7 +214,7 @@ class Tracker:
             and track.end >= track.look_before
             and not missed
             and track.frames >= 2
-            and track.confident_frames >= self.settings.min_frames
+            and self._counted(track)
         )
 
     def _assign(
@@ -290,11 +291,15 @@ class Tracker:
         if not lost:
             return []
         self.active = [t for t in self.active if t not in lost]
-        return [self._close(t) for t in lost if t.confident_frames >= self.settings.min_frames]
+        return [self._close(t) for t in lost if self._counted(t)]
 
     def _lost_after_s(self, track: TrackedObject) -> float:
         s = self.settings
-        return s.lost_after_s if track.confident_frames >= s.min_frames else s.tentative_lost_after_s
+        return s.lost_after_s if self._counted(track) else s.tentative_lost_after_s
+
+    def _counted(self, track: TrackedObject) -> bool:
+        """Seen by confident boxes in `min_frames` frames: an object, not a lone detection."""
+        return track.confident_frames >= self.settings.min_frames
 
     def _close(self, track: TrackedObject) -> TrackedObject:
         if track._best_picture is not None:
