@@ -274,9 +274,11 @@ def _frame_boxes(pending: _Pending, width: int, height: int, kind: Callable[[str
         for label, score, normalised in found:
             box = view.to_frame(normalised, width, height)
             if box[2] > box[0] and box[3] > box[1] and (view.whole or _on_cue(box, pending.cues)):
-                candidates.append(Candidate(label, score, box, cut=view.cuts(box, width, height)))
+                cut, edges = view.cuts(box, width, height), view.cut_edges(box, width, height)
+                candidates.append(Candidate(label, score, box, cut=cut, cut_edges=edges))
     return [
-        FrameBox(c.label, c.score, c.box) for c in suppress(candidates, kind=kind, across=ACROSS_KINDS_IOU)
+        FrameBox(c.label, c.score, c.box, c.cut_edges)
+        for c in suppress(candidates, kind=kind, across=ACROSS_KINDS_IOU)
     ]
 
 

@@ -22,6 +22,8 @@ from PIL import Image
 
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in frame pixels, x1 and y1 exclusive
 FloatBox = tuple[float, float, float, float]  # x0, y0, x1, y1
+Edges = tuple[bool, bool, bool, bool]  # left, top, right, bottom
+NOT_CUT: Edges = (False, False, False, False)
 HEIGHT_MULTIPLIER = 3.0  # a region's side is at least this times its box's height
 WIDTH_MULTIPLIER = 1.75  # ... and this times its width
 
@@ -51,6 +53,18 @@ class View:
             min(max(self.y0 + y0 * self.side, 0.0), float(height)),
             min(max(self.x0 + x1 * self.side, 0.0), float(width)),
             min(max(self.y0 + y1 * self.side, 0.0), float(height)),
+        )
+
+    def cut_edges(self, box: FloatBox, width: int, height: int, margin: float = 2.0) -> Edges:
+        """Which edges of the box (left, top, right, bottom) lie on this view's edge or the frame's:
+        there the object may go on past it, that edge is not its own."""
+        x0, y0, x1, y1 = box
+        vx0, vy0, vx1, vy1 = self.box
+        return (
+            x0 <= max(vx0, 0) + margin,
+            y0 <= max(vy0, 0) + margin,
+            x1 >= min(vx1, width) - margin,
+            y1 >= min(vy1, height) - margin,
         )
 
     def cuts(self, box: FloatBox, width: int, height: int, margin: float = 2.0) -> bool:
@@ -153,12 +167,14 @@ def cut(frame: np.ndarray, views: Sequence[View], size: int, out: np.ndarray | N
 
 @dataclass(frozen=True)
 class Candidate:
-    """A detector's box in frame pixels, and whether its view's inner edge cut it."""
+    """A detector's box in frame pixels, whether its view's inner edge cut it, and which of its
+    edges lie on the view's or the frame's edge (`View.cut_edges`)."""
 
     label: str
     score: float
     box: FloatBox
     cut: bool = False
+    cut_edges: Edges = NOT_CUT
 
 
 def suppress(

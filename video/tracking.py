@@ -7,8 +7,13 @@ car, truck and bus alike: a detector calls one pickup by each in turn), by the o
 its box with where that object is expected now (its last box moved by its last velocity), or,
 frames being a second apart and a walking person moving about their own width in that time, by
 the distance of their centres (to where it is expected, or to where it would be after
-LOOK_AHEAD_S: it may have stopped while unseen). Assignment is optimal per kind (Hungarian), so
-two people crossing stay two. An object counts once seen in `min_frames` frames (one lone box is
+LOOK_AHEAD_S: it may have stopped while unseen), if its size is like the object's (a child far
+off is not the man who just walked out of the frame close by). Assignment is optimal per kind
+(Hungarian), so two people crossing stay two. The velocity is the step of the box's centre, or,
+where a box shows part of the object (cut by the frame's edge or the region's the detector saw,
+or much smaller than the last: half hidden), of its edges that are the object's own: a bus
+entering from the frame's edge, then seen in part by a region cut around its back, does not
+seem to drive backwards. An object counts once seen in `min_frames` frames (one lone box is
 more often a false detection than a visit); it ends `lost_after_s` seconds after it was last seen
 (one not counted yet: `tentative_lost_after_s`), its end being that last sighting. Objects that
 stop moving are looked at again by the detector's periodic look at every open object, which must
@@ -37,7 +42,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from video.assignment import min_cost_pairs
-from video.regions import FloatBox, box_union, iou
+from video.regions import NOT_CUT, Edges, FloatBox, box_union, iou
 
 _NO_MATCH = 1e6
 LOOK_AHEAD_S = 2.0  # an object unseen for longer is looked for where it would be by then
@@ -59,7 +64,14 @@ class TrackingSettings:
     # ... or this many, from an object seen once: its velocity is not known yet, and a car at
     # 40 km/h moves about three of its lengths between frames a second apart.
     max_distance_first: float = 4.0
+    # ... and its size (longer side) at most this many times larger or smaller than the object's
+    # best box: a child far off is not the man who just walked out of the frame close by.
+    max_size_ratio: float = 3.0
     moving: float = 0.1  # an object moved when its centre moved by this share of its size
+    # A box this many times wider or narrower, taller or shorter than the object's last box shows
+    # part of it (cut by the frame's or a region's edge, half hidden): its centre is off, its
+    # velocity is read from an edge that is its own (`_step`).
+    reshaped: float = 1.5
     thumbnail_width: int = 320
     thumbnail_quality: int = 80
 
@@ -70,11 +82,13 @@ class TrackingSettings:
 
 @dataclass(frozen=True)
 class FrameBox:
-    """One detection of one frame: label, score and box in frame pixels (x0, y0, x1, y1)."""
+    """One detection of one frame: label, score, box in frame pixels (x0, y0, x1, y1), and which
+    of its edges lie on the frame's or its region's edge (`video.regions.View.cut_edges`)."""
 
     label: str
     score: float
     box: FloatBox
+    cut_edges: Edges = NOT_CUT
 
 
 @dataclass
@@ -91,6 +105,7 @@ class TrackedObject:
     frames: int = 1
     confident_frames: int = 1  # of them, by a box scored at least the tracker's start_score
     last_box: FloatBox = (0.0, 0.0, 0.0, 0.0)
+    last_cut_edges: Edges = NOT_CUT  # the last box's edges that are not the object's own
     velocity: tuple[float, float] = (0.0, 0.0)  # pixels a second, of the box's centre
     moved: bool = True  # its centre moved at its last sighting
     last_look: datetime | None = None  # when the detector was last shown where it was expected
@@ -240,7 +255,9 @@ class Tracker:
                 distance = min(_distance(expected, box.box), _distance(stopped, box.box)) / size
                 if overlap >= (s.weak_min_iou if known_only else s.min_iou):
                     cost[ti, bi] = 1.0 - overlap
-                elif distance <= reach and not known_only:
+                elif (
+                    distance <= reach and not known_only and _alike(track.best_box, box.box, s.max_size_ratio)
+                ):
                     cost[ti, bi] = 1.0 + distance
         return [(r, c) for r, c in min_cost_pairs(cost) if cost[r, c] < _NO_MATCH]
 
@@ -254,6 +271,7 @@ class Tracker:
             best_time=at,
             best_box=box.box,
             last_box=box.box,
+            last_cut_edges=box.cut_edges,
         )
         self._next_id += 1
         self._keep_picture(track, frame)
@@ -263,10 +281,10 @@ class Tracker:
         dt = (at - track.end).total_seconds()
         (lx, ly), (nx, ny) = _centre(track.last_box), _centre(box.box)
         if dt > 0:
-            track.velocity = ((nx - lx) / dt, (ny - ly) / dt)
+            track.velocity = _velocity(track, box, dt, self.settings.reshaped)
         track.moved = math.hypot(nx - lx, ny - ly) > self.settings.moving * max(_size(box.box), 1.0)
         track.end = at
-        track.last_box = box.box
+        track.last_box, track.last_cut_edges = box.box, box.cut_edges
         track.frames += 1
         track.confident_frames += box.score >= self.start_score
         if box.score > track.best_score:
@@ -328,6 +346,42 @@ def _centre(box: FloatBox) -> tuple[float, float]:
 
 def _size(box: FloatBox) -> float:
     return max(box[2] - box[0], box[3] - box[1])
+
+
+def _velocity(track: TrackedObject, box: FrameBox, dt: float, factor: float) -> tuple[float, float]:
+    """The object's velocity from its last box to `box`, `dt` seconds later (`_step` per axis)."""
+    old, new, was, now = track.last_box, box.box, track.last_cut_edges, box.cut_edges
+    vx, vy = (
+        _step(
+            (old[lo], old[hi]), (new[lo], new[hi]), (was[lo] or now[lo], was[hi] or now[hi]), v * dt, factor
+        )
+        / dt
+        for lo, hi, v in ((0, 2, track.velocity[0]), (1, 3, track.velocity[1]))
+    )
+    return vx, vy
+
+
+def _step(
+    old: tuple[float, float], new: tuple[float, float], cut: tuple[bool, bool], before: float, factor: float
+) -> float:
+    """How far an object moved along one axis, its box spanning `old` then `new` (low, high edge);
+    `cut`: whether the low, the high edge lay on the frame's or a region's edge in either box.
+
+    The centre's step, if neither edge was cut and neither span is more than `factor` times the
+    other; else the step of an edge not cut (of both, the smaller: the other box shows part of
+    the object, half hidden); none: `before`, the step at the velocity it had."""
+    steps = [new[i] - old[i] for i in (0, 1) if not cut[i]]
+    if len(steps) == 2:
+        spans = sorted((old[1] - old[0], new[1] - new[0]))
+        if spans[1] <= factor * max(spans[0], 1e-6):
+            return sum(steps) / 2
+    return min(steps, key=abs) if steps else before
+
+
+def _alike(a: FloatBox, b: FloatBox, ratio: float) -> bool:
+    """True if neither box's size is more than `ratio` times the other's."""
+    small, large = sorted((_size(a), _size(b)))
+    return large <= ratio * max(small, 1e-6)
 
 
 def _distance(a: FloatBox, b: FloatBox) -> float:

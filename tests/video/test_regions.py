@@ -75,6 +75,16 @@ def test_a_box_cut_by_an_inner_edge_of_its_region_is_told_apart():
     assert not View(0, 0, 416).cuts((0, 0, 60, 100), W, H)  # the frame's edge is not a cut
 
 
+def test_the_edges_of_a_box_on_its_regions_or_the_frames_edge_are_told():
+    view = View(200, 100, 416)  # 200..616 x 100..516 of a 1280 x 720 frame
+    assert view.cut_edges((180, 150, 260, 300), W, H) == (True, False, False, False)
+    assert view.cut_edges((300, 150, 616, 516), W, H) == (False, False, True, True)
+    assert view.cut_edges((300, 150, 360, 300), W, H) == (False, False, False, False)
+    whole = whole_frame(W, H)  # letterboxed: its bottom edge is the frame's, at 720
+    assert whole.cut_edges((0, 500, 100, 720), W, H) == (True, False, False, True)
+    assert whole.cut_edges((1240, 10, 1280, 100), W, H) == (False, False, True, False)
+
+
 def test_suppression_keeps_one_box_per_object_and_label():
     person = Candidate("person", 0.7, (100, 100, 140, 200))
     same_better = Candidate("person", 0.9, (102, 98, 141, 203))

@@ -211,6 +211,40 @@ def test_a_person_who_stops_while_unseen_is_still_one_visit():
     assert (visit.start, visit.end, visit.frames) == (at(0), at(11), 6)
 
 
+def test_a_bus_entering_from_the_frames_edge_seen_in_part_by_a_region_stays_one():
+    """A bus drives in from the right at about 50 px/s, its boxes cut by the frame's edge, then a
+    region cut around part of it sees its right half: the velocity comes from the edges that are
+    the bus's own, not from the boxes' centres (which would say it went back right at 150 px/s)."""
+    tracker = Tracker(start_score=0.4)
+    right, left_cut = (False, False, True, False), (True, False, False, False)
+    sightings = [
+        (26, 0.72, (517, 229, 639, 344), right),
+        (27, 0.60, (470, 226, 640, 346), right),
+        (28, 0.66, (423, 222, 640, 355), right),
+        (30, 0.82, (328, 227, 640, 355), right),
+        (31, 0.35, (480, 229, 609, 352), left_cut),
+        (32, 0.84, (253, 226, 561, 356), (False, False, False, False)),
+        (33, 0.81, (228, 225, 516, 357), (False, False, False, False)),
+    ]
+    for second, score, box, cut in sightings:
+        tracker.update(at(second), [FrameBox("bus", score, box, cut)], frame())
+    assert [(o.start, o.end, o.frames) for o in tracker.finish()] == [(at(26), at(33), 7)]
+
+
+def test_someone_else_entering_where_a_person_left_is_another_object():
+    """A person 200 px tall walks out of the frame at the left; a few seconds later one 50 px tall
+    (farther off) walks in there: close enough to be the first, but a quarter of their size."""
+    tracker = Tracker(TrackingSettings(lost_after_s=12))
+    for second in range(4):
+        tracker.update(at(second), [person(410 - 120 * second, y=360, w=90, h=210)], frame())
+    for second in range(4, 7):
+        tracker.update(at(second), [], None)
+    for second in range(7, 11):
+        tracker.update(at(second), [person(30 * (second - 7), y=355, w=28, h=50)], frame())
+    objects = sorted(tracker.finish(), key=lambda o: o.start)
+    assert [(o.start, o.end) for o in objects] == [(at(0), at(3)), (at(7), at(10))]
+
+
 def test_the_thumbnail_is_a_small_jpeg_of_the_best_frame_with_its_box():
     tracker = Tracker(TrackingSettings(thumbnail_width=320))
     best = frame(200)
