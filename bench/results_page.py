@@ -15,6 +15,7 @@ from bench.common import RESULTS_DIR, format_table
 PAGE = Path(__file__).resolve().parent / "RESULTS.md"
 COMMANDS = {
     "e2e": "make bench",
+    "e2e-targets": "python -m bench.e2e --no-seeds",
     "export": "make bench-export",
     "transcode": "make bench-transcode",
     "classify": "make bench-classify",
