@@ -69,14 +69,9 @@ class View:
 
     def cuts(self, box: FloatBox, width: int, height: int, margin: float = 2.0) -> bool:
         """True if the box touches an edge of this view that is not the frame's: the object may go on past it."""
-        x0, y0, x1, y1 = box
         vx0, vy0, vx1, vy1 = self.box
-        return (
-            (vx0 > 0 and x0 <= vx0 + margin)
-            or (vy0 > 0 and y0 <= vy0 + margin)
-            or (vx1 < width and x1 >= vx1 - margin)
-            or (vy1 < height and y1 >= vy1 - margin)
-        )
+        inner = (vx0 > 0, vy0 > 0, vx1 < width, vy1 < height)
+        return any(on and i for on, i in zip(self.cut_edges(box, width, height, margin), inner, strict=True))
 
 
 def square_region(
