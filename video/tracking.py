@@ -256,7 +256,9 @@ class Tracker:
                 if overlap >= (s.weak_min_iou if known_only else s.min_iou):
                     cost[ti, bi] = 1.0 - overlap
                 elif (
-                    distance <= reach and not known_only and _alike(track.best_box, box.box, s.max_size_ratio)
+                    distance <= reach
+                    and not known_only
+                    and _within(_size(track.best_box), _size(box.box), s.max_size_ratio)
                 ):
                     cost[ti, bi] = 1.0 + distance
         return [(r, c) for r, c in min_cost_pairs(cost) if cost[r, c] < _NO_MATCH]
@@ -371,17 +373,15 @@ def _step(
     other; else the step of an edge not cut (of both, the smaller: the other box shows part of
     the object, half hidden); none: `before`, the step at the velocity it had."""
     steps = [new[i] - old[i] for i in (0, 1) if not cut[i]]
-    if len(steps) == 2:
-        spans = sorted((old[1] - old[0], new[1] - new[0]))
-        if spans[1] <= factor * max(spans[0], 1e-6):
-            return sum(steps) / 2
+    if len(steps) == 2 and _within(old[1] - old[0], new[1] - new[0], factor):
+        return sum(steps) / 2
     return min(steps, key=abs) if steps else before
 
 
-def _alike(a: FloatBox, b: FloatBox, ratio: float) -> bool:
-    """True if neither box's size is more than `ratio` times the other's."""
-    small, large = sorted((_size(a), _size(b)))
-    return large <= ratio * max(small, 1e-6)
+def _within(a: float, b: float, factor: float) -> bool:
+    """True if neither length is more than `factor` times the other."""
+    small, large = sorted((a, b))
+    return large <= factor * max(small, 1e-6)
 
 
 def _distance(a: FloatBox, b: FloatBox) -> float:
