@@ -93,6 +93,10 @@ class DetectSettings:
     region_multiplier: float = HEIGHT_MULTIPLIER  # a region's side is at least this times its box's height
     region_width_multiplier: float = WIDTH_MULTIPLIER  # ... and this times its width
     region_min_side: int | None = 160  # frame pixels; None: the model's input size
+    # A box whose longer side is shorter than this share of the frame's height is dropped (29 px at
+    # 720p): too small to recognise, and in a close-up mostly the detector reading texture (a 15 px
+    # "car" beside a person's head, a 10 px "person" in a bus's window).
+    min_box_share: float = 0.04
     timeout_s: float = 600.0  # for the whole video, decoding and detector calls together
     motion: MotionSettings = field(default_factory=MotionSettings)
     tracking: TrackingSettings = field(default_factory=TrackingSettings)
@@ -164,7 +168,8 @@ def detect_video(
     def track_answered() -> None:
         while order and order[0].answered:
             pending = order.popleft()
-            boxes = _frame_boxes(pending, result.width, result.height, tracker.settings.kind)
+            min_side = s.min_box_share * result.height
+            boxes = _frame_boxes(pending, result.width, result.height, min_side, tracker.settings.kind)
             result.objects += tracker.update(pending.at, boxes, pending.frame if boxes else None)
             result.boxes += [BoxDetection(pending.at, b.label, b.score, b.box) for b in tracker.used]
 
@@ -259,21 +264,26 @@ def _views(
         s.region_min_side or size,
         s.region_multiplier,
         width_multiplier=s.region_width_multiplier,
+        input_size=size,
     )
     if whole:
         views.append(whole_frame(width, height))
     return views, boxes + looks.followed
 
 
-def _frame_boxes(pending: _Pending, width: int, height: int, kind: Callable[[str], str]) -> list[FrameBox]:
-    """The frame's detections, one per object. A region's box that lies outside what the region
-    was cut around (its motion, its followed objects) is dropped: a region is a close-up, and in
-    a close-up the detector also finds people and cars in the grass and rocks around, still."""
+def _frame_boxes(
+    pending: _Pending, width: int, height: int, min_side: float, kind: Callable[[str], str]
+) -> list[FrameBox]:
+    """The frame's detections, one per object. A box whose longer side is under `min_side` is
+    dropped, and so is a region's box that lies outside what the region was cut around (its
+    motion, its followed objects): a region is a close-up, and in a close-up the detector also
+    finds people and cars in the grass and rocks around, still."""
     candidates = []
     for view, found in zip(pending.views, pending.answers, strict=True):
         for label, score, normalised in found:
             box = view.to_frame(normalised, width, height)
-            if box[2] > box[0] and box[3] > box[1] and (view.whole or _on_cue(box, pending.cues)):
+            big = max(box[2] - box[0], box[3] - box[1]) >= min_side and box[2] > box[0] and box[3] > box[1]
+            if big and (view.whole or _on_cue(box, pending.cues)):
                 cut, edges = view.cuts(box, width, height), view.cut_edges(box, width, height)
                 candidates.append(Candidate(label, score, box, cut=cut, cut_edges=edges))
     return [

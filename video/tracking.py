@@ -7,8 +7,12 @@ car, truck and bus alike: a detector calls one pickup by each in turn), by the o
 its box with where that object is expected now (its last box moved by its last velocity), or,
 frames being a second apart and a walking person moving about their own width in that time, by
 the distance of their centres (to where it is expected, or to where it would be after
-LOOK_AHEAD_S: it may have stopped while unseen), if its size is like the object's (a child far
-off is not the man who just walked out of the frame close by). Assignment is optimal per kind
+LOOK_AHEAD_S: it may have stopped while unseen; or, from where it stood, as far as its top speed
+takes it in the time unseen: it may have walked on), if its size is like the object's (a child
+far off is not the man who just walked out of the frame close by). An object expected wholly
+outside the frame left it: a box joins it by overlap only (who enters there later is another).
+A box left over that overlaps one which joined an object in the same frame is that object seen
+twice (by two regions) and starts nothing. Assignment is optimal per kind
 (Hungarian), so two people crossing stay two. The velocity is the step of the box's centre, or,
 where a box shows part of the object (cut by the frame's edge or the region's the detector saw,
 or much smaller than the last: half hidden), of its edges that are the object's own: a bus
@@ -59,6 +63,9 @@ class TrackingSettings:
     lost_after_s: float = 12.0  # an object ends when not seen for this long
     tentative_lost_after_s: float = 3.0  # ... one not counted yet (most are false detections)
     min_iou: float = 0.1  # overlap with the expected box that joins a detection at once
+    # A box left over that overlaps one that joined an object in the same frame this much is that
+    # object seen twice (one region saw part of a truck, another all of it): it starts nothing.
+    twice_iou: float = 0.3
     weak_min_iou: float = 0.3  # ... a detection under the start score: it joins by this overlap only
     max_distance: float = 1.5  # else centres at most this many times the object's size apart
     # ... or this many, from an object seen once: its velocity is not known yet, and a car at
@@ -107,6 +114,7 @@ class TrackedObject:
     last_box: FloatBox = (0.0, 0.0, 0.0, 0.0)
     last_cut_edges: Edges = NOT_CUT  # the last box's edges that are not the object's own
     velocity: tuple[float, float] = (0.0, 0.0)  # pixels a second, of the box's centre
+    top_speed: float = 0.0  # pixels a second, the fastest it moved
     moved: bool = True  # its centre moved at its last sighting
     last_look: datetime | None = None  # when the detector was last shown where it was expected
     look_before: datetime | None = None  # ... and the time before that
@@ -124,6 +132,11 @@ class TrackedObject:
     def ahead_box(self, at: datetime) -> FloatBox:
         """Its expected box at `at`, moved on for at most LOOK_AHEAD_S after its last sighting."""
         return self.expected_box(min(at, self.end + timedelta(seconds=LOOK_AHEAD_S)))
+
+    def gone(self, at: datetime, width: float, height: float) -> bool:
+        """True if its ahead box at `at` lies wholly outside the `width` x `height` frame: it left."""
+        x0, y0, x1, y1 = self.ahead_box(at)
+        return x0 >= width or y0 >= height or x1 <= 0 or y1 <= 0
 
 
 @dataclass
@@ -158,8 +171,10 @@ class Tracker:
         confident = [b for b in boxes if b.score >= self.start_score]
         weak = [b for b in boxes if b.score < self.start_score]
         self.used = []
-        new = self._follow(at, self.active, confident, frame)
-        self._follow(at, [t for t in self.active if t.end < at], weak, frame, known_only=True)
+        frame_size = (frame.shape[1], frame.shape[0]) if frame is not None else None
+        new = self._follow(at, self.active, confident, frame, frame_size)
+        self._follow(at, [t for t in self.active if t.end < at], weak, frame, frame_size, known_only=True)
+        new = [b for b in new if not self._seen_twice(b)]
         for box in new:
             self._start(at, box, frame)
         self.used += new
@@ -171,6 +186,7 @@ class Tracker:
         tracks: list[TrackedObject],
         boxes: list[FrameBox],
         frame: np.ndarray | None,
+        frame_size: tuple[int, int] | None,
         known_only: bool = False,
     ) -> list[FrameBox]:
         """Extend the tracks by the boxes they pair with (per kind); the boxes left over."""
@@ -179,12 +195,20 @@ class Tracker:
         for label in sorted({kind(b.label) for b in boxes}):
             mine = [t for t in tracks if kind(t.label) == label]
             theirs = [b for b in left if kind(b.label) == label]
-            for track_index, box_index in self._assign(at, mine, theirs, known_only):
+            for track_index, box_index in self._assign(at, mine, theirs, frame_size, known_only):
                 box = theirs[box_index]
                 self._extend(mine[track_index], at, box, frame)
                 self.used.append(box)
                 left.remove(box)
         return left
+
+    def _seen_twice(self, box: FrameBox) -> bool:
+        """True if the box overlaps one of its kind that joined an object in this frame."""
+        kind = self.settings.kind
+        return any(
+            kind(u.label) == kind(box.label) and iou(u.box, box.box) >= self.settings.twice_iou
+            for u in self.used
+        )
 
     def finish(self) -> list[TrackedObject]:
         """The objects still open, ended at their last sighting (counted ones only)."""
@@ -208,8 +232,7 @@ class Tracker:
         looks = Looks()
         for track in self.active:
             ahead = track.ahead_box(at)
-            gone = ahead[0] >= width or ahead[1] >= height or ahead[2] <= 0 or ahead[3] <= 0
-            if gone or (moving_only and not track.moved):
+            if track.gone(at, width, height) or (moving_only and not track.moved):
                 continue
             if self._followed(track, at, every_s):  # unless it stopped, or turned: then motion shows it
                 looks.followed.append(track.expected_box(at))
@@ -233,7 +256,12 @@ class Tracker:
         )
 
     def _assign(
-        self, at: datetime, tracks: list[TrackedObject], boxes: list[FrameBox], known_only: bool = False
+        self,
+        at: datetime,
+        tracks: list[TrackedObject],
+        boxes: list[FrameBox],
+        frame_size: tuple[int, int] | None,
+        known_only: bool = False,
     ) -> list[tuple[int, int]]:
         """Pairs of (track, box) indices, optimal. `known_only` (weak boxes): a box joins by
         overlap alone, at least `weak_min_iou`, with where the object is expected or where it was
@@ -246,18 +274,24 @@ class Tracker:
             expected = track.expected_box(at)
             # ... or it stopped while unseen: where it would be after LOOK_AHEAD_S, at most
             stopped = track.ahead_box(at)
-            size = max(_size(track.last_box), 1.0)
+            # ... not if it left the frame: where it is is not known, who enters there is another
+            left = frame_size is not None and track.gone(at, *frame_size)
+            extent = max(_size(track.last_box), 1.0)
             reach = s.max_distance_first if track.frames == 1 else s.max_distance
+            # ... or, stopped, it may have set off again at the speed it had
+            unseen = (at - track.end).total_seconds()
+            set_off = 0.0 if track.moved else track.top_speed * unseen / extent
             for bi, box in enumerate(boxes):
                 overlap = iou(expected, box.box)
                 if known_only:
                     overlap = max(overlap, iou(track.last_box, box.box))
-                distance = min(_distance(expected, box.box), _distance(stopped, box.box)) / size
+                distance = min(_distance(expected, box.box), _distance(stopped, box.box)) / extent
                 if overlap >= (s.weak_min_iou if known_only else s.min_iou):
                     cost[ti, bi] = 1.0 - overlap
                 elif (
-                    distance <= reach
+                    (distance <= reach or _distance(track.last_box, box.box) / extent <= set_off)
                     and not known_only
+                    and not left
                     and _within(_size(track.best_box), _size(box.box), s.max_size_ratio)
                 ):
                     cost[ti, bi] = 1.0 + distance
@@ -284,6 +318,7 @@ class Tracker:
         (lx, ly), (nx, ny) = _centre(track.last_box), _centre(box.box)
         if dt > 0:
             track.velocity = _velocity(track, box, dt, self.settings.reshaped)
+            track.top_speed = max(track.top_speed, math.hypot(*track.velocity))
         track.moved = math.hypot(nx - lx, ny - ly) > self.settings.moving * max(_size(box.box), 1.0)
         track.end = at
         track.last_box, track.last_cut_edges = box.box, box.cut_edges

@@ -142,9 +142,22 @@ def test_a_region_keeps_the_boxes_on_what_it_was_cut_around_and_the_whole_frame_
     from video.regions import View
 
     region = View(500, 200, 200)  # around the walker's motion box (580, 250, 620, 350)
-    walker, tuft = ("person", 0.7, (0.4, 0.25, 0.6, 0.75)), ("car", 0.5, (0.05, 0.1, 0.15, 0.16))
+    walker, tuft = ("person", 0.7, (0.4, 0.25, 0.6, 0.75)), ("car", 0.5, (0.02, 0.1, 0.3, 0.3))
     pending = _Pending(START, None, [region], [(580.0, 250.0, 620.0, 350.0)], [[walker, tuft]])
-    assert [b.label for b in _frame_boxes(pending, W * 2, H * 2, str)] == ["person"]
+    assert [b.label for b in _frame_boxes(pending, W * 2, H * 2, 0.0, str)] == ["person"]
     whole = View(0, 0, 1280, whole=True)
-    pending = _Pending(START, None, [whole], [], [[("car", 0.5, (0.3, 0.2, 0.32, 0.22))]])
-    assert [b.label for b in _frame_boxes(pending, W * 2, H * 2, str)] == ["car"]
+    pending = _Pending(START, None, [whole], [], [[("car", 0.5, (0.3, 0.2, 0.35, 0.24))]])
+    assert [b.label for b in _frame_boxes(pending, W * 2, H * 2, 0.0, str)] == ["car"]
+
+
+def test_a_box_too_small_to_be_anything_is_dropped():
+    """In a close-up around a standing person the detector reads a 15 px "car" beside their head."""
+    from video.detect import _frame_boxes, _Pending
+    from video.regions import View
+
+    region = View(850, 300, 180)  # around the person (923, 350, 953, 410)
+    standing = ("person", 0.6, (73 / 180, 50 / 180, 103 / 180, 110 / 180))  # 30 x 60 px
+    texture = ("car", 0.46, (101 / 180, 48 / 180, 116 / 180, 59 / 180))  # 15 x 11 px
+    pending = _Pending(START, None, [region], [(923.0, 350.0, 953.0, 410.0)], [[standing, texture]])
+    min_side = DetectSettings().min_box_share * H * 2
+    assert [b.label for b in _frame_boxes(pending, W * 2, H * 2, min_side, str)] == ["person"]

@@ -39,6 +39,15 @@ def test_a_small_person_or_car_is_magnified_and_a_large_one_keeps_its_context():
     assert (person.side, car.side, walker.side) == (160, 210, 270)
 
 
+def test_a_person_taller_than_a_third_of_the_models_input_fills_half_the_region():
+    """Three times a 200 px person's height would shrink them for a 416 px model: twice, then."""
+    tall = (600, 200, 680, 400)
+    assert square_region(tall, W, H, 160, input_size=416).side == 416  # 2x = 400, at least the input
+    assert square_region((600, 100, 700, 400), W, H, 160, input_size=416).side == 600  # 300 px: 2x
+    assert square_region((600, 300, 640, 420), W, H, 160, input_size=416).side == 360  # 120 px: 3x
+    assert square_region(tall, W, H, 160).side == 600  # no model input given: 3x
+
+
 def test_a_region_is_never_larger_than_a_small_frame():
     view = square_region((10, 10, 50, 90), 640, 360, 416)
     assert view.side == 360 and view.y0 == 0
@@ -52,6 +61,14 @@ def test_close_boxes_share_a_region_and_far_ones_do_not():
     far = regions([(50, 300, 80, 360), (1100, 320, 1130, 380)], W, H, 416)
     assert len(far) == 2 and contains(far[0], (50, 300, 80, 360)) and contains(far[1], (1100, 320, 1130, 380))
     assert regions([], W, H, 416) == []
+
+
+def test_boxes_too_far_apart_for_one_square_keep_their_own():
+    """Squares stop at the frame's shorter side: a standing person at the left and a car leaving at
+    the right both need the 720 px square, and a 720 px square around both would hold neither."""
+    standing, leaving = (306.0, 344.0, 509.0, 678.0), (961.0, 360.0, 1280.0, 578.0)
+    views = regions([standing, leaving], W, H, 160)
+    assert len(views) == 2 and contains(views[0], standing) and contains(views[1], leaving)
 
 
 def test_a_crop_shows_the_region_and_its_boxes_map_back_to_the_frame():

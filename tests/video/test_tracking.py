@@ -119,14 +119,16 @@ def test_a_stopped_object_seen_only_by_the_periodic_look_stays_one():
     assert (parked.start, parked.end) == (at(0), at(35))
 
 
-def test_an_object_that_left_the_frame_is_not_looked_for_but_may_come_back():
+def test_an_object_that_left_the_frame_is_not_looked_for_and_who_enters_there_is_another():
     tracker = Tracker(TrackingSettings(lost_after_s=12))
     for second in range(0, 4):
         tracker.update(at(second), [person(1100 + 50 * second)], frame())  # last at 1250-1290
     assert tracker.look_at(at(4), W, H).look == []  # expected at 1300-1340: out of the frame
     assert tracker.look_at(at(5), W, H, moving_only=False).look == []
-    assert tracker.update(at(5), [person(1240)], frame()) == []  # it steps back in: the same one
-    assert [(o.start, o.end, o.frames) for o in tracker.finish()] == [(at(0), at(5), 5)]
+    for second in (5, 6):  # someone walks in there: where the first is now is not known
+        tracker.update(at(second), [person(1240 - 50 * (second - 5))], frame())
+    objects = sorted(tracker.finish(), key=lambda o: o.start)
+    assert [(o.start, o.end, o.frames) for o in objects] == [(at(0), at(3), 4), (at(5), at(6), 2)]
 
 
 def test_an_object_followed_surely_is_looked_at_every_other_frame():
@@ -243,6 +245,49 @@ def test_someone_else_entering_where_a_person_left_is_another_object():
         tracker.update(at(second), [person(30 * (second - 7), y=355, w=28, h=50)], frame())
     objects = sorted(tracker.finish(), key=lambda o: o.start)
     assert [(o.start, o.end) for o in objects] == [(at(0), at(3)), (at(7), at(10))]
+
+
+def test_a_person_who_stood_unseen_and_walked_on_is_one_visit():
+    """A small person walks in at 55 px/s, stands 20 s (seen by the periodic look, then not), and
+    walks on: found 165 px from where they stood, 11 s after they were last seen there."""
+    tracker = Tracker(TrackingSettings(lost_after_s=12))
+    for second in range(0, 5):
+        tracker.update(at(second), [person(870 - 55 * second, w=30, h=70)], frame())
+    for second in range(5, 22):
+        seen = [person(650, w=30, h=70)] if second in (5, 10) else []
+        tracker.update(at(second), seen, frame() if seen else None)
+    for second in range(21, 25):
+        tracker.update(at(second), [person(650 - 55 * (second - 18), w=30, h=70)], frame())
+    (visit,) = tracker.finish()
+    assert (visit.start, visit.end) == (at(0), at(24))
+
+
+def test_a_person_who_left_the_frame_does_not_become_the_next_one_entering_there():
+    """A 220 px person walks out at the left; 8 s later a 100 px one walks in there (under 3x
+    smaller, close to where the first was expected): the first left the frame, and who enters there
+    is taken for them only at their size."""
+    tracker = Tracker(TrackingSettings(lost_after_s=12))
+    for second in range(4):
+        tracker.update(at(second), [person(390 - 100 * second, y=360, w=120, h=220)], frame())
+    tracker.update(at(4), [FrameBox("person", 0.6, (0, 360, 110, 580), (True, False, False, False))], frame())
+    for second in range(5, 12):
+        tracker.update(at(second), [], None)
+    for second in range(12, 16):
+        tracker.update(at(second), [person(75 * (second - 12), y=360, w=50, h=100)], frame())
+    objects = sorted(tracker.finish(), key=lambda o: o.start)
+    assert [(o.start, o.end) for o in objects] == [(at(0), at(4)), (at(12), at(15))]
+
+
+def test_two_boxes_of_one_thing_in_a_frame_start_no_second_object():
+    """A truck stopping: one region sees part of it, another all of it, each box a truck."""
+    tracker = Tracker(start_score=0.4)
+    tracker.update(at(0), [FrameBox("truck", 0.61, (920, 487, 1280, 625))], frame())
+    tracker.update(at(1), [FrameBox("truck", 0.64, (568, 492, 850, 627))], frame())
+    both = [FrameBox("truck", 0.52, (561, 491, 811, 631)), FrameBox("truck", 0.43, (409, 489, 757, 629))]
+    tracker.update(at(2), both, frame())
+    for second in range(3, 6):
+        tracker.update(at(second), [FrameBox("truck", 0.6, (410, 488, 812, 632))], frame())
+    assert [(o.start, o.end) for o in tracker.finish()] == [(at(0), at(5))]
 
 
 def test_the_thumbnail_is_a_small_jpeg_of_the_best_frame_with_its_box():
