@@ -97,7 +97,7 @@ class TFServingModel(Block):
         "(its 1-based ids: line i of a labels.txt is id i).",
     )
     score_threshold: float = Field(
-        default=0.4, ge=0.0, le=1.0, description="Detector: a box scored at least this can start an object."
+        default=0.33, ge=0.0, le=1.0, description="Detector: a box scored at least this can start an object."
     )
     follow_threshold: float = Field(
         default=0.25,

@@ -11,6 +11,8 @@ well under the model's input: a small person or car is enlarged, which a small d
 far more surely than the same thing at its own size. A close-up also shows the detector "people"
 and "cars" in the grass and rocks around: a region's box counts only where it lies on what the
 region was cut around (its motion, its followed objects); the whole-frame look's boxes all count.
+A box too small to be anything (`min_box_share` of the frame's height) is dropped, and so is a
+passenger's: a "person" inside a vehicle's box, above its middle (heads in a bus's windows).
 An object followed surely (counted, its velocity known, found by its look before last) is looked
 at every `follow_every_s` seconds, not every frame, and motion lying where it is expected needs no
 look either; if it stops or turns, its motion lies elsewhere and is looked at. An object expected
@@ -57,6 +59,7 @@ from video.tracking import FrameBox, TrackedObject, Tracker, TrackingSettings
 T = TypeVar("T")
 CUE_SHARE = 0.25  # of a region's box that must lie on its motion or followed objects
 FOLLOWED_SHARE = 0.5  # of a motion box lying on an object followed surely: that object's motion
+PASSENGER_SHARE = 0.9  # of a passenger's box that lies inside their vehicle's
 ACROSS_KINDS_IOU = 0.6  # boxes of two kinds that overlap more are one thing, named by the better score
 NormalisedBox = tuple[float, float, float, float]  # x0, y0, x1, y1 as shares of the image's sides
 Found = tuple[str, float, NormalisedBox]
@@ -97,6 +100,10 @@ class DetectSettings:
     # 720p): too small to recognise, and in a close-up mostly the detector reading texture (a 15 px
     # "car" beside a person's head, a 10 px "person" in a bus's window).
     min_box_share: float = 0.04
+    # A passenger's box lies inside a vehicle's and ends above its middle (a head in a bus's window,
+    # a driver): not someone on foot, it is dropped.
+    passengers: tuple[str, ...] = ("person",)
+    carriers: tuple[str, ...] = ("car", "truck", "bus")
     timeout_s: float = 600.0  # for the whole video, decoding and detector calls together
     motion: MotionSettings = field(default_factory=MotionSettings)
     tracking: TrackingSettings = field(default_factory=TrackingSettings)
@@ -170,6 +177,7 @@ def detect_video(
             pending = order.popleft()
             min_side = s.min_box_share * result.height
             boxes = _frame_boxes(pending, result.width, result.height, min_side, tracker.settings.kind)
+            boxes = _on_foot(boxes, s.passengers, s.carriers)
             result.objects += tracker.update(pending.at, boxes, pending.frame if boxes else None)
             result.boxes += [BoxDetection(pending.at, b.label, b.score, b.box) for b in tracker.used]
 
@@ -290,6 +298,20 @@ def _frame_boxes(
         FrameBox(c.label, c.score, c.box, c.cut_edges)
         for c in suppress(candidates, kind=kind, across=ACROSS_KINDS_IOU)
     ]
+
+
+def _on_foot(boxes: list[FrameBox], passengers: tuple[str, ...], carriers: tuple[str, ...]) -> list[FrameBox]:
+    """The boxes but passengers': of a `passengers` label, inside (PASSENGER_SHARE of it) a box of
+    a `carriers` label of the same frame and ending above its middle."""
+    vehicles = [b.box for b in boxes if b.label in carriers]
+
+    def aboard(box: FloatBox) -> bool:
+        area = (box[2] - box[0]) * (box[3] - box[1])
+        return any(
+            intersection(box, v) >= PASSENGER_SHARE * area and box[3] <= (v[1] + v[3]) / 2 for v in vehicles
+        )
+
+    return [b for b in boxes if b.label not in passengers or not aboard(b.box)]
 
 
 def _on_cue(box: FloatBox, cues: list[FloatBox], share: float = CUE_SHARE) -> bool:

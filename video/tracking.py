@@ -222,8 +222,8 @@ class Tracker:
         seen to where it is expected (moved on for at most LOOK_AHEAD_S). The moving ones are worth
         a look in every frame, all of them in the periodic look (which keeps those that stopped).
 
-        An object expected wholly outside the `width` x `height` frame left it: it stays open (it
-        may be seen again at the edge) but is not looked for. An object followed surely (counted,
+        An object expected wholly outside the `width` x `height` frame left it (`TrackedObject.gone`):
+        it is not looked for (and a box joins it by overlap only). An object followed surely (counted,
         its velocity known, found by the look before last) and looked at less than `every_s` ago
         is skipped: it is in `Looks.followed`, where motion needs no look either. Each object
         returned in `Looks.look` records the look (`last_look`, `look_before`). (The last look's
@@ -276,7 +276,7 @@ class Tracker:
             stopped = track.ahead_box(at)
             # ... not if it left the frame: where it is is not known, who enters there is another
             left = frame_size is not None and track.gone(at, *frame_size)
-            extent = max(_size(track.last_box), 1.0)
+            extent = max(_size(track.best_box), 1.0)  # its last box may show a part of it
             reach = s.max_distance_first if track.frames == 1 else s.max_distance
             # ... or, stopped, it may have set off again at the speed it had
             unseen = (at - track.end).total_seconds()

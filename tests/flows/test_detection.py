@@ -20,8 +20,11 @@ SCRIPT = "demo-pasture"
 START = datetime(2026, 11, 3, 2, 0, tzinfo=UTC)  # 02:00 on the recorder's clock (UTC): night
 SEGMENT_S = 20
 SEGMENTS = 6
-# A segment boundary splits an object in two (README, "Objects"): fragments this close are one.
-FRAGMENT_GAP_S = 2.5
+# A segment boundary splits an object in two (README, "Objects"): a fragment seen in its segment's
+# last second and one of its label starting at most this long after the boundary are one. The
+# next segment's first frame has no earlier frame to show motion, and its whole-frame look misses
+# a small person: their part there is found from the second or third frame on.
+BOUNDARY_LAG_S = 3.0
 # Every actor must be found; its start and end within 2 s only when it is at least this tall: the
 # detector scores people under ~70 px below its threshold in part of their frames (README,
 # "Benchmarks": make bench-detect measures it on an hour of scenes).
@@ -55,7 +58,14 @@ def _joined(objects: list[tuple]) -> list[tuple[str, datetime, datetime]]:
     """(label, start, end), fragments of one label split by a segment boundary joined."""
     joined: list[list] = []
     for label, start, end, *_ in objects:
-        same = [j for j in joined if j[0] == label and (start - j[2]).total_seconds() <= FRAGMENT_GAP_S]
+        boundary = START + timedelta(seconds=(start - START).total_seconds() // SEGMENT_S * SEGMENT_S)
+        same = [
+            j
+            for j in joined
+            if j[0] == label
+            and (boundary - j[2]).total_seconds() <= 1.0
+            and (start - boundary).total_seconds() <= BOUNDARY_LAG_S
+        ]
         if same and start >= same[-1][1]:
             same[-1][2] = max(same[-1][2], end)
         else:

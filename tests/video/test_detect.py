@@ -161,3 +161,17 @@ def test_a_box_too_small_to_be_anything_is_dropped():
     pending = _Pending(START, None, [region], [(923.0, 350.0, 953.0, 410.0)], [[standing, texture]])
     min_side = DetectSettings().min_box_share * H * 2
     assert [b.label for b in _frame_boxes(pending, W * 2, H * 2, min_side, str)] == ["person"]
+
+
+def test_a_passenger_is_not_someone_on_foot():
+    """Heads in a bus's windows are "people" inside its box, above its middle; a person walking in
+    front of it reaches below its middle."""
+    from video.detect import _on_foot
+    from video.tracking import FrameBox
+
+    bus = FrameBox("bus", 0.6, (234, 446, 786, 694))
+    window = FrameBox("person", 0.38, (289, 515, 319, 545))
+    walker = FrameBox("person", 0.7, (400, 500, 450, 640))
+    s = DetectSettings()
+    assert _on_foot([bus, window, walker], s.passengers, s.carriers) == [bus, walker]
+    assert _on_foot([window], s.passengers, s.carriers) == [window]  # no vehicle in that frame

@@ -278,6 +278,22 @@ def test_a_person_who_left_the_frame_does_not_become_the_next_one_entering_there
     assert [(o.start, o.end) for o in objects] == [(at(0), at(4)), (at(12), at(15))]
 
 
+def test_a_box_showing_part_of_a_person_does_not_shrink_how_far_they_are_looked_for():
+    """A person 85 px tall walks, stands, walks on; a 38 px box of part of them joins, and their
+    next whole box, 70 px on, is still them: reach is measured by the object's size, not the part's."""
+    tracker = Tracker(TrackingSettings(lost_after_s=12), start_score=0.33)
+    for second in range(0, 5):
+        tracker.update(at(second), [person(545 - 55 * second, y=356, w=50, h=85)], frame())
+    for second in range(5, 15):
+        seen = [person(326, y=356, w=50, h=85)] if second % 5 == 0 else []
+        tracker.update(at(second), seen, frame() if seen else None)
+    tracker.update(at(18), [FrameBox("person", 0.33, (248, 355, 262, 393))], frame())
+    for second in range(19, 22):
+        tracker.update(at(second), [person(161 - 55 * (second - 19), y=358, w=49, h=83)], frame())
+    (visit,) = tracker.finish()
+    assert (visit.start, visit.end) == (at(0), at(21))
+
+
 def test_two_boxes_of_one_thing_in_a_frame_start_no_second_object():
     """A truck stopping: one region sees part of it, another all of it, each box a truck."""
     tracker = Tracker(start_score=0.4)
