@@ -12,7 +12,8 @@ far more surely than the same thing at its own size. A close-up also shows the d
 and "cars" in the grass and rocks around: a region's box counts only where it lies on what the
 region was cut around (its motion, its followed objects); the whole-frame look's boxes all count.
 A box too small to be anything (`min_box_share` of the frame's height) is dropped, and so is a
-passenger's: a "person" inside a vehicle's box, above its middle (heads in a bus's windows).
+passenger's: a "person" inside a vehicle's box, wholly above or below its middle (heads in a bus's
+windows, its wheels).
 An object followed surely (counted, its velocity known, found by its look before last) is looked
 at every `follow_every_s` seconds, not every frame, and motion lying where it is expected needs no
 look either; if it stops or turns, its motion lies elsewhere and is looked at. An object expected
@@ -100,8 +101,9 @@ class DetectSettings:
     # 720p): too small to recognise, and in a close-up mostly the detector reading texture (a 15 px
     # "car" beside a person's head, a 10 px "person" in a bus's window).
     min_box_share: float = 0.04
-    # A passenger's box lies inside a vehicle's and ends above its middle (a head in a bus's window,
-    # a driver): not someone on foot, it is dropped.
+    # A "person" inside a vehicle's box and wholly above or below its middle is part of it (a head
+    # in a bus's window, a driver, a wheel): not someone on foot, it is dropped. Someone in front of
+    # a vehicle reaches across its middle.
     passengers: tuple[str, ...] = ("person",)
     carriers: tuple[str, ...] = ("car", "truck", "bus")
     timeout_s: float = 600.0  # for the whole video, decoding and detector calls together
@@ -264,7 +266,8 @@ def _views(
     looks = tracker.look_at(at, width, height, moving_only=not full, every_s=follow_every_s)
     boxes: list[FloatBox] = [(float(x0), float(y0), float(x1), float(y1)) for x0, y0, x1, y1 in moving]
     boxes = [b for b in boxes if not _on_cue(b, looks.followed, FOLLOWED_SHARE)]
-    boxes += looks.look
+    # what lies past the frame's edge cannot be seen: a look at an object leaving is cut to the frame
+    boxes += [(max(x0, 0.0), max(y0, 0.0), min(x1, width), min(y1, height)) for x0, y0, x1, y1 in looks.look]
     views = regions(
         boxes,
         width,
@@ -302,13 +305,15 @@ def _frame_boxes(
 
 def _on_foot(boxes: list[FrameBox], passengers: tuple[str, ...], carriers: tuple[str, ...]) -> list[FrameBox]:
     """The boxes but passengers': of a `passengers` label, inside (PASSENGER_SHARE of it) a box of
-    a `carriers` label of the same frame and ending above its middle."""
+    a `carriers` label of the same frame and wholly above or below its middle."""
     vehicles = [b.box for b in boxes if b.label in carriers]
 
     def aboard(box: FloatBox) -> bool:
         area = (box[2] - box[0]) * (box[3] - box[1])
         return any(
-            intersection(box, v) >= PASSENGER_SHARE * area and box[3] <= (v[1] + v[3]) / 2 for v in vehicles
+            intersection(box, v) >= PASSENGER_SHARE * area
+            and (box[3] <= (v[1] + v[3]) / 2 or box[1] >= (v[1] + v[3]) / 2)
+            for v in vehicles
         )
 
     return [b for b in boxes if b.label not in passengers or not aboard(b.box)]

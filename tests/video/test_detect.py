@@ -164,14 +164,15 @@ def test_a_box_too_small_to_be_anything_is_dropped():
 
 
 def test_a_passenger_is_not_someone_on_foot():
-    """Heads in a bus's windows are "people" inside its box, above its middle; a person walking in
-    front of it reaches below its middle."""
+    """Heads in a bus's windows are "people" inside its box, above its middle, its wheels below;
+    a person walking in front of it reaches across its middle."""
     from video.detect import _on_foot
     from video.tracking import FrameBox
 
     bus = FrameBox("bus", 0.6, (234, 446, 786, 694))
     window = FrameBox("person", 0.38, (289, 515, 319, 545))
+    wheel = FrameBox("person", 0.45, (441, 600, 492, 690))
     walker = FrameBox("person", 0.7, (400, 500, 450, 640))
     s = DetectSettings()
-    assert _on_foot([bus, window, walker], s.passengers, s.carriers) == [bus, walker]
+    assert _on_foot([bus, window, wheel, walker], s.passengers, s.carriers) == [bus, walker]
     assert _on_foot([window], s.passengers, s.carriers) == [window]  # no vehicle in that frame
